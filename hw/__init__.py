@@ -1,0 +1,1 @@
+"""binbert hardware: the integer arithmetic contract (golden model) and Amaranth generators."""

@@ -1,0 +1,1 @@
+"""binbert simulation: cocotb testbenches that check the RTL against the golden model."""

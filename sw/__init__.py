@@ -1,0 +1,1 @@
+"""binbert software: quantizers, quantized BERT, distillation, splitting and export (PyTorch)."""
