@@ -1,0 +1,347 @@
+"""Quantized BERT: turn a Hugging Face BertModel into BinaryBERT / BiBERT in place.
+
+``quantize_bert(model, cfg)`` replaces, in every encoder layer, the self-attention with
+:class:`QuantBertSelfAttention` (quantized Q/K/V projections, quantized Q and K before Q·Kᵀ,
+quantized attention probabilities and V before the second matmul, or BiBERT's Bi-Attention),
+and the attention-output and both FFN linears with :class:`sw.quant.QuantLinear`; optionally
+the pooler and the word embedding too. LayerNorm, biases, position / token-type embeddings,
+residual adds and the classifier stay full precision (BinaryBERT §4, BiBERT §4).
+
+``record(model)`` collects, during one forward, what the distillation losses of both papers
+need (attention scores, Q/K/V, MHA and FFN outputs, hidden states), for quantized students and
+plain Hugging Face teachers alike.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import torch
+from torch import nn
+from transformers.models.bert.modeling_bert import BertModel, BertSelfAttention
+
+from hw.errors import BinbertError
+from sw.quant import (ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, ActQuantizer, HeavisideSTE,
+                      QuantEmbedding, QuantLinear, WeightQuantConfig, _check_bits, _check_bool,
+                      _check_choice)
+
+ATTENTIONS = ("softmax", "bi")
+
+
+@dataclass(frozen=True)
+class QuantBertConfig:
+    """What to quantize in a BERT and how.
+
+    weight: "fp" | "twn" | "bwn"        every encoder linear (+ pooler, word embedding if enabled)
+    act: "fp" | "uniform" | "lsq" | "sign"   inputs of those linears and of both attention matmuls
+    act_bits: 2..8 for uniform / lsq (ignored by fp and sign)
+    attention: "softmax" (BinaryBERT: quantized softmax attention) | "bi" (BiBERT Bi-Attention:
+               binarized Q, K, V, probabilities = heaviside(scores), no softmax)
+    embedding: quantize the word embedding (per-row scales)
+    pooler: quantize the pooler dense layer
+    centered: BiBERT's row-centred binarization (weight="bwn" only)
+    weight_per_row: per-row scales for the linears too (BiBERT); the embedding is always per row
+    act_integer: round half up in the activation quantizers (integer-simulation path, §8)
+    split: names of modules stored as two binary terms (set by sw.split.split_model)
+    """
+
+    weight: str = "fp"
+    act: str = "fp"
+    act_bits: int = 8
+    attention: str = "softmax"
+    embedding: bool = True
+    pooler: bool = True
+    centered: bool = False
+    weight_per_row: bool = False
+    act_integer: bool = False
+    split: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        _check_choice("weight", self.weight, WEIGHT_METHODS)
+        _check_choice("act", self.act, ACT_METHODS)
+        if self.act in ("uniform", "lsq"):
+            _check_bits("act_bits", self.act_bits)
+        elif isinstance(self.act_bits, bool) or not isinstance(self.act_bits, int):
+            raise BinbertError(f"act_bits={self.act_bits!r} must be an integer")
+        _check_choice("attention", self.attention, ATTENTIONS)
+        for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer"):
+            _check_bool(name, getattr(self, name))
+        if self.centered and self.weight != "bwn":
+            raise BinbertError(f"centered=true needs weight='bwn', got weight={self.weight!r}")
+        if isinstance(self.split, list):
+            object.__setattr__(self, "split", tuple(self.split))
+        if not isinstance(self.split, tuple) or not all(isinstance(s, str) for s in self.split):
+            raise BinbertError(f"split={self.split!r} must be a list of module names")
+        if self.split and self.weight != "bwn":
+            raise BinbertError(f"split modules need weight='bwn', got weight={self.weight!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantBertConfig":
+        """Build from a plain mapping (YAML); unknown keys and wrong types raise BinbertError."""
+        if not isinstance(d, dict):
+            raise BinbertError(f"quantization config must be a mapping, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise BinbertError(f"unknown quantization key {key!r}: expected one of {', '.join(known)}")
+        expected = {"weight": str, "act": str, "attention": str, "act_bits": int, "split": (list, tuple)}
+        for key, value in d.items():
+            want = expected.get(key, bool)
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if not ok:
+                tname = want.__name__ if isinstance(want, type) else "list"
+                raise BinbertError(f"{key}={value!r} must be of type {tname}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    # the per-module quantizer configs this model config implies
+    def linear_weight(self) -> WeightQuantConfig:
+        return WeightQuantConfig(self.weight, per_row=self.weight_per_row, centered=self.centered)
+
+    def embedding_weight(self) -> WeightQuantConfig:
+        if not self.embedding:
+            return WeightQuantConfig("fp")
+        return WeightQuantConfig(self.weight, per_row=True, centered=self.centered)
+
+    def linear_act(self) -> ActQuantConfig:
+        return ActQuantConfig(self.act, bits=self.act_bits, integer=self.act_integer)
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.weight != "fp" or self.act != "fp" or self.attention != "softmax"
+
+
+def _mask_parts(mask: torch.Tensor | None, dtype: torch.dtype):
+    """HF hands the layers either a boolean mask (True = attend; sdpa) or an additive float mask
+    (0 = attend, very negative = masked; eager). Return (additive float, allowed bool)."""
+    if mask is None:
+        return None, None
+    if mask.dtype == torch.bool:
+        additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        return additive.masked_fill(~mask, torch.finfo(dtype).min), mask
+    return mask.to(dtype), mask > -1
+
+
+class QuantBertSelfAttention(BertSelfAttention):
+    """Drop-in replacement of BertSelfAttention (same forward signature and outputs).
+
+    softmax mode: scores = q(Q)·q(K)ᵀ/√d (+ mask); P = softmax(scores); out = q(P)·q(V)
+    bi mode:      scores = sign(Q)·sign(K)ᵀ/√d; P = heaviside(scores) (0 where masked);
+                  out = P·sign(V)   (BiBERT Bi-Attention, the bool attention)
+
+    Subclassing BertSelfAttention keeps isinstance checks and HF's output_attentions capture
+    working; the head count follows the projections' width, so pruned heads work too.
+    """
+
+    def __init__(self, source: BertSelfAttention, cfg: QuantBertConfig):
+        nn.Module.__init__(self)  # not BertSelfAttention.__init__: the projections are reused
+        if not isinstance(source, BertSelfAttention):
+            raise BinbertError(f"expected a BertSelfAttention, got {type(source).__name__}")
+        if getattr(source, "is_decoder", False) or getattr(source, "is_causal", False):
+            raise BinbertError("quantize_bert supports encoder (bidirectional) BERTs only")
+        self.config = source.config
+        self.num_attention_heads = source.num_attention_heads
+        self.attention_head_size = source.attention_head_size
+        self.all_head_size = source.all_head_size
+        self.scaling = source.scaling
+        self.dropout = source.dropout
+        self.is_decoder = False
+        self.is_causal = False
+        self.layer_idx = source.layer_idx
+        self.mode = cfg.attention
+
+        wcfg = cfg.linear_weight()
+        acfg = cfg.linear_act()
+        # Q, K and V read the same input: one shared quantizer, so hardware feeds one code vector
+        shared = ActQuantizer(acfg).to(device=source.query.weight.device, dtype=source.query.weight.dtype)
+        self.query = QuantLinear.from_linear(source.query, wcfg, acfg, act_quant=shared)
+        self.key = QuantLinear.from_linear(source.key, wcfg, acfg, act_quant=shared)
+        self.value = QuantLinear.from_linear(source.value, wcfg, acfg, act_quant=shared)
+
+        inner = ActQuantConfig("sign") if self.mode == "bi" else acfg
+        dev = dict(device=source.query.weight.device, dtype=source.query.weight.dtype)
+        self.q_quant = ActQuantizer(inner).to(**dev)
+        self.k_quant = ActQuantizer(inner).to(**dev)
+        self.v_quant = ActQuantizer(inner).to(**dev)
+        # bi mode uses heaviside (no parameters); softmax mode quantizes the probabilities
+        self.p_quant = ActQuantizer(ActQuantConfig("fp") if self.mode == "bi" else acfg).to(**dev)
+        self._record: dict | None = None
+        self.train(source.training)  # a fresh Module is in training mode; keep the source's
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            raise BinbertError("QuantBertSelfAttention has no key/value cache (encoder only)")
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        q = self.query(hidden_states).view(*hidden_shape).transpose(1, 2)
+        k = self.key(hidden_states).view(*hidden_shape).transpose(1, 2)
+        v = self.value(hidden_states).view(*hidden_shape).transpose(1, 2)
+
+        scores = torch.matmul(self.q_quant(q), self.k_quant(k).transpose(2, 3)) * self.scaling
+        additive, allowed = _mask_parts(attention_mask, scores.dtype)
+        if self.mode == "bi":
+            probs = HeavisideSTE.apply(scores)
+            if allowed is not None:
+                probs = probs * allowed.to(probs.dtype)
+        else:
+            masked = scores + additive if additive is not None else scores
+            probs = self.p_quant(nn.functional.softmax(masked, dim=-1))
+            probs = nn.functional.dropout(probs, p=self.dropout.p, training=self.training)
+        context = torch.matmul(probs, self.v_quant(v)).transpose(1, 2).reshape(*input_shape, -1).contiguous()
+
+        if self._record is not None:
+            self._record.update(q=q, k=k, v=v, scores=scores, probs=probs, context=context,
+                                mask=allowed)
+        return context, probs
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, heads={self.num_attention_heads}, head_size={self.attention_head_size}"
+
+
+def bert_of(model: nn.Module) -> BertModel:
+    """The BertModel inside ``model`` (itself, or ``.bert`` of a task model)."""
+    base = getattr(model, "base_model", model)
+    if not isinstance(base, BertModel):
+        raise BinbertError(f"expected a Hugging Face BERT model, got {type(model).__name__}")
+    return base
+
+
+def quant_config_of(model: nn.Module) -> QuantBertConfig | None:
+    """The QuantBertConfig ``quantize_bert`` applied to ``model`` (None if not quantized)."""
+    return getattr(model, "binbert_quant", None)
+
+
+def set_quant_config(model: nn.Module, cfg: QuantBertConfig) -> None:
+    """Record ``cfg`` on the model and in its HF config (so save_pretrained keeps it)."""
+    model.binbert_quant = cfg
+    bert_of(model).binbert_quant = cfg
+    model.config.binbert_quant = cfg.to_dict()
+
+
+def quantize_bert(model: nn.Module, cfg: QuantBertConfig) -> nn.Module:
+    """Quantize a HF BertModel / BertFor* in place (and return it). Parameters are shared, not
+    copied; activation quantizers initialise their clip / step on the first batch."""
+    if not isinstance(cfg, QuantBertConfig):
+        raise BinbertError(f"quantize_bert needs a QuantBertConfig, got {type(cfg).__name__}")
+    bert = bert_of(model)
+    if quant_config_of(bert) is not None:
+        raise BinbertError("model is already quantized: start from a full-precision BERT")
+    if bert.config.is_decoder or bert.config.add_cross_attention:
+        raise BinbertError("quantize_bert supports encoder (bidirectional) BERTs only")
+
+    wcfg, acfg = cfg.linear_weight(), cfg.linear_act()
+    base_cfg = replace(cfg, split=())
+    for layer in bert.encoder.layer:
+        layer.attention.self = QuantBertSelfAttention(layer.attention.self, base_cfg)
+        layer.attention.output.dense = QuantLinear.from_linear(layer.attention.output.dense, wcfg, acfg)
+        layer.intermediate.dense = QuantLinear.from_linear(layer.intermediate.dense, wcfg, acfg)
+        layer.output.dense = QuantLinear.from_linear(layer.output.dense, wcfg, acfg)
+    if cfg.pooler and bert.pooler is not None:
+        bert.pooler.dense = QuantLinear.from_linear(bert.pooler.dense, wcfg, acfg)
+    if cfg.embedding:
+        emb = bert.embeddings
+        emb.word_embeddings = QuantEmbedding.from_embedding(emb.word_embeddings, cfg.embedding_weight())
+    model.train(model.training)  # new modules start in training mode: align them with the model
+    set_quant_config(model, base_cfg)
+    if cfg.split:
+        # rebuilding a split checkpoint: same structure, weights come from load_state_dict
+        from sw.split import split_model
+        if cfg.weight != "bwn":
+            raise BinbertError("split needs weight='bwn'")
+        split_model(model, names=list(cfg.split), _from_binary=True)
+    return model
+
+
+def quant_modules(model: nn.Module):
+    """(name, module) of every quantized weight layer: QuantLinear, QuantEmbedding and splits."""
+    from sw.split import SplitQuantEmbedding, SplitQuantLinear
+    kinds = (QuantLinear, QuantEmbedding, SplitQuantLinear, SplitQuantEmbedding)
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
+# --------------------------------------------------------------------------------------------
+# recording for distillation
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Recording:
+    """What one forward produced, per encoder layer l:
+
+    layers[l]["q"|"k"|"v"]   projections (batch, heads, seq, head_size), before quantization
+    layers[l]["scores"]      attention scores Q·Kᵀ/√d of the (quantized) Q, K, before the mask
+    layers[l]["probs"]       attention probabilities used (softmax or heaviside)
+    layers[l]["mask"]        bool, True where attention is allowed (None: no mask), broadcastable
+    layers[l]["context"]     attention context before the output projection (batch, seq, hidden)
+    layers[l]["attn_out"]    MHA block output (after output dense + residual + LayerNorm)
+    layers[l]["ffn_out"]     FFN block output = the layer's output hidden state
+    embeddings               embedding output (after LayerNorm)
+    """
+
+    embeddings: torch.Tensor | None = None
+    layers: list[dict] = field(default_factory=list)
+
+    @property
+    def hidden_states(self) -> list[torch.Tensor]:
+        """[embeddings, layer 1 output, ..., layer L output] as in output_hidden_states."""
+        return [self.embeddings] + [layer["ffn_out"] for layer in self.layers]
+
+
+def _heads(x: torch.Tensor, head_size: int) -> torch.Tensor:
+    return x.view(*x.shape[:-1], -1, head_size).transpose(1, 2)
+
+
+@contextlib.contextmanager
+def record(model: nn.Module):
+    """``with record(model) as rec: model(**batch)`` fills ``rec`` (a :class:`Recording`).
+
+    Works for quantized models (the attention reports its own quantized scores) and for plain
+    HF BERTs (scores recomputed from the recorded projections, probs with softmax + mask).
+    Tensors keep their autograd graph. Only the last forward inside the block is kept.
+    """
+    bert = bert_of(model)
+    layers = list(bert.encoder.layer)
+    rec = Recording(layers=[{} for _ in layers])
+    handles = []
+
+    def put(store: dict, key: str):
+        def hook(module, args, output):
+            store[key] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def on_embeddings(module, args, output):
+        rec.embeddings = output
+    handles.append(bert.embeddings.register_forward_hook(on_embeddings))
+
+    quant_attn = []
+    for i, layer in enumerate(layers):
+        store = rec.layers[i]
+        attn = layer.attention.self
+        if isinstance(attn, QuantBertSelfAttention):
+            attn._record = store
+            quant_attn.append(attn)
+        else:
+            for key, lin in (("q", attn.query), ("k", attn.key), ("v", attn.value)):
+                handles.append(lin.register_forward_hook(
+                    lambda m, a, out, s=store, k=key, hs=attn.attention_head_size: s.__setitem__(k, _heads(out, hs))))
+
+            def plain(module, args, kwargs, output, s=store):
+                mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+                scores = torch.matmul(s["q"], s["k"].transpose(2, 3)) * module.scaling
+                additive, allowed = _mask_parts(mask, scores.dtype)
+                probs = torch.softmax(scores + additive if additive is not None else scores, dim=-1)
+                s.update(scores=scores, probs=probs, mask=allowed, context=output[0])
+            handles.append(attn.register_forward_hook(plain, with_kwargs=True))
+        handles.append(layer.attention.register_forward_hook(put(store, "attn_out")))
+        handles.append(layer.register_forward_hook(put(store, "ffn_out")))
+    try:
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()
+        for attn in quant_attn:
+            attn._record = None
