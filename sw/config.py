@@ -143,6 +143,21 @@ class Config:
         return dataclasses.replace(self, stages=tuple(s for s in self.stages if s.name in names))
 
 
+# Quantization each stage type starts from; a stage's ``quant`` mapping overrides these keys
+# (any QuantBertConfig field of sw.qbert).
+STAGE_QUANT = {
+    "ternary": {"weight": "twn", "act": "uniform", "act_bits": 8},
+    "binary": {"weight": "bwn", "act": "uniform", "act_bits": 8},
+    "bibert": {"weight": "bwn", "act": "sign", "attention": "bi"},
+}
+
+
+def stage_quant_dict(stage: StageConfig) -> dict:
+    d = dict(STAGE_QUANT.get(stage.type, {}))
+    d.update(stage.quant)
+    return d
+
+
 # ---------------------------------------------------------------------------------------------
 # Loader
 
@@ -327,8 +342,6 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         loss = s.resolved_loss
         if s.type == "teacher" and loss != "ce":
             raise ctx.err(_node_of(s, "loss"), f"{w}: a teacher stage trains with loss 'ce'")
-        if s.type in ("ternary", "binary", "bibert") and loss == "ce" and s.loss is not None:
-            pass  # plain task loss on a quantized student is allowed (ablation)
         if s.type == "split" and s.quant:
             raise ctx.err(_node_of(s, "quant"), f"{w}: a split stage takes its quantization "
                                                 f"from the ternary stage before it")
@@ -341,11 +354,20 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
                                                f"needs a split stage in between")
         if s.type == "teacher" and s.quant:
             raise ctx.err(_node_of(s, "quant"), f"{w}: the teacher stage is full precision")
+        if s.type == "binary" and prev is not None and prev.type == "split" and s.quant:
+            raise ctx.err(_node_of(s, "quant"), f"{w}: a binary stage after a split keeps the "
+                                                f"split model's quantization")
+        if s.type != "teacher" and i == 0:
+            raise ctx.err(_node_of(s, "type"), f"{w}: students distil from a teacher: the first "
+                                               f"stage must be type 'teacher'")
+        if s.type in STAGE_QUANT:
+            from sw.qbert import QuantBertConfig
+
+            try:
+                QuantBertConfig.from_dict(stage_quant_dict(s))
+            except BinbertError as exc:
+                raise ctx.err(_node_of(s, "quant"), f"{w}.quant: {exc}") from None
         prev = s
-    if cfg.stages[0].type != "teacher" and any(s.type != "teacher" for s in cfg.stages):
-        # Students need a teacher: either the first stage, or an earlier run's teacher checkpoint
-        # (``binbert train --stages`` keeps stage directories, so this is checked at run time).
-        pass
 
 
 def config_from_text(text: str, source: str = "<config>") -> Config:
