@@ -27,6 +27,7 @@ import os
 import pickle
 import random
 import shutil
+import sys
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
@@ -208,6 +209,38 @@ def params_key(params: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _with_clock(component: Any) -> Any:
+    """Wrap a purely combinational component so its Verilog still has ``clk``/``rst`` ports.
+
+    The benches are cycle based (drive after the rising edge, sample at the falling edge); a
+    design without a sync domain (e.g. a PE with pipeline=0) would otherwise have no clock.
+    """
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+
+    class ClockedTop(wiring.Component):
+        def __init__(self, inner: Any):
+            self._inner = inner
+            super().__init__(inner.signature)
+
+        def elaborate(self, platform: Any) -> Any:
+            m = Module()
+            m.submodules.dut = self._inner
+            for name, member in self.signature.members.items():
+                ours, theirs = getattr(self, name), getattr(self._inner, name)
+                if not member.is_port:
+                    wiring.connect(m, wiring.flipped(ours), theirs)
+                elif member.flow == wiring.In:
+                    m.d.comb += theirs.eq(ours)
+                else:
+                    m.d.comb += ours.eq(theirs)
+            tick = Signal()
+            m.d.sync += tick.eq(~tick)  # creates the sync domain, hence clk and rst
+            return m
+
+    return ClockedTop(component)
+
+
 def generate_verilog(params: Any, path: Path) -> bool:
     """Write ``params.create()`` as Verilog to ``path``; False when the file was already identical."""
     from amaranth.back import verilog
@@ -215,6 +248,8 @@ def generate_verilog(params: Any, path: Path) -> bool:
     if not hasattr(params, "create"):
         raise BinbertError(f"{type(params).__name__} has no create(): cannot build its RTL")
     text = verilog.convert(params.create(), name=TOPLEVEL, emit_src=False)
+    if not any(line.strip() == "input clk;" for line in text.splitlines()):
+        text = verilog.convert(_with_clock(params.create()), name=TOPLEVEL, emit_src=False)
     if path.exists() and path.read_text() == text:
         return False
     tmp = path.with_suffix(".tmp")
@@ -245,6 +280,10 @@ def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = 
     say = log or (lambda _msg: None)
 
     root = Path(build_dir) if build_dir is not None else BUILD_ROOT
+    if sim == "verilator":
+        # Reuse the Verilator runtime objects across designs (see sim/objcache.py).
+        env["OBJCACHE"] = f"{sys.executable} {Path(__file__).with_name('objcache.py')}"
+        env["BINBERT_OBJCACHE_DIR"] = str(BUILD_ROOT / ".objcache")
     design_dir = root / f"{block}-{params_key(params)}"
     work = design_dir / (sim + ("-waves" if waves else ""))
     with _locked(work):

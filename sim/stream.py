@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, FallingEdge, RisingEdge, with_timeout
@@ -66,6 +67,19 @@ def unpack_lanes(word: int, width: int, count: int, *, signed: bool = True) -> l
     return lanes
 
 
+def int_to_bits(word: int, width: int) -> "np.ndarray":
+    """Bits ``0 .. width-1`` of ``word`` as a uint8 array (bit 0 first)."""
+    word = int(word) & ((1 << width) - 1)
+    raw = np.frombuffer(word.to_bytes(-(-width // 8) or 1, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:width]
+
+
+def bits_to_int(bits: Iterable[int]) -> int:
+    """Inverse of :func:`int_to_bits`: element ``j`` -> bit ``j``."""
+    b = np.asarray(list(bits) if not isinstance(bits, np.ndarray) else bits, dtype=np.uint8)
+    return int.from_bytes(np.packbits(b, bitorder="little").tobytes(), "little")
+
+
 # --------------------------------------------------------------------------- ports and agents
 
 
@@ -82,6 +96,12 @@ class StreamPort:
             raise AssertionError(f"DUT has no stream port {name!r} "
                                  f"({name}__payload/__valid/__ready): {exc}") from None
         self.width = len(self.payload)
+
+    def expect_width(self, width: int, what: str) -> None:
+        """Fail early, with the contract in the message, when the RTL port has another width."""
+        if self.width != width:
+            raise AssertionError(f"{self.name}__payload is {self.width} bits, the interface "
+                                 f"contract says {width} ({what})")
 
     def read_payload(self) -> int:
         value = self.payload.value
@@ -369,6 +389,12 @@ class StreamBench:
         await RisingEdge(self.clk)
         for agent in (self.driver, self.backpressure, self.in_monitor, self.out_monitor):
             agent.start()
+
+    async def set_traffic(self, *, idle_prob: float, ready_prob: float) -> None:
+        """Change the random idles/backpressure and wait until the old setting has run out."""
+        self.driver.idle_prob = idle_prob
+        self.backpressure.ready_prob = ready_prob
+        await ClockCycles(self.clk, max(self.backpressure.max_run, self.driver.max_idle) + 2)
 
     def cycle(self) -> int:
         return int(get_sim_time("ns")) // self.period_ns
