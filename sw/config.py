@@ -182,7 +182,8 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if origin in (tuple, list):
         return "a list"
-    return getattr(tp, "__name__", str(tp))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
 
 
 def _scalar(ctx: _Ctx, node: yaml.Node) -> Any:

@@ -1,0 +1,115 @@
+"""sw.config: shipped configs load, every kind of bad input names FILE:LINE."""
+from pathlib import Path
+
+import pytest
+
+from hw.errors import BinbertError
+from sw.config import config_from_text, config_to_yaml, load_config
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+BASE = """\
+model:
+  backbone: tiny
+train:
+  batch_size: 8
+  learning_rate: 1.0e-4
+stages:
+  - name: teacher
+    type: teacher
+    epochs: 1
+  - name: ternary
+    type: ternary
+    width: 0.5
+    quant: {act: lsq, act_bits: 4}
+  - name: split
+    type: split
+  - name: binary
+    type: binary
+"""
+
+
+def _line_of(text: str, needle: str) -> int:
+    """Line of the last occurrence (the duplicate, for duplicate keys)."""
+    return [i + 1 for i, l in enumerate(text.splitlines()) if needle in l][-1]
+
+
+@pytest.mark.parametrize("path", sorted(MODELS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.stages[0].type == "teacher"
+    # round trip through the resolved YAML that checkpoints store
+    assert config_from_text(config_to_yaml(cfg)) == cfg
+
+
+def test_base_parses():
+    cfg = config_from_text(BASE, "x.yaml")
+    assert [s.type for s in cfg.stages] == ["teacher", "ternary", "split", "binary"]
+    assert cfg.train.learning_rate == 1e-4 and cfg.stage("ternary").quant["act"] == "lsq"
+    assert cfg.stage("ternary").resolved_loss == "two_stage"
+
+
+def test_float_without_dot_accepted():
+    # PyYAML reads 5e-5 as a string; floats fields accept it
+    cfg = config_from_text(BASE.replace("1.0e-4", "5e-5"), "x.yaml")
+    assert cfg.train.learning_rate == 5e-5
+
+
+@pytest.mark.parametrize("old,new,needle,message", [
+    ("  learning_rate: 1.0e-4", "  lerning_rate: 1.0e-4", "lerning_rate",
+     "unknown key 'lerning_rate' in train (did you mean 'learning_rate'?)"),
+    ("  batch_size: 8", "  batch_size: eight", "batch_size",
+     "train.batch_size must be an integer, not 'eight'"),
+    ("  batch_size: 8", "  batch_size: true", "batch_size", "train.batch_size must be an integer"),
+    ("    type: ternary", "    type: ternery", "ternery",
+     "stages[1].type: 'ternery' is not one of"),
+    ("    width: 0.5", "    width: 1.5", "width: 1.5", "width must be in (0, 1]"),
+    ("    width: 0.5", "    width: 0.5\n    width: 0.5", "width", "duplicate key 'width'"),
+    ("  backbone: tiny", "  backbone: [tiny]", "backbone", "model.backbone must be a string"),
+    ("  batch_size: 8", "  batch_size: 0", "batch_size", "train.batch_size must be > 0"),
+    ("    quant: {act: lsq, act_bits: 4}", "    quant: {act: lsq, act_bits: 12}", "act_bits",
+     "stages[1] (ternary).quant: act_bits=12 out of range"),
+    ("    quant: {act: lsq, act_bits: 4}", "    quant: {actt: lsq}", "actt",
+     "unknown quantization key 'actt'"),
+    ("  - name: split\n    type: split\n", "", "type: binary",
+     "a binary stage after a ternary stage needs a split stage"),
+])
+def test_errors_name_file_and_line(old, new, needle, message):
+    text = BASE.replace(old, new)
+    assert text != BASE
+    with pytest.raises(BinbertError) as exc:
+        config_from_text(text, "models/x.yaml")
+    line = _line_of(text, needle)
+    msg = str(exc.value)
+    assert msg.startswith(f"models/x.yaml:{line}: "), msg
+    assert message in msg
+
+
+def test_structural_errors():
+    with pytest.raises(BinbertError, match=r"x.yaml:2: stages\[0\] \(s\): a split stage must "
+                                           r"follow a ternary stage"):
+        config_from_text("stages:\n  - {name: s, type: split}\n", "x.yaml")
+    with pytest.raises(BinbertError, match=r"x.yaml:3: .*first stage must be type 'teacher'"):
+        config_from_text("stages:\n  - name: b\n    type: bibert\n", "x.yaml")
+    with pytest.raises(BinbertError, match=r"x.yaml:1: missing required key 'stages'|"
+                                           r"x.yaml:1: config: missing required key 'stages'"):
+        config_from_text("model: {backbone: tiny}\n", "x.yaml")
+    with pytest.raises(BinbertError, match=r"x.yaml:3: .*duplicate stage name 't'"):
+        config_from_text("stages:\n  - {name: t, type: teacher}\n  - {name: t, type: bibert}\n",
+                         "x.yaml")
+    with pytest.raises(BinbertError, match=r"x.yaml:3: YAML syntax error: expected ','"):
+        config_from_text("stages:\n  - {name: t, type: teacher\n", "x.yaml")
+    with pytest.raises(BinbertError, match=r"x.yaml:1: a config must be a mapping"):
+        config_from_text("- 1\n", "x.yaml")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(BinbertError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_with_stages():
+    cfg = config_from_text(BASE, "x.yaml")
+    assert [s.name for s in cfg.with_stages(["teacher", "binary"]).stages] == ["teacher", "binary"]
+    with pytest.raises(BinbertError, match="no stage named 'bin'"):
+        cfg.with_stages(["bin"])
