@@ -261,13 +261,15 @@ def generate_verilog(params: Any, path: Path) -> bool:
 def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = False,
               seed: int | None = None, vectors: int = DEFAULT_VECTORS,
               build_dir: str | Path | None = None, test_module: str | None = None,
-              extra: dict[str, Any] | None = None,
+              extra: dict[str, Any] | None = None, verbose: bool = False,
               log: Callable[[str], None] | None = print) -> SimResult:
     """Build ``params.create()`` and run its cocotb bench; raise SimulationError if it fails.
 
     ``block`` picks the bench (``BLOCKS``) unless ``test_module`` names another one;
     ``vectors`` is the number of random vectors the bench checks after its edge cases;
-    ``extra`` is a JSON-able dict handed to the bench as ``BenchConfig.extra``.
+    ``extra`` is a JSON-able dict handed to the bench as ``BenchConfig.extra``;
+    ``verbose`` streams the simulator's output instead of writing it to ``run/sim.log``;
+    ``log`` receives the one-line progress messages (None: silent).
     """
     module = test_module or check_block_name(block)
     check_sim_name(sim)
@@ -289,12 +291,12 @@ def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = 
     with _locked(work):
         return _run_locked(params, block=block, sim=sim, waves=waves, seed=seed,
                            vectors=int(vectors), module=module, env=env, design_dir=design_dir,
-                           work=work, extra=extra or {}, say=say)
+                           work=work, extra=extra or {}, verbose=verbose, say=say)
 
 
 def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, vectors: int,
                 module: str, env: dict[str, str], design_dir: Path, work: Path,
-                extra: dict[str, Any], say: Callable[[str], None]) -> SimResult:
+                extra: dict[str, Any], verbose: bool, say: Callable[[str], None]) -> SimResult:
     from cocotb_tools.runner import get_runner
 
     source = work / f"{TOPLEVEL}.v"
@@ -307,6 +309,7 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
 
     run_dir = work / "run"
     run_dir.mkdir(exist_ok=True)
+    sim_log = None if verbose else run_dir / "sim.log"
     for stale in ("results.xml", "stats.json"):
         (run_dir / stale).unlink(missing_ok=True)
     with open(run_dir / "params.pkl", "wb") as f:
@@ -342,19 +345,21 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
                         build_dir=work,
                         test_dir=run_dir, seed=seed, waves=waves, timescale=TIMESCALE,
                         extra_env={ENV_CONFIG: str(run_dir / "bench.json")},
-                        results_xml=str(results))
+                        results_xml=str(results), log_file=sim_log)
         except (RuntimeError, SystemExit):
             pass  # the verdict comes from results.xml below, with the failure messages
         t2 = time.monotonic()
 
     tests, failures = parse_results(results)
     if tests == 0:
+        where = f"log {sim_log}:\n{_tail(sim_log)}" if sim_log else "see the output above"
         raise SimulationError(f"{block} on {sim} (seed {seed}): the simulation ended without "
-                              f"results ({results} missing or empty); see the output above")
+                              f"results ({results} missing or empty); {where}")
     if failures:
         lines = "; ".join(f"{name}: {msg}" for name, msg in failures)
         raise SimulationError(f"{block} on {sim} failed {len(failures)} of {tests} tests "
-                              f"(seed {seed}, rerun with --seed {seed}): {lines}")
+                              f"(seed {seed}, rerun with --seed {seed}): {lines}"
+                              + (f" [log {sim_log}]" if sim_log else ""))
     stats_path = run_dir / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     wave = _find_waves(work, run_dir) if waves else None
