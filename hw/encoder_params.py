@@ -618,14 +618,19 @@ class LayerNorm:
         return self.recip_shift + 1
 
     @property
+    def d_r_bound(self) -> int:
+        """Bound on |d·R|: |d| <= sqrt(Σd²) < sqrt(n(var+1))/2^E and sqrt(var+1) < σ+2 <= 3σ,
+        so |d·R| < 3·sqrt(n)·2^(P-E), whatever the input scale."""
+        return 3 * (math.isqrt(self.n) + 1) << (self.recip_shift - self.extra_bits)
+
+    @property
     def d_r_bits(self) -> int:
-        return self.d_bits + self.recip_bits
+        return self.d_r_bound.bit_length() + 1
 
     @property
     def norm_bits(self) -> int:
-        """|u| <= sqrt(n-1)·2^norm_frac (plus rounding), signed."""
-        top = math.isqrt(self.n - 1) + 1
-        return (top << self.norm_frac).bit_length() + 1
+        """Signed width of u (|u| <= d_r_bound >> norm_shift, plus the rounding)."""
+        return ((self.d_r_bound >> self.norm_shift) + 1).bit_length() + 1
 
     @property
     def norm_frac(self) -> int:
@@ -662,15 +667,18 @@ class LayerNorm:
 
 @dataclass(frozen=True, eq=False)
 class Embedding:
-    """e = word(id) + position[l] + token_type[t], all in residual units, then LayerNorm (§18).
+    """e = word(id) + position[l] + token_type[t], in units of 2^-table_frac, then LayerNorm (§18).
 
     word(id) = Σ_t alpha[t, id]·(±1 bits of word_bits[t, id])   (binary table, T terms), or
              = word_table[id]                                    (full-precision table, rounded).
-    alpha: (T, V) or (T, 1) non-negative; tables are signed res_bits-wide integers.
+    alpha: (T, V) or (T, 1) non-negative; tables are signed table_bits-wide integers. The
+    LayerNorm maps the sum to the residual format; table_frac only documents the scale (the
+    LayerNorm's eps carries it).
     """
 
     hidden: int
-    res_bits: int
+    table_bits: int
+    table_frac: int
     word_bits: np.ndarray | None
     alpha: np.ndarray | None
     word_table: np.ndarray | None
@@ -681,8 +689,9 @@ class Embedding:
     def __post_init__(self):
         o = "Embedding"
         _set(self, "hidden", _int(o, "hidden", self.hidden, 1))
-        _set(self, "res_bits", _int(o, "res_bits", self.res_bits, 2, 24))
-        lo, hi = signed_range(self.res_bits)
+        _set(self, "table_bits", _int(o, "table_bits", self.table_bits, 2, 24))
+        _set(self, "table_frac", _int(o, "table_frac", self.table_frac, 0, 30))
+        lo, hi = signed_range(self.table_bits)
         if (self.word_bits is None) == (self.word_table is None):
             raise BinbertError(f"{o}: exactly one of word_bits / word_table")
         if self.word_bits is not None:
@@ -696,7 +705,7 @@ class Embedding:
             if a.shape[0] != w.shape[0] or a.shape[1] not in (1, w.shape[1]):
                 raise BinbertError(f"{o}.alpha: shape {a.shape} does not match word_bits {w.shape}")
             if a.size and int(a.max(axis=1).sum()) > hi:
-                raise BinbertError(f"{o}.alpha: Σ_t alpha exceeds the {self.res_bits}-bit residual range")
+                raise BinbertError(f"{o}.alpha: Σ_t alpha exceeds the {self.table_bits}-bit table range")
             _set(self, "alpha", a)
         else:
             _set(self, "word_table", _ints(o, "word_table", self.word_table, ndim=2, lo=lo, hi=hi))
@@ -707,9 +716,9 @@ class Embedding:
         for name in ("position", "token_type"):
             if getattr(self, name).shape[1] != self.hidden:
                 raise BinbertError(f"{o}.{name}: {getattr(self, name).shape[1]} columns, hidden={self.hidden}")
-        if not isinstance(self.ln, LayerNorm) or self.ln.n != self.hidden or self.ln.in_bits < self.res_bits + 2:
+        if not isinstance(self.ln, LayerNorm) or self.ln.n != self.hidden or self.ln.in_bits < self.table_bits + 2:
             raise BinbertError(f"{o}.ln: must be a LayerNorm over {self.hidden} features, "
-                               f"in_bits >= {self.res_bits + 2}")
+                               f"in_bits >= {self.table_bits + 2}")
 
     @property
     def vocab(self) -> int:
@@ -819,8 +828,8 @@ class EncoderParams:
         _set(self, "layers", tuple(self.layers))
         if not all(isinstance(layer, EncoderLayer) for layer in self.layers):
             raise BinbertError(f"{o}.layers: must be EncoderLayer objects")
-        if not isinstance(self.embedding, Embedding) or self.embedding.res_bits != self.res_bits:
-            raise BinbertError(f"{o}.embedding: residual width differs from res_bits={self.res_bits}")
+        if not isinstance(self.embedding, Embedding):
+            raise BinbertError(f"{o}.embedding: must be an Embedding")
         if self.embedding.ln.out_bits != self.res_bits:
             raise BinbertError(f"{o}.embedding.ln: out_bits must equal res_bits={self.res_bits}")
         for i, layer in enumerate(self.layers):
