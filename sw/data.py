@@ -190,5 +190,10 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool 
 
 
 def loader(ds: Encoded, batches: list[list[int]]) -> Iterator[dict[str, torch.Tensor]]:
-    """A DataLoader over fixed batches (single process: batches are cheap to pad)."""
-    return iter(torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=ds.collate))
+    """A DataLoader over fixed batches (single process: batches are cheap to pad).
+
+    Its own generator: a DataLoader iterator otherwise draws its base seed from the global RNG,
+    which would shift the dropout masks of a resumed run against an uninterrupted one.
+    """
+    return iter(torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=ds.collate,
+                                            generator=torch.Generator().manual_seed(0)))

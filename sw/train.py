@@ -623,8 +623,9 @@ class _StageRun:
             opt, sched = self._optim(phase)
             start = 0
             if self.resume is not None and self.resume["phase"] == pi:
-                opt.load_state_dict(self.resume["optimizer"])
-                sched.load_state_dict(self.resume["scheduler"])
+                if self.resume["optimizer"] is not None:  # None: saved at a phase boundary
+                    opt.load_state_dict(self.resume["optimizer"])
+                    sched.load_state_dict(self.resume["scheduler"])
                 _set_rng_state(self.resume["rng"][min(dist.rank, len(self.resume["rng"]) - 1)])
                 start = self.resume["step"]
             self.resume = None
@@ -667,7 +668,12 @@ class _StageRun:
         if need_trace:
             s.update(embeddings=srec.embeddings, layers=srec.layers)
             t.update(embeddings=trec.embeddings, layers=trec.layers)
-        return distill_loss(phase.loss, s, t, batch["attention_mask"], self.cfg.distill)
+        loss, terms = distill_loss(phase.loss, s, t, batch["attention_mask"], self.cfg.distill)
+        if net is not self.model:
+            # DDP reduces gradients of everything its output depends on; the intermediate loss
+            # reads hooked tensors, not the logits, so tie the logits in with weight zero.
+            loss = loss + 0.0 * s_logits.sum()
+        return loss, terms
 
     def _run_phase(self, pi: int, phase: Phase, net, opt, sched, start: int) -> None:
         tr, cfg = self.tr, self.cfg

@@ -1,0 +1,216 @@
+"""sw.train on tiny random BERTs (MiniLM vocabulary): every stage, checkpoints, resume, DDP."""
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hw.errors import BinbertError
+from sw.config import config_from_text, load_config
+from sw.train import Dist, Trainer, evaluate, load_checkpoint, predict, resolve_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "models" / "tiny-test.yaml"
+
+
+def _cfg(**stage_steps):
+    cfg = load_config(TINY)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(ROOT / "data/glue")))
+    if stage_steps:
+        cfg = dataclasses.replace(cfg, stages=tuple(
+            dataclasses.replace(s, steps=stage_steps.get(s.name, s.steps)) for s in cfg.stages))
+    return cfg
+
+
+def _sd(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    tr = Trainer(_cfg(), out, progress=False)
+    summary = tr.run()
+    return out, tr, summary
+
+
+def test_every_stage_runs_and_checkpoints(pipeline):
+    out, tr, summary = pipeline
+    for name in ("teacher", "ternary", "split", "binary"):
+        d = out / name
+        assert resolve_checkpoint(d / "final") == d / "final"
+        assert not (d / "last").exists()  # resumable state is dropped once final exists
+        for f in ("model.safetensors", "bert_config.json", "structure.json", "quant.json",
+                  "config.yaml", "state.json"):
+            assert (d / "final" / f).is_file(), (name, f)
+        assert (d / "metrics.json").is_file() and (d / "curve.png").stat().st_size > 0
+        state = json.loads((d / "final" / "state.json").read_text())
+        assert state["stage"] == name and state["complete"]
+    assert (out / "summary.json").is_file() and (out / "curve.png").is_file()
+    hist = json.loads((out / "ternary" / "metrics.json").read_text())["history"]
+    assert {h["phase"] for h in hist} == {"intermediate", "prediction"}
+    assert any("emb" in h for h in hist) and any("pred" in h for h in hist)
+
+
+def test_checkpoints_rebuild_the_model(pipeline):
+    out, tr, summary = pipeline
+    q = {}
+    for name in ("teacher", "ternary", "split", "binary"):
+        model, state, cfg = load_checkpoint(out / name / "final")
+        q[name] = json.loads((out / name / "final" / "quant.json").read_text())
+        got = evaluate(model, tr.dev_ds, "sst2")
+        assert got == summary[name]["dev"], name
+    assert q["teacher"] is None
+    assert q["ternary"]["weight"] == "twn" and q["ternary"]["act"] == "lsq"
+    assert q["split"]["weight"] == "bwn" and q["split"]["split"]
+    assert q["binary"] == q["split"]
+    s = json.loads((out / "ternary" / "final" / "structure.json").read_text())
+    t = json.loads((out / "teacher" / "final" / "structure.json").read_text())
+    assert [l["heads"] * 2 for l in s["layers"]] == [l["heads"] for l in t["layers"]]
+    assert [l["intermediate"] * 2 for l in s["layers"]] == [l["intermediate"] for l in t["layers"]]
+
+
+def test_split_stage_preserves_the_ternary_function(pipeline):
+    out, tr, summary = pipeline
+    ternary, _, _ = load_checkpoint(out / "ternary" / "final")
+    split, _, _ = load_checkpoint(out / "split" / "final")
+    batch = tr.dev_ds.collate(list(range(len(tr.dev_ds))))
+    batch.pop("labels")
+    with torch.no_grad():
+        a = ternary.eval()(**batch).logits
+        b = split.eval()(**batch).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resume_after_interruption_equals_uninterrupted(pipeline, tmp_path):
+    base_out, _, _ = pipeline
+    # 12 ternary steps = two 6-step phases with checkpoints every 4 steps: interruptions land
+    # mid-phase (step 5: resume from 4 with optimizer/scheduler/RNG) and in phase 2 (step 9).
+    cfg = _cfg(ternary=12)
+    cfg = dataclasses.replace(cfg, stages=cfg.stages[:2])
+    ref_out, cut_out = tmp_path / "ref", tmp_path / "cut"
+    for o in (ref_out, cut_out):
+        shutil.copytree(base_out / "teacher", o / "teacher")
+    ref = Trainer(cfg, ref_out, progress=False)
+    ref.run()
+    interrupted = 0
+    for stop in (5, 9):
+        tr = Trainer(cfg, cut_out, progress=False)
+        tr._interrupt_at = stop - (4 if stop == 9 else 0)  # counts steps of this process
+        with pytest.raises(KeyboardInterrupt):
+            tr.run()
+        interrupted += 1
+        assert resolve_checkpoint(cut_out / "ternary" / "last") is not None
+    Trainer(cfg, cut_out, progress=False).run()
+    a, sa, _ = load_checkpoint(ref_out / "ternary" / "final")
+    b, sb, _ = load_checkpoint(cut_out / "ternary" / "final")
+    da, db = a.state_dict(), b.state_dict()
+    assert da.keys() == db.keys()
+    for k in da:
+        assert torch.equal(da[k], db[k]), k
+    ha = json.loads((ref_out / "ternary" / "metrics.json").read_text())["history"]
+    hb = json.loads((cut_out / "ternary" / "metrics.json").read_text())["history"]
+    assert ha == hb
+
+
+def test_checkpoint_config_mismatch(pipeline, tmp_path):
+    base_out, _, _ = pipeline
+    out = tmp_path / "o"
+    shutil.copytree(base_out / "teacher", out / "teacher")
+    cfg = _cfg()
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=8))
+    with pytest.raises(BinbertError, match=r"teacher/final: checkpoint does not match the config "
+                                           r"\(differs in train.seed\)"):
+        Trainer(other, out, progress=False).run()
+    # a checkpoint whose weights do not fit its recorded structure
+    bad = tmp_path / "bad"
+    shutil.copytree(base_out / "ternary" / "final", bad)
+    (bad / "quant.json").write_text(json.dumps(None))
+    with pytest.raises(BinbertError, match="does not match its config"):
+        load_checkpoint(bad)
+    with pytest.raises(BinbertError, match="not a complete binbert checkpoint"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(BinbertError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_interrupted_directory_swap_is_recovered(pipeline, tmp_path):
+    base_out, tr, summary = pipeline
+    d = tmp_path / "teacher"
+    shutil.copytree(base_out / "teacher" / "final", d.with_name("teacher.old"))
+    (tmp_path / "teacher.tmp").mkdir()  # a half-written new version
+    model, state, _ = load_checkpoint(d)
+    assert state["stage"] == "teacher"
+
+
+def test_stages_option(pipeline, tmp_path):
+    base_out, _, _ = pipeline
+    cfg = _cfg()
+    out = tmp_path / "o"
+    with pytest.raises(BinbertError, match="stage 'teacher' has no checkpoint .* run it first"):
+        Trainer(cfg, out, stages=["ternary"], progress=False).run()
+    shutil.copytree(base_out / "teacher", out / "teacher")
+    s = Trainer(cfg, out, stages=["ternary"], progress=False).run()
+    assert set(s) == {"teacher", "ternary", "_wall_s"}
+    assert not (out / "split").exists()
+    with pytest.raises(BinbertError, match="no stage named 'tern'"):
+        Trainer(cfg, out, stages=["tern"], progress=False)
+
+
+BIBERT = """
+model: {backbone: tiny, tiny: {hidden_size: 32, num_layers: 2, num_heads: 4,
+        intermediate_size: 64, max_position_embeddings: 64}}
+data: {task: TASK, dir: DATA, max_seq_len: 24, train_limit: 48, eval_limit: 24}
+train: {batch_size: 8, seed: 3, eval_every: 3, learning_rate: 1.0e-3, threads: 1}
+stages:
+  - {name: teacher, type: teacher, steps: 3}
+  - {name: bibert, type: bibert, steps: 3}
+"""
+
+
+@pytest.mark.parametrize("task", ["mrpc", "stsb"])
+def test_bibert_and_pair_tasks(tmp_path, task):
+    cfg = config_from_text(BIBERT.replace("TASK", task).replace("DATA", str(ROOT / "data/glue")))
+    s = Trainer(cfg, tmp_path, progress=False).run()
+    q = json.loads((tmp_path / "bibert" / "final" / "quant.json").read_text())
+    assert (q["weight"], q["act"], q["attention"]) == ("bwn", "sign", "bi")
+    hist = json.loads((tmp_path / "bibert" / "metrics.json").read_text())["history"]
+    assert any("dmd" in h and h["dmd"] > 0 for h in hist)
+    main = {"mrpc": "acc", "stsb": "pearson"}[task]
+    assert s["bibert"]["dev"]["main"] == s["bibert"]["dev"][main]
+
+
+def test_bwn_direct_binary_stage(tmp_path):
+    text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue")).replace(
+        "{name: bibert, type: bibert, steps: 3}",
+        "{name: bwn, type: binary, steps: 2, loss: joint, quant: {act: lsq, act_bits: 4}}")
+    Trainer(config_from_text(text), tmp_path, progress=False).run()
+    q = json.loads((tmp_path / "bwn" / "final" / "quant.json").read_text())
+    assert (q["weight"], q["act"], q["act_bits"], q["split"]) == ("bwn", "lsq", 4, [])
+    hist = json.loads((tmp_path / "bwn" / "metrics.json").read_text())["history"]
+    assert {h["phase"] for h in hist} == {"joint"}
+
+
+def test_ddp_code_path_gloo_world_1(pipeline, tmp_path, monkeypatch):
+    """torch.distributed initialised (gloo, one rank): DDP wrapper and collectives run."""
+    base_out, _, _ = pipeline
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, stages=cfg.stages[:2])
+    shutil.copytree(base_out / "teacher", tmp_path / "teacher")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        s = Trainer(cfg, tmp_path, progress=False, dist=Dist(rank=0, world=1)).run()
+    finally:
+        torch.distributed.destroy_process_group()
+    ref = json.loads((base_out / "ternary" / "final" / "state.json").read_text())["summary"]
+    # same data order, seeds and maths as the single-process run
+    assert s["ternary"]["dev"] == ref["dev"]
+    a, _, _ = load_checkpoint(tmp_path / "ternary" / "final")
+    b, _, _ = load_checkpoint(base_out / "ternary" / "final")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-5, atol=1e-6)
