@@ -553,9 +553,9 @@ class Attention:
 
 @dataclass(frozen=True, eq=False)
 class LayerNorm:
-    """Integer LayerNorm over the last axis (n features), §17.
+    """Integer LayerNorm over the last axis (n features), §17. With E = extra_bits:
 
-    μ = floor((2·Σv + n) / 2n);  d = v - μ;  var = floor(Σd² · 2^(2·extra_bits) / n)
+    μ = floor((2·Σv·2^E + n) / 2n);  d = v·2^E - μ;  var = floor(Σd² / n)   (units 2^-E of v)
     σ = max(isqrt(var + eps), 1);  R = floor(2^recip_shift / σ)
     u = (d·R + 2^(norm_shift-1)) >> norm_shift                 (normalised, norm_frac fraction bits)
     y = clamp((u·gamma + beta + 2^(out_shift-1)) >> out_shift, signed out_bits range)
@@ -600,12 +600,12 @@ class LayerNorm:
 
     @property
     def d_bits(self) -> int:
-        return self.in_bits + 1
+        return self.in_bits + self.extra_bits + 1
 
     @property
     def sumsq_bits(self) -> int:
-        """Unsigned width of Σd²·2^(2·extra_bits) (var's dividend)."""
-        return 2 * (self.d_bits - 1) + self.n.bit_length() + 2 * self.extra_bits
+        """Unsigned width of Σd² (var's dividend)."""
+        return 2 * (self.d_bits - 1) + self.n.bit_length()
 
     @property
     def std_bits(self) -> int:
@@ -619,9 +619,9 @@ class LayerNorm:
 
     @property
     def d_r_bound(self) -> int:
-        """Bound on |d·R|: |d| <= sqrt(Σd²) < sqrt(n(var+1))/2^E and sqrt(var+1) < σ+2 <= 3σ,
-        so |d·R| < 3·sqrt(n)·2^(P-E), whatever the input scale."""
-        return 3 * (math.isqrt(self.n) + 1) << (self.recip_shift - self.extra_bits)
+        """Bound on |d·R|: |d| <= sqrt(Σd²) < sqrt(n(var+1)) and sqrt(var+1) < σ+2 <= 3σ,
+        so |d·R| < 3·sqrt(n)·2^P, whatever the input scale."""
+        return 3 * (math.isqrt(self.n) + 1) << self.recip_shift
 
     @property
     def d_r_bits(self) -> int:
@@ -634,7 +634,7 @@ class LayerNorm:
 
     @property
     def norm_frac(self) -> int:
-        return self.recip_shift - self.extra_bits - self.norm_shift
+        return self.recip_shift - self.norm_shift
 
     @property
     def beta_bits(self) -> int:
@@ -649,10 +649,10 @@ class LayerNorm:
         if v.shape[-1] != self.n:
             raise BinbertError(f"LayerNorm: input has {v.shape[-1]} features, expected {self.n}")
         v = _check_in("LayerNorm", "input", v, *signed_range(self.in_bits))
-        total = v.sum(axis=-1, keepdims=True)
+        total = v.sum(axis=-1, keepdims=True) << self.extra_bits
         mu = (2 * total + self.n) // (2 * self.n)
-        d = v - mu
-        var = ((d * d).sum(axis=-1, keepdims=True) << (2 * self.extra_bits)) // self.n
+        d = (v << self.extra_bits) - mu
+        var = (d * d).sum(axis=-1, keepdims=True) // self.n
         std = np.maximum(isqrt(var + self.eps), 1)
         r = (1 << self.recip_shift) // std
         u = (d * r + (1 << (self.norm_shift - 1))) >> self.norm_shift

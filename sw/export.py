@@ -241,7 +241,7 @@ def layer_norm(ln: nn.LayerNorm, in_bits: int, in_frac: int, opts: ExportOptions
         raise BinbertError(f"{name}: gamma up to {gmax:g} leaves no fraction bits (out_shift={out_shift})")
     return LayerNorm(n=gamma.shape[0], in_bits=in_bits, extra_bits=e,
                      eps=int(_round(ln.eps * 2.0 ** (2 * (in_frac + e)))), recip_shift=p,
-                     norm_shift=p - e - nf, gamma=_round(gamma * 2.0**g_frac),
+                     norm_shift=p - nf, gamma=_round(gamma * 2.0**g_frac),
                      beta=_round(beta * 2.0 ** (nf + g_frac)), out_shift=out_shift, out_bits=opts.res_bits)
 
 
