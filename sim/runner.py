@@ -26,6 +26,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import sys
 import time
@@ -241,7 +242,32 @@ def _with_clock(component: Any) -> Any:
     return ClockedTop(component)
 
 
-def generate_verilog(params: Any, path: Path) -> bool:
+_TIME0_REG = re.compile(r"^(\s*reg (\\\$auto\$verilog_backend\S*) )\s*= 0;$", re.M)
+
+
+def icarus_time0_fix(text: str) -> str:
+    """Make Yosys' time-0 trigger fire under Icarus.
+
+    Yosys puts ``reg \\$auto$...  = 0;`` in the sensitivity of every ``always @*`` so the
+    blocks evaluate once at time 0. Icarus applies declaration initialisers before any process
+    waits, so no event occurs and combinational outputs that depend only on registers (an FSM's
+    ``valid``) stay X until those registers change. An ``initial`` assignment placed after the
+    ``always`` blocks produces the X -> 0 event they need.
+    """
+    out, pending = [], []
+    for line in text.splitlines(keepends=True):
+        m = _TIME0_REG.match(line.rstrip("\n"))
+        if m:
+            pending.append(m.group(2))
+            line = m.group(1) + ";\n"  # the space ends the escaped identifier
+        elif line.strip() == "endmodule" and pending:
+            out.extend(f"  initial {name} = 1'h0;\n" for name in pending)
+            pending = []
+        out.append(line)
+    return "".join(out)
+
+
+def generate_verilog(params: Any, path: Path, *, sim: str = "verilator") -> bool:
     """Write ``params.create()`` as Verilog to ``path``; False when the file was already identical."""
     from amaranth.back import verilog
 
@@ -250,6 +276,8 @@ def generate_verilog(params: Any, path: Path) -> bool:
     text = verilog.convert(params.create(), name=TOPLEVEL, emit_src=False)
     if not any(line.strip() == "input clk;" for line in text.splitlines()):
         text = verilog.convert(_with_clock(params.create()), name=TOPLEVEL, emit_src=False)
+    if sim == "icarus":
+        text = icarus_time0_fix(text)
     if path.exists() and path.read_text() == text:
         return False
     tmp = path.with_suffix(".tmp")
@@ -301,7 +329,7 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
 
     source = work / f"{TOPLEVEL}.v"
     t0 = time.monotonic()
-    generate_verilog(params, source)
+    generate_verilog(params, source, sim=sim)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     stamp = work / "build.stamp"
     exe = work / ("sim.vvp" if sim == "icarus" else TOPLEVEL)

@@ -272,6 +272,43 @@ class Model(Protocol):
         """Consume one input beat; return the (output beat, description) pairs it completes."""
 
 
+class PlannedModel:
+    """A golden model evaluated in one vectorised batch, still fed by the input monitor.
+
+    Benches know their stimulus up front, so they compute every expected output with one
+    ``params.compute`` call (:meth:`plan`). :meth:`feed` groups the *observed* input beats
+    (``group`` beats each) and returns the planned outputs only when the observed group equals
+    the planned one; otherwise it calls ``evaluate(observed_beats, group_index)`` so the
+    expectation always follows what the DUT actually received.
+    """
+
+    def __init__(self, group: int, evaluate: Callable[[list[int], int], list[tuple[int, str]]]):
+        self.group = group
+        self.evaluate = evaluate
+        self._plan: deque[tuple[list[int], list[tuple[int, str]]]] = deque()
+        self._pending: list[int] = []
+        self.groups = 0
+        self.unplanned = 0
+
+    def plan(self, inputs: Sequence[Sequence[int]], outputs: Sequence[Sequence[tuple[int, str]]]) -> None:
+        for i, o in zip(inputs, outputs, strict=True):
+            self._plan.append((list(i), list(o)))
+
+    def feed(self, beat: int) -> Sequence[tuple[int, str]]:
+        self._pending.append(beat)
+        if len(self._pending) < self.group:
+            return []
+        observed, self._pending = self._pending, []
+        index = self.groups
+        self.groups += 1
+        if self._plan:
+            planned_in, planned_out = self._plan.popleft()
+            if planned_in == observed:
+                return planned_out
+        self.unplanned += 1
+        return self.evaluate(observed, index)
+
+
 class Scoreboard:
     """In-order checker: the n-th observed output beat must equal the n-th expected one.
 

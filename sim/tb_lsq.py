@@ -18,7 +18,7 @@ import cocotb
 import numpy as np
 
 from sim.runner import load_bench
-from sim.stream import StreamBench, pack_lanes, unpack_lanes
+from sim.stream import PlannedModel, StreamBench, pack_lanes, unpack_lanes
 
 
 def acc_limits(p) -> tuple[int, int]:
@@ -29,24 +29,33 @@ def out_width(p) -> int:
     return p.out_bits if p.out_bits >= 2 else 1
 
 
-class LSQModel:
-    """Input beat -> expected output beat; the row block comes from the beat count (mod NF)."""
-
-    def __init__(self, params):
-        self.p = params
-        self.count = 0
-
-    def feed(self, beat: int):
-        p = self.p
-        nf = self.count % p.nf
+def unpack_vector(p, beats: list[int]) -> np.ndarray:
+    """NF input beats -> (terms, n) accumulators."""
+    accs = np.empty((p.terms, p.n), dtype=np.int64)
+    for nf, beat in enumerate(beats):
         flat = unpack_lanes(beat, p.acc_width, p.terms * p.lanes)
-        accs = np.zeros((p.terms, p.n), dtype=np.int64)
-        rows = slice(nf * p.lanes, (nf + 1) * p.lanes)
-        accs[:, rows] = np.asarray(flat, dtype=np.int64).reshape(p.terms, p.lanes)
-        codes = p.compute(accs)[rows]  # rows are independent: zero padding elsewhere is harmless
-        info = f"input beat {self.count}, rows {rows.start}..{rows.stop - 1}"
-        self.count += 1
-        return [(pack_lanes(codes, out_width(p), signed=p.out_bits >= 2), info)]
+        accs[:, nf * p.lanes:(nf + 1) * p.lanes] = np.asarray(flat).reshape(p.terms, p.lanes)
+    return accs
+
+
+def expected_beats(p, codes: np.ndarray, v: int) -> list[tuple[int, str]]:
+    """(n,) codes of vector ``v`` -> its NF expected output beats."""
+    return [(pack_lanes(codes[nf * p.lanes:(nf + 1) * p.lanes], out_width(p),
+                        signed=p.out_bits >= 2),
+             f"vector {v}, rows {nf * p.lanes}..{(nf + 1) * p.lanes - 1}") for nf in range(p.nf)]
+
+
+def lsq_model(p) -> PlannedModel:
+    """NF observed input beats (one n-row vector) -> NF expected beats, via ``compute``."""
+    return PlannedModel(p.nf, lambda beats, v: expected_beats(p, p.compute(unpack_vector(p, beats)), v))
+
+
+def plan(model: PlannedModel, p, accs: np.ndarray, first: int) -> list[int]:
+    """(V, terms, n) accumulators: golden codes in one call; returns the input beats."""
+    codes = p.compute(np.moveaxis(accs, 1, 0))  # (V, n)
+    inputs = [beats_of(p, accs[v:v + 1]) for v in range(len(accs))]
+    model.plan(inputs, [expected_beats(p, codes[v], first + v) for v in range(len(accs))])
+    return [b for beats in inputs for b in beats]
 
 
 def beats_of(p, accs: np.ndarray) -> list[int]:
@@ -108,7 +117,8 @@ async def lsq_matches_golden(dut):
     rng = random.Random(cfg.seed)
     nrng = np.random.default_rng(cfg.seed)
     ow = out_width(p)
-    bench = StreamBench(dut, model=LSQModel(p), rng=rng,
+    model = lsq_model(p)
+    bench = StreamBench(dut, model=model, rng=rng,
                         out_lanes=lambda w: unpack_lanes(w, ow, p.lanes, signed=p.out_bits >= 2),
                         idle_prob=cfg.extra.get("idle_prob", 0.2),
                         ready_prob=cfg.extra.get("ready_prob", 0.75))
@@ -119,12 +129,12 @@ async def lsq_matches_golden(dut):
 
     edges = edge_accs(p)
     accs = np.concatenate([edges, random_accs(p, nrng, cfg.vectors)])
-    beats = beats_of(p, accs)
+    beats = plan(model, p, accs, 0)
     await bench.run(beats, len(beats), max_cycles=30 * len(beats) + 200)
 
     # Full rate: one beat per cycle without idles or backpressure.
     await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    burst = beats_of(p, random_accs(p, nrng, max(1, 200 // p.nf)))
+    burst = plan(model, p, random_accs(p, nrng, max(1, 200 // p.nf)), len(accs))
     first = len(bench.out_monitor.cycles)
     await bench.run(burst, len(burst), max_cycles=len(burst) + 100)
     out = bench.out_monitor.cycles[first:]
@@ -141,4 +151,5 @@ async def lsq_matches_golden(dut):
     dut._log.info("lsq: %d vectors (%d edge) = %d beats matched; %d of %d codes covered; "
                   "burst %d beats in %d cycles", len(accs), len(edges), len(beats),
                   np.unique(expected).size, hi_code - lo_code + 1, len(burst), span)
+    assert model.unplanned == 0, f"{model.unplanned} input vectors differed from the driven ones"
     assert span == len(burst), f"burst of {len(burst)} beats took {span} cycles (expected 1 per cycle)"

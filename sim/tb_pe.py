@@ -11,25 +11,28 @@ from __future__ import annotations
 import random
 
 import cocotb
+import numpy as np
 
 from sim.runner import load_bench
-from sim.stream import StreamBench, int_to_bits
+from sim.stream import PlannedModel, StreamBench, int_to_bits
 
 
-class PEModel:
-    """Input beat -> expected output beat, through ``PEParams.compute``."""
+def split(p, beats: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Input beats -> (x bits, w bits), each (len(beats), simd)."""
+    bits = np.stack([int_to_bits(b, 2 * p.simd) for b in beats])
+    return bits[:, :p.simd], bits[:, p.simd:]
 
-    def __init__(self, params):
-        self.p = params
-        self.count = 0
 
-    def feed(self, beat: int):
-        s = self.p.simd
-        x = int_to_bits(beat, s)
-        w = int_to_bits(beat >> s, s)
-        expected = int(self.p.compute(x[None, :], w[None, :])[0])
-        self.count += 1
-        return [(expected, f"input beat {self.count - 1}")]
+def pe_model(p) -> PlannedModel:
+    """One observed input beat -> one expected output beat, through ``PEParams.compute``."""
+    return PlannedModel(1, lambda beats, i: [(int(p.compute(*split(p, beats))[0]), f"input beat {i}")])
+
+
+def plan(model: PlannedModel, p, beats: list[int], first: int) -> list[int]:
+    expected = p.compute(*split(p, beats))  # one vectorised golden call for the whole stimulus
+    model.plan([[b] for b in beats], [[(int(e), f"input beat {first + i}")]
+                                      for i, e in enumerate(expected)])
+    return beats
 
 
 def edge_beats(simd: int) -> list[int]:
@@ -50,7 +53,8 @@ async def pe_matches_golden(dut):
     cfg = load_bench()
     p = cfg.params
     rng = random.Random(cfg.seed)
-    bench = StreamBench(dut, model=PEModel(p), rng=rng,
+    model = pe_model(p)
+    bench = StreamBench(dut, model=model, rng=rng,
                         idle_prob=cfg.extra.get("idle_prob", 0.2),
                         ready_prob=cfg.extra.get("ready_prob", 0.75))
     bench.i.expect_width(2 * p.simd, f"x and w, simd={p.simd}")
@@ -59,18 +63,19 @@ async def pe_matches_golden(dut):
 
     edges = edge_beats(p.simd)
     randoms = [rng.getrandbits(2 * p.simd) for _ in range(cfg.vectors)]
-    beats = edges + randoms
+    beats = plan(model, p, edges + randoms, 0)
     await bench.run(beats, len(beats), max_cycles=30 * len(beats) + 200)
 
     # Throughput: no idles, no backpressure -> one beat per cycle after the pipeline fills.
     await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    burst = [rng.getrandbits(2 * p.simd) for _ in range(200)]
+    burst = plan(model, p, [rng.getrandbits(2 * p.simd) for _ in range(200)], len(beats))
     first = len(bench.out_monitor.cycles)
     await bench.run(burst, len(burst), max_cycles=len(burst) + 100)
     cycles = bench.out_monitor.cycles[first:]
     span = cycles[-1] - cycles[0] + 1
     total = len(beats) + len(burst)
     await bench.finish(total)
+    assert model.unplanned == 0, f"{model.unplanned} input beats differed from the driven ones"
     assert span == len(burst), f"burst of {len(burst)} beats took {span} cycles (expected 1 per cycle)"
     cfg.write_stats(beats=total, edge_beats=len(edges), burst_cycles=span,
                     last_cycle=bench.out_monitor.cycles[-1])
