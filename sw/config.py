@@ -13,7 +13,7 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
     distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
               loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
-              eval_every}, ...]
+              budget_mb, eval_every}, ...]
 """
 from __future__ import annotations
 
@@ -106,7 +106,8 @@ class StageConfig:
     intermediate_fraction: float = 0.5  # two_stage: share of the steps in the intermediate phase
     width: float = 1.0  # ternary: prune heads/FFN neurons to this width first (DynaBERT)
     quant: dict = field(default_factory=dict)  # QuantBertConfig fields overriding the stage default
-    budget: Optional[float] = None  # split: adaptive splitting budget (None = split everything)
+    budget: Optional[float] = None  # split: adaptive budget, share of the full split's extra size
+    budget_mb: Optional[float] = None  # split: adaptive budget as an absolute model size (MB)
     eval_every: Optional[int] = None  # overrides train.eval_every for this stage
 
     @property
@@ -340,6 +341,12 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
             if not 0 <= s.budget <= 1:
                 raise ctx.err(_node_of(s, "budget"), f"{w}.budget must be in [0, 1] (share of "
                                                       f"the splittable extra size), not {s.budget}")
+        if s.budget_mb is not None:
+            if s.type != "split":
+                raise ctx.err(_node_of(s, "budget_mb"), f"{w}.budget_mb applies to split stages only")
+            if s.budget is not None:
+                raise ctx.err(_node_of(s, "budget_mb"), f"{w}: give budget or budget_mb, not both")
+            _positive(ctx, s, w, ("budget_mb",))
         loss = s.resolved_loss
         if s.type == "teacher" and loss != "ce":
             raise ctx.err(_node_of(s, "loss"), f"{w}: a teacher stage trains with loss 'ce'")

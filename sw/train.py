@@ -358,6 +358,15 @@ class Phase:
     steps: int
 
 
+def _size_mb(model: nn.Module) -> float | None:
+    """Model size in MB under sw.cost's default accounting (None if it cannot count it)."""
+    try:
+        from sw.cost import model_size_mb
+        return round(float(model_size_mb(model)), 4)
+    except (ImportError, BinbertError):
+        return None
+
+
 def _trainable(model: nn.Module) -> nn.Module:
     for p in model.parameters():  # copies of the (frozen) teacher
         p.requires_grad_(True)
@@ -453,7 +462,7 @@ class Trainer:
                                f"teacher stage first")
         if stage.type == "split":
             model = _trainable(copy.deepcopy(prev))
-            if stage.budget is None:
+            if stage.budget is None and stage.budget_mb is None:
                 from sw.split import split_model
                 split_model(model)
             else:
@@ -470,10 +479,36 @@ class Trainer:
         return model
 
     def _adaptive_split(self, model: nn.Module, stage: StageConfig) -> nn.Module:
-        from sw.adaptive import adaptive_split
+        """BinaryBERT adaptive splitting (sw.adaptive): knapsack over measured sensitivities.
 
-        return adaptive_split(model, budget=stage.budget, batches=self.importance_batches(),
-                              teacher=self.teacher)
+        ``budget`` is the share of the extra size that full splitting would add: 0 keeps every
+        Transformer matrix binary (the half-size model), 1 affords splitting all of them (the
+        knapsack still leaves out matrices whose sensitivity is not positive).
+        ``budget_mb`` is an absolute model size instead. Ternary layers outside the
+        Transformer matrices (word embedding, pooler) are always split, as in full TWS.
+        Sensitivities use training batches (the dev set stays unseen).
+        """
+        from sw.adaptive import adaptive_split, plan, sensitivity, splittable
+        from sw.cost import COUNT_ALL, ParamsCost
+
+        names = set(splittable(model))
+        always = [n for n, m in model.named_modules()
+                  if n not in names and getattr(getattr(m, "weight_quant", None), "cfg", None)
+                  is not None and m.weight_quant.cfg.method == "twn"]
+        batches = self.importance_batches()
+        u = sensitivity(model, batches, keep_ternary=always)
+        if stage.budget_mb is not None:
+            p = plan(model, budget_mb=stage.budget_mb, sensitivities=u, always_split=always)
+        else:
+            cost = ParamsCost(fp_bits=COUNT_ALL.fp_bits, count_scales=COUNT_ALL.count_scales)
+            full = plan(model, budget_mb=1e12, sensitivities=u, always_split=always)
+            # costs are whole bits: half a bit of slack absorbs float rounding at budget 1.0
+            cap = full.base_cost + stage.budget * sum(full.costs) + 0.5
+            p = plan(model, budget=cap, cost_fn=cost, sensitivities=u, always_split=always)
+        self._plan = p.to_dict()
+        self.log(f"[{stage.name}] adaptive split: {len(p.selected)}/{len(p.candidates)} matrices "
+                 f"split, {p.cost / 8 / COUNT_ALL.unit_bytes:.3f} MB")
+        return adaptive_split(model, p)
 
     # -- one stage ----------------------------------------------------------------------------
 
@@ -518,6 +553,9 @@ class Trainer:
             metrics = evaluate(model, self.dev_ds, self.cfg.data.task,
                                self.cfg.train.eval_batch_size, self.device)
             summary = {"dev": metrics, "steps": 0, "wall_s": round(time.time() - t0, 1)}
+            if stage.budget is not None or stage.budget_mb is not None:
+                summary["plan"] = self._plan
+            summary["size_mb"] = _size_mb(model)
             self._finish(idx, stage, model, summary, history=[{"step": 0, "dev": metrics}])
             return model
 
@@ -538,7 +576,7 @@ class Trainer:
         model = run.model
         summary = {"dev": run.best_metrics if self.cfg.train.select == "best" else run.last_metrics,
                    "best_step": run.best_step, "steps": sum(p.steps for p in phases),
-                   "phases": [p.__dict__ for p in phases],
+                   "phases": [p.__dict__ for p in phases], "size_mb": _size_mb(model),
                    "wall_s": round(run.wall + time.time() - run.t_start, 1)}
         self._finish(idx, stage, model, summary, run.history, run)
         return self._load_final(stage, model)

@@ -214,3 +214,41 @@ def test_ddp_code_path_gloo_world_1(pipeline, tmp_path, monkeypatch):
     b, _, _ = load_checkpoint(base_out / "ternary" / "final")
     for k, v in a.state_dict().items():
         torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.5, 1.0])
+def test_adaptive_split_stage(pipeline, tmp_path, budget):
+    """Adaptive splitting reuses the ternary stage; budget 0.0 is all binary, 1.0 affords every
+    split, and the knapsack then takes every matrix whose sensitivity is positive."""
+    base_out, _, summary = pipeline
+    cfg = _cfg()
+    st = list(cfg.stages[:3])
+    st[2] = dataclasses.replace(st[2], budget=budget)
+    cfg = dataclasses.replace(cfg, stages=tuple(st))
+    for name in ("teacher", "ternary"):
+        shutil.copytree(base_out / name, tmp_path / name)
+    s = Trainer(cfg, tmp_path, progress=False).run()
+    plan = s["split"]["plan"]
+    n = len(plan["candidates"])
+    useful = [z for z, u in zip(plan["candidates"], plan["sensitivity"]) if u > 0]
+    if budget == 0.0:
+        assert plan["selected"] == []
+    if budget == 1.0:
+        assert plan["selected"] == useful
+    assert set(plan["selected"]) <= set(useful) and n == 12
+    assert plan["cost"] <= plan["budget"]
+    full = summary["split"]["size_mb"]  # plain TWS: everything split
+    assert s["split"]["size_mb"] <= full + 1e-9
+    q = json.loads((tmp_path / "split" / "final" / "quant.json").read_text())
+    assert set(plan["selected"]) <= set(q["split"])
+    assert "bert.embeddings.word_embeddings" in q["split"]  # outside Z: always split
+    model, _, _ = load_checkpoint(tmp_path / "split" / "final")
+    assert evaluate(model, _dev(cfg), "sst2") == s["split"]["dev"]
+
+
+def _dev(cfg):
+    from sw import backbone as bb
+    from sw.data import Encoded, load_split
+
+    return Encoded(load_split(cfg.data.dir, "sst2", "dev", cfg.data.eval_limit),
+                   bb.load_tokenizer(cfg.model.backbone), cfg.data.max_seq_len, False)
