@@ -5,7 +5,8 @@ operands (a lanes at the LSBs, then b lanes), o payload = ``lanes`` signed sums 
 ``width+1`` bits; one register stage with a skid-free ready (ready = o.ready | ~o.valid).
 ``bug`` plants a fault so the tests can prove that a wrong design fails:
 ``"lane"`` corrupts lane 1 when its a == 3, ``"drop"`` loses every 100th beat,
-``"hang"`` never raises o.valid.
+``"hang"`` never raises o.valid. ``fsm=True`` builds the same function as a one-entry buffer
+whose o.valid is decoded combinationally from an FSM state (an ``always @*`` block in Verilog).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class AddParams:
     width: int = 8
     lanes: int = 2
     bug: str = ""
+    fsm: bool = False
 
     def compute(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64)
@@ -46,6 +48,8 @@ class SubLanes(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.params.fsm:
+            return self._elaborate_fsm()
         m = Module()
         p = self.params
         take = Signal()
@@ -64,6 +68,25 @@ class SubLanes(wiring.Component):
                 if p.bug == "lane" and j == 1:
                     diff = diff + (self.i.payload.a[j] == 3)
                 m.d.sync += self.o.payload[j].eq(diff)
+        return m
+
+
+    def _elaborate_fsm(self):
+        m = Module()
+        p = self.params
+        held = Signal.like(self.o.payload)
+        m.d.comb += self.o.payload.eq(held)
+        with m.FSM():
+            with m.State("EMPTY"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    for j in range(p.lanes):
+                        m.d.sync += held[j].eq(self.i.payload.a[j] - self.i.payload.b[j])
+                    m.next = "FULL"
+            with m.State("FULL"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.next = "EMPTY"
         return m
 
 
