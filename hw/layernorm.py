@@ -1,0 +1,334 @@
+"""Integer LayerNorm unit (docs/arithmetic.md §17), one token at a time, streaming.
+
+Golden model: :class:`hw.encoder_params.LayerNorm` (``params.ln.compute``). The unit is three
+decoupled stages around a token buffer of ``slots`` tokens, so consecutive tokens overlap:
+
+* **A (input pass)**: ``n / lanes`` beats in; each element is written to the buffer and Σv, Σv²
+  accumulate.
+* **B (per-token scalars)**, a chain of bit-serial units (hw/seqarith.py), each one token at a
+  time: μ = (2·Σv·2^E + n) // 2n (sign handled by dividing ~a and inverting the quotient: for
+  a < 0, floor(a/b) = ~(~a // b)); Σd² = Σv²·2^2E − μ·(2·Σv·2^E − n·μ) (exact, so no second pass
+  over the buffer); var = Σd² // n; σ = max(isqrt(var + eps), 1); R = 2^P // σ.
+* **C (output pass)**: re-reads the buffer: d = v·2^E − μ, u = (d·R + 2^(Sn−1)) >> Sn,
+  y = clamp((u·γ + β + 2^(So−1)) >> So); a three-register pipeline that stalls on backpressure.
+
+Steady state one token per :attr:`LayerNormUnitParams.cycles_per_token` cycles.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.encoder_params import LayerNorm, signed_range
+from hw.errors import BinbertError
+from hw.seqarith import SeqDivider, SeqSqrt, quotient_bits
+
+__all__ = ["LayerNormUnitParams", "LayerNormUnit"]
+
+C_LATENCY = 3  # registers of the output pass: buffer read, d·R, u·γ + β (+ the output register)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LayerNormUnitParams:
+    """The golden LayerNorm op plus the unit's folding: ``lanes`` features per beat and a
+    buffer of ``slots`` tokens (None: just enough for one token per :attr:`cycles_per_token`)."""
+
+    ln: LayerNorm
+    lanes: int = 1
+    slots: int | None = None
+
+    def __post_init__(self):
+        o = "LayerNormUnitParams"
+        if not isinstance(self.ln, LayerNorm):
+            raise BinbertError(f"{o}: ln must be a hw.encoder_params.LayerNorm, got {type(self.ln).__name__}")
+        if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or self.lanes < 1:
+            raise BinbertError(f"{o}: lanes={self.lanes!r} must be an integer >= 1")
+        if self.ln.n % self.lanes:
+            raise BinbertError(f"{o}: lanes={self.lanes} does not divide n={self.ln.n}")
+        if self.slots is None:
+            object.__setattr__(self, "slots", self.auto_slots)
+        elif isinstance(self.slots, bool) or not isinstance(self.slots, int) or self.slots < 1:
+            raise BinbertError(f"{o}: slots={self.slots!r} must be an integer >= 1")
+
+    # ---- golden ---------------------------------------------------------------------------
+    def compute(self, v) -> np.ndarray:
+        return self.ln.compute(v)
+
+    def create(self):
+        return LayerNormUnit(self)
+
+    # ---- widths of the scalar chain -------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return self.ln.n
+
+    @property
+    def beats(self) -> int:
+        return self.ln.n // self.lanes
+
+    @property
+    def sumsq_acc_bits(self) -> int:
+        """Unsigned width of Σv² (n values of at most 2^(2(in_bits-1)))."""
+        return (self.n << (2 * (self.ln.in_bits - 1))).bit_length()
+
+    @property
+    def mean_dividend_bits(self) -> int:
+        """|2·Σv·2^E + n| (or its complement) fits this many unsigned bits."""
+        lo, hi = signed_range(self.ln.in_bits)
+        e = self.ln.extra_bits
+        return max(abs((2 * self.n * lo << e) + self.n) - 1, (2 * self.n * hi << e) + self.n).bit_length()
+
+    @property
+    def mean_q_bits(self) -> int:
+        return quotient_bits((1 << self.mean_dividend_bits) - 1, 2 * self.n)
+
+    @property
+    def mu_bits(self) -> int:
+        """Signed width of μ (units 2^-E of v: inside the input range times 2^E)."""
+        lo, hi = signed_range(self.ln.in_bits)
+        e = self.ln.extra_bits
+        return max((lo << e).bit_length(), (hi << e).bit_length()) + 1
+
+    @property
+    def max_abs_d(self) -> int:
+        """|d| = |v·2^E − μ| <= (max v − min v)·2^E: μ rounds a mean of the v·2^E."""
+        lo, hi = signed_range(self.ln.in_bits)
+        return (hi - lo) << self.ln.extra_bits
+
+    @property
+    def sumd2_bits(self) -> int:
+        """Unsigned width of Σd² (var's dividend)."""
+        return (self.n * self.max_abs_d ** 2).bit_length()
+
+    @property
+    def var_q_bits(self) -> int:
+        return quotient_bits((1 << self.sumd2_bits) - 1, self.n)
+
+    @property
+    def var_eps_bits(self) -> int:
+        return ((1 << self.var_q_bits) - 1 + self.ln.eps).bit_length()
+
+    @property
+    def std_bits(self) -> int:
+        return (self.var_eps_bits + 1) // 2
+
+    @property
+    def recip_q_bits(self) -> int:
+        return self.ln.recip_shift + 1
+
+    @property
+    def stage_cycles(self) -> dict[str, int]:
+        """Cycles each stage spends on one token (bit-serial units: bits + 1)."""
+        return {"input": self.beats, "mean": self.mean_q_bits + 1, "var": self.var_q_bits + 1,
+                "sqrt": self.std_bits + 1, "recip": self.recip_q_bits + 1, "output": self.beats}
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a token's first input beat to its last output beat (no stalls)."""
+        s = self.stage_cycles
+        return s["input"] + 1 + s["mean"] + s["var"] + s["sqrt"] + s["recip"] + s["output"] + C_LATENCY
+
+    @property
+    def auto_slots(self) -> int:
+        """Buffer slots so that the buffer never limits throughput."""
+        busiest = max(self.stage_cycles.values())
+        # a slot is held from the first input beat to the last output beat
+        return max(2, math.ceil(self.latency / busiest))
+
+    @property
+    def cycles_per_token(self) -> int:
+        """Steady-state cycles per token: the busiest stage, or the buffer when too small."""
+        return max(max(self.stage_cycles.values()), math.ceil(self.latency / self.slots))
+
+    @property
+    def buffer_bits(self) -> int:
+        return self.slots * self.n * self.ln.in_bits
+
+
+class LayerNormUnit(wiring.Component):
+    """Ports: ``i``: In(stream of ArrayLayout(signed(in_bits), lanes)), ``n/lanes`` beats per
+    token (feature ``b*lanes + j`` in lane ``j`` of beat ``b``); ``o``: Out(stream of
+    ArrayLayout(signed(out_bits), lanes)), same order."""
+
+    def __init__(self, params: LayerNormUnitParams):
+        if not isinstance(params, LayerNormUnitParams):
+            self._MustUse__silence = True
+            raise BinbertError(f"LayerNormUnit: params must be LayerNormUnitParams, got {type(params).__name__}")
+        self.params = params
+        ln = params.ln
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(signed(ln.in_bits), params.lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(ln.out_bits), params.lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        ln = p.ln
+        lanes, beats, slots = p.lanes, p.beats, p.slots
+        n = ln.n
+
+        buf = memory.Memory(shape=unsigned(lanes * ln.in_bits), depth=slots * beats, init=[])
+        m.submodules.buf = buf
+        wr = buf.write_port()
+        rd = buf.read_port(domain="sync")
+
+        occupied = Signal(range(slots + 1))
+        inc, dec = Signal(), Signal()
+        m.d.sync += occupied.eq(occupied + inc - dec)
+
+        # ---------------- A: input pass ----------------
+        a_slot = Signal(range(slots))
+        a_beat = Signal(range(beats))
+        s1 = Signal(signed(ln.sum_bits))
+        s2 = Signal(unsigned(p.sumsq_acc_bits))
+        hand_valid = Signal()                      # (Σv, Σv²) waiting for the mean divider
+        hand_s1 = Signal(signed(ln.sum_bits))
+        hand_s2 = Signal(unsigned(p.sumsq_acc_bits))
+        last_in = a_beat == beats - 1
+        can_start = (a_beat != 0) | (occupied < slots)
+        m.d.comb += self.i.ready.eq(can_start & (~last_in | ~hand_valid))
+        beat_sum = sum(self.i.payload[j] for j in range(lanes))
+        beat_sq = sum(self.i.payload[j] * self.i.payload[j] for j in range(lanes))
+        m.d.comb += [
+            wr.addr.eq(a_slot * beats + a_beat),
+            wr.data.eq(self.i.payload.as_value()),
+            wr.en.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.comb += inc.eq(a_beat == 0)
+            with m.If(last_in):
+                m.d.sync += [a_beat.eq(0), s1.eq(0), s2.eq(0), hand_valid.eq(1),
+                             hand_s1.eq(s1 + beat_sum), hand_s2.eq(s2 + beat_sq),
+                             a_slot.eq(Mux(a_slot == slots - 1, 0, a_slot + 1))]
+            with m.Else():
+                m.d.sync += [a_beat.eq(a_beat + 1), s1.eq(s1 + beat_sum), s2.eq(s2 + beat_sq)]
+
+        # ---------------- B: scalar chain ----------------
+        tag1 = data.StructLayout({"neg": unsigned(1), "s1": signed(ln.sum_bits),
+                                  "s2": unsigned(p.sumsq_acc_bits)})
+        m.submodules.mean = mean = SeqDivider(dividend_bits=p.mean_dividend_bits,
+                                              divisor_bits=(2 * n).bit_length(),
+                                              q_bits=p.mean_q_bits, tag=tag1, divisor=2 * n)
+        e = ln.extra_bits
+        a = Signal(signed(ln.sum_bits + e + 2))
+        m.d.comb += a.eq((hand_s1 << (e + 1)) + n)
+        m.d.comb += [
+            mean.i.valid.eq(hand_valid),
+            mean.i.payload.n.eq(Mux(a < 0, ~a, a)),
+            mean.i.payload.tag.neg.eq(a < 0),
+            mean.i.payload.tag.s1.eq(hand_s1),
+            mean.i.payload.tag.s2.eq(hand_s2),
+        ]
+        with m.If(mean.i.valid & mean.i.ready):
+            # the last input beat may land in this same cycle: it wins (sets hand_valid again)
+            with m.If(~(self.i.valid & self.i.ready & last_in)):
+                m.d.sync += hand_valid.eq(0)
+
+        mu_bits = p.mu_bits
+        mu_store = Signal(data.ArrayLayout(signed(mu_bits), slots))
+        b_slot = Signal(range(slots))
+        mu = Signal(signed(mu_bits))
+        q = mean.o.payload.q
+        q_s = Cat(q, Const(0, 1)).as_signed()             # zero-extended: q itself is unsigned
+        m.d.comb += mu.eq(Mux(mean.o.payload.tag.neg, ~q_s, q_s))
+        t1 = mean.o.payload.tag
+        sumd2 = Signal(unsigned(p.sumd2_bits))
+        m.d.comb += sumd2.eq((t1.s2 << (2 * e)) - mu * ((t1.s1 << (e + 1)) - n * mu))
+
+        m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=n.bit_length(),
+                                            q_bits=p.var_q_bits, divisor=n)
+        m.d.comb += [var.i.valid.eq(mean.o.valid), mean.o.ready.eq(var.i.ready),
+                     var.i.payload.n.eq(sumd2)]
+        with m.If(mean.o.valid & mean.o.ready):
+            m.d.sync += [mu_store[b_slot].eq(mu), b_slot.eq(Mux(b_slot == slots - 1, 0, b_slot + 1))]
+
+        m.submodules.sqrt = sqrt = SeqSqrt(x_bits=p.var_eps_bits)
+        m.d.comb += [sqrt.i.valid.eq(var.o.valid), var.o.ready.eq(sqrt.i.ready),
+                     sqrt.i.payload.x.eq(var.o.payload.q + ln.eps)]
+
+        m.submodules.recip = recip = SeqDivider(dividend_bits=ln.recip_shift + 1,
+                                                divisor_bits=max(1, p.std_bits),
+                                                q_bits=p.recip_q_bits)
+        sigma = sqrt.o.payload.s
+        m.d.comb += [recip.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(recip.i.ready),
+                     recip.i.payload.n.eq(1 << ln.recip_shift),
+                     recip.i.payload.d.eq(Mux(sigma == 0, 1, sigma))]
+
+        # ---------------- C: output pass ----------------
+        gb_layout = data.StructLayout({"g": data.ArrayLayout(signed(ln.gamma_bits), lanes),
+                                       "b": data.ArrayLayout(signed(ln.beta_bits), lanes)})
+        gb = memory.Memory(shape=gb_layout, depth=beats,
+            init=[{"g": [int(x) for x in ln.gamma[b * lanes:(b + 1) * lanes]],
+                   "b": [int(x) for x in ln.beta[b * lanes:(b + 1) * lanes]]} for b in range(beats)])
+        m.submodules.gb = gb
+        gb_rd = gb.read_port(domain="sync")
+
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        c_slot = Signal(range(slots))
+        c_beat = Signal(range(beats))
+        issue = Signal()
+        # R leaves the divider at the first beat (so it can start the next token) and is held
+        # here for the rest of the token's output pass.
+        r_held = Signal(unsigned(ln.recip_bits))
+        r_now = Signal(unsigned(ln.recip_bits))
+        first = c_beat == 0
+        m.d.comb += [issue.eq(en & (~first | recip.o.valid)),
+                     r_now.eq(Mux(first, recip.o.payload.q, r_held))]
+        m.d.comb += [rd.addr.eq(c_slot * beats + c_beat), rd.en.eq(en),
+                     gb_rd.addr.eq(c_beat), gb_rd.en.eq(en),
+                     recip.o.ready.eq(en & first)]
+        with m.If(issue & first):
+            m.d.sync += r_held.eq(recip.o.payload.q)
+        with m.If(issue):
+            with m.If(c_beat == beats - 1):
+                m.d.sync += [c_beat.eq(0), c_slot.eq(Mux(c_slot == slots - 1, 0, c_slot + 1))]
+            with m.Else():
+                m.d.sync += c_beat.eq(c_beat + 1)
+
+        # stage 1: buffer word, gamma/beta, mu and R of the token
+        v1, last1 = Signal(), Signal()
+        mu1 = Signal(signed(mu_bits))
+        r1 = Signal(unsigned(ln.recip_bits))
+        with m.If(en):
+            m.d.sync += [v1.eq(issue), last1.eq(c_beat == beats - 1),
+                         mu1.eq(mu_store[c_slot]), r1.eq(r_now)]
+        words = data.View(data.ArrayLayout(signed(ln.in_bits), lanes), rd.data)
+        # stage 2: d·R
+        v2, last2 = Signal(), Signal()
+        dr = [Signal(signed(ln.d_r_bits), name=f"dr{j}") for j in range(lanes)]
+        g2 = Signal(gb_layout)
+        with m.If(en):
+            m.d.sync += [v2.eq(v1), last2.eq(last1), g2.eq(gb_rd.data)]
+            for j in range(lanes):
+                m.d.sync += dr[j].eq(((words[j] << e) - mu1) * r1)  # R unsigned: zero-extended
+        # stage 3: u·γ + β
+        v3, last3 = Signal(), Signal()
+        z = [Signal(signed(ln.z_bits), name=f"z{j}") for j in range(lanes)]
+        half_n = 1 << (ln.norm_shift - 1)
+        with m.If(en):
+            m.d.sync += [v3.eq(v2), last3.eq(last2)]
+            for j in range(lanes):
+                u = Signal(signed(ln.norm_bits), name=f"u{j}")
+                m.d.comb += u.eq((dr[j] + half_n) >> ln.norm_shift)
+                m.d.sync += z[j].eq(u * g2.g[j] + g2.b[j])
+        # output register: rounding and saturation
+        lo, hi = signed_range(ln.out_bits)
+        out = Signal(data.ArrayLayout(signed(ln.out_bits), lanes))
+        o_valid, o_last = Signal(), Signal()
+        half_o = 1 << (ln.out_shift - 1)
+        with m.If(en):
+            m.d.sync += [o_valid.eq(v3), o_last.eq(last3)]
+            for j in range(lanes):
+                y = Signal(signed(ln.z_bits + 1), name=f"y{j}")
+                m.d.comb += y.eq((z[j] + half_o) >> ln.out_shift)
+                m.d.sync += out[j].eq(Mux(y < lo, lo, Mux(y > hi, hi, y)))
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(out),
+                     dec.eq(self.o.valid & self.o.ready & o_last)]
+        return m

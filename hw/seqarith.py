@@ -1,0 +1,170 @@
+"""Bit-serial arithmetic units with stream handshakes: restoring divider and square root.
+
+One result bit per cycle (docs/arithmetic.md §13, §17: one division per row, the isqrt of the
+LayerNorm). Each unit takes one operand beat, works ``bits`` cycles, holds its result until it
+is taken, and accepts the next operand in the cycle its result leaves, so back-to-back
+operations cost ``bits + 1`` cycles each. A ``tag`` payload travels through unchanged, so a
+caller can carry side data (signs, sums) along a chain of units without its own bookkeeping.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.errors import BinbertError
+
+__all__ = ["SeqDivider", "SeqSqrt", "quotient_bits"]
+
+
+def quotient_bits(max_dividend: int, min_divisor: int) -> int:
+    """Quotient width that holds max_dividend // min_divisor (>= 1)."""
+    if max_dividend < 0 or min_divisor < 1:
+        raise BinbertError(f"quotient_bits: dividend {max_dividend} / divisor {min_divisor} invalid")
+    return max(1, (max_dividend // min_divisor).bit_length())
+
+
+class SeqDivider(wiring.Component):
+    """Unsigned floor division ``q = n // d``, one quotient bit per cycle (restoring).
+
+    ``i.payload``: {n: dividend_bits, d: divisor_bits, tag}; ``o.payload``: {q: q_bits, tag}.
+    The caller guarantees ``n < d << q_bits`` and ``d >= 1`` (sized with :func:`quotient_bits`);
+    a constant divisor may be given as ``divisor`` (then ``i.payload.d`` is absent).
+    Cycles per operation: ``q_bits`` + 1.
+    """
+
+    def __init__(self, *, dividend_bits: int, divisor_bits: int, q_bits: int, tag=0,
+                 divisor: int | None = None):
+        self._MustUse__silence = True  # until validated: a refused unit is never elaborated
+        for name, v in (("dividend_bits", dividend_bits), ("divisor_bits", divisor_bits),
+                        ("q_bits", q_bits)):
+            if not isinstance(v, int) or v < 1:
+                raise BinbertError(f"SeqDivider: {name}={v!r} must be an integer >= 1")
+        if divisor is not None and not 1 <= divisor < (1 << divisor_bits):
+            raise BinbertError(f"SeqDivider: divisor={divisor} does not fit {divisor_bits} bits")
+        self._MustUse__silence = False
+        self.dividend_bits, self.divisor_bits, self.q_bits = dividend_bits, divisor_bits, q_bits
+        self.divisor = divisor
+        self.tag_shape = tag
+        fields = {"n": unsigned(dividend_bits)}
+        if divisor is None:
+            fields["d"] = unsigned(divisor_bits)
+        fields["tag"] = tag
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout(fields))),
+            "o": Out(stream.Signature(data.StructLayout({"q": unsigned(q_bits), "tag": tag}))),
+        })
+
+    @property
+    def cycles(self) -> int:
+        return self.q_bits + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        qb = self.q_bits
+        rem = Signal(self.divisor_bits, name="rem")        # always < d
+        q = Signal(qb, name="q")                           # dividend low bits, then quotient
+        d = Signal(self.divisor_bits, name="d")
+        tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
+                     else self.tag_shape.as_shape(), name="tag")
+        busy = Signal()
+        count = Signal(range(qb + 1))
+        o_valid = Signal()
+
+        divisor = self.i.payload.d if self.divisor is None else Const(self.divisor, self.divisor_bits)
+        m.d.comb += [
+            self.i.ready.eq(~busy & (~o_valid | self.o.ready)),
+            self.o.valid.eq(o_valid),
+            self.o.payload.q.eq(q),
+            self.o.payload.tag.eq(tag),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        trial = Cat(q[qb - 1], rem)                        # 2*rem + next dividend bit, < 2d
+        diff = Signal(self.divisor_bits + 2)
+        m.d.comb += diff.eq(trial - d)
+        fits = ~diff[-1]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [
+                rem.eq(self.i.payload.n >> qb),
+                q.eq(self.i.payload.n[:qb]),
+                d.eq(divisor),
+                tag.eq(self.i.payload.tag),
+                busy.eq(1),
+                count.eq(qb),
+            ]
+        with m.Elif(busy):
+            m.d.sync += [
+                rem.eq(Mux(fits, diff, trial)),
+                q.eq(Cat(fits, q[:qb - 1])),
+                count.eq(count - 1),
+            ]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), o_valid.eq(1)]
+        return m
+
+
+class SeqSqrt(wiring.Component):
+    """Floor square root ``s = isqrt(x)`` of an unsigned ``x_bits`` operand, one bit per cycle.
+
+    ``i.payload``: {x, tag}; ``o.payload``: {s: ceil(x_bits/2) bits, tag}.
+    Cycles per operation: ceil(x_bits / 2) + 1.
+    """
+
+    def __init__(self, *, x_bits: int, tag=0):
+        if not isinstance(x_bits, int) or x_bits < 1:
+            self._MustUse__silence = True
+            raise BinbertError(f"SeqSqrt: x_bits={x_bits!r} must be an integer >= 1")
+        self.x_bits = x_bits + (x_bits & 1)  # even: one result bit per pair of operand bits
+        self.s_bits = self.x_bits // 2
+        self.tag_shape = tag
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"x": unsigned(x_bits), "tag": tag}))),
+            "o": Out(stream.Signature(data.StructLayout({"s": unsigned(self.s_bits), "tag": tag}))),
+        })
+
+    @property
+    def cycles(self) -> int:
+        return self.s_bits + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        w, sb = self.x_bits, self.s_bits
+        # Digit-by-digit: rem holds x - s^2 for the bits seen so far; each step brings in two
+        # more operand bits and tries the next result bit (trial = 4*s + 1).
+        x = Signal(w, name="x")
+        rem = Signal(sb + 2, name="rem")
+        s = Signal(sb, name="s")
+        tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
+                     else self.tag_shape.as_shape(), name="tag")
+        busy = Signal()
+        count = Signal(range(sb + 1))
+        o_valid = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~busy & (~o_valid | self.o.ready)),
+            self.o.valid.eq(o_valid),
+            self.o.payload.s.eq(s),
+            self.o.payload.tag.eq(tag),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        cur = Signal(sb + 3)
+        m.d.comb += cur.eq(Cat(x[w - 2:w], rem))           # 4*rem + next two bits
+        trial = Signal(sb + 3)
+        m.d.comb += trial.eq(Cat(Const(1, 2), s))          # 4*s + 1
+        diff = Signal(sb + 4)
+        m.d.comb += diff.eq(cur - trial)
+        fits = ~diff[-1]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [x.eq(self.i.payload.x), rem.eq(0), s.eq(0),
+                         tag.eq(self.i.payload.tag), busy.eq(1), count.eq(sb)]
+        with m.Elif(busy):
+            m.d.sync += [
+                x.eq(x << 2),
+                rem.eq(Mux(fits, diff, cur)),
+                s.eq(Cat(fits, s[:sb - 1])),
+                count.eq(count - 1),
+            ]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), o_valid.eq(1)]
+        return m
