@@ -25,31 +25,35 @@ from sw.quant import (ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantConf
 
 
 def split_params(w: torch.Tensor, per_row: bool = False):
-    """(a, b, I, J, K) of Equation (A), a and b in float64 (0-d or one per row).
-
-    I is taken from TWN in w's own dtype so the split matches the ternary model bit for bit.
-    """
-    delta, _ = twn_params(w.detach(), per_row)
-    wd = w.detach().to(torch.float64)
-    mag = wd.abs()
-    in_i = w.detach().abs() >= delta
-    in_j = ~in_i & (wd > 0)
-    in_k = ~in_i & ~(wd > 0)
+    """(a, b, I, J, K) of Equation (A): a and b as float64 (0-d, or one per row, broadcastable),
+    I, J, K as boolean masks. I is TWN's own test in w's dtype, so the split matches the
+    ternary model bit for bit; the sums accumulate in float64."""
+    w = w.detach()
     dims = _row_dims(w, per_row)
+    delta, _ = twn_params(w, per_row)
+    mag = w.abs()
+    in_i = mag >= delta
+    pos = w > 0
+    in_j = ~in_i & pos
+    in_k = ~in_i & ~pos
+    zero = torch.zeros((), dtype=w.dtype, device=w.device)
 
-    def total(mask):
-        return (mag * mask).sum(dim=dims, keepdim=per_row)
+    def total(x):
+        return x.sum(dim=dims, keepdim=per_row, dtype=torch.float64)
 
-    s_i, s_j, s_k = total(in_i), total(in_j), total(in_k)
-    n_i = in_i.sum(dim=dims, keepdim=per_row).to(torch.float64)
-    n_jk = (in_j | in_k).sum(dim=dims, keepdim=per_row).to(torch.float64)
+    s_all = total(mag)
+    s_i = total(torch.where(in_i, mag, zero))
+    s_j = total(torch.where(in_j, mag, zero))
+    s_k = s_all - s_i - s_j
     n = float(w[0].numel()) if per_row else float(w.numel())
+    n_i = in_i.sum(dim=dims, keepdim=per_row).to(torch.float64)
+    n_jk = n - n_i
     # an all-zero row (e.g. the padding embedding) has s_I = 0: any a works, take 1/2
     a = torch.where(s_i > 0, (s_i + s_k - s_j) / (2 * s_i.clamp_min(torch.finfo(torch.float64).tiny)),
                     torch.full_like(s_i, 0.5))
-    # no J or K element in a row: b never multiplies anything, pick 0
-    b = torch.where(n_jk > 0, (n / n_i * s_i - (s_i + s_j + s_k)) / (2 * n_jk.clamp_min(1)),
-                    torch.zeros_like(n_jk))
+    # no J or K element: b never multiplies anything, take 0
+    b = torch.where(n_jk > 0, (n / n_i.clamp_min(1) * s_i - s_all) / (2 * n_jk.clamp_min(1)),
+                    torch.zeros_like(s_i))
     return a, b, in_i, in_j, in_k
 
 
@@ -58,10 +62,12 @@ def split_weight(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Tensor, 
     if w.dim() < 1 or w.numel() == 0:
         raise BinbertError(f"split_weight needs a non-empty tensor, got shape {tuple(w.shape)}")
     a, b, in_i, in_j, _ = split_params(w, per_row)
-    wd = w.detach().to(torch.float64)
-    w1 = torch.where(in_i, a * wd, torch.where(in_j, b + wd, b.expand_as(wd)))
-    w2 = torch.where(in_i, (1 - a) * wd, torch.where(in_j, (-b).expand_as(wd), wd - b))
-    return w1.to(w.dtype), w2.to(w.dtype)
+    w = w.detach()
+    # elementwise work in w's dtype (a, b rounded once); float64 weights stay float64
+    a, b = a.to(w.dtype), b.to(w.dtype)
+    w1 = torch.where(in_i, a * w, torch.where(in_j, w + b, b))
+    w2 = torch.where(in_i, w - w1, torch.where(in_j, -b, w - b))
+    return w1, w2
 
 
 def _bwn(per_row: bool) -> WeightQuantConfig:
