@@ -9,8 +9,9 @@
      a failing bench raises :class:`SimulationError`.
 
 One seed (random when not given) is logged and drives every RNG of the bench (python
-``random``, numpy, cocotb's own seed). ``waves=True`` dumps an FST trace (Icarus: the
-build directory's ``top.fst``; Verilator ``--trace-fst``: ``run/dump.fst``).
+``random``, numpy, cocotb's own seed). ``waves=True`` dumps a trace: FST from Icarus (the
+build directory's ``top.fst``), VCD from Verilator (``run/dump.vcd``; its FST writer needs
+the lz4 headers, which are not a dependency here).
 
 This module is imported by the testbenches too (:func:`load_bench`), so it keeps its heavy
 imports (amaranth, cocotb_tools) inside the functions that run in the parent process.
@@ -355,7 +356,7 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
         if built:
             say(f"sim: compiling {block} for {sim} ...")
             stamp.unlink(missing_ok=True)
-            build_args = ["--trace-fst"] if (waves and sim == "verilator") else []
+            build_args: list[str] = []
             # Verilator warns about Amaranth's unused bits; warnings are not errors here.
             if sim == "verilator":
                 build_args += ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
