@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from hw.encoder_params import LayerNorm
+from hw import arith
+from hw.encoder_params import LayerNorm, Lut, Requant, signed_bits
 
 RES_BITS, RES_FRAC = 16, 8
 LN_EXTRA, LN_NORM_FRAC, LN_RECIP = 4, 12, 24   # ExportOptions defaults (§17)
@@ -56,3 +57,52 @@ def ln_inputs(ln: LayerNorm, rng: np.random.Generator, count: int) -> np.ndarray
     rand = np.clip(_round(rng.normal(0, 1, (count, n)) * scales[:, None]
                           + rng.normal(0, 1, (count, 1)) * scales[:, None]), lo, hi)
     return np.concatenate([edges, rand])
+
+
+def _act_range(bits: int, kind: str = "lsq") -> tuple[int, int]:
+    if bits == 1:
+        return 0, 1
+    qp = (1 << (bits - 1)) - 1
+    return (-qp - 1 if kind == "lsq" else -qp), qp
+
+
+def random_requant(rng: np.random.Generator, *, rows: int, terms: int, acc_bits: int, out_bits: int,
+                   real_scale: float, per_row: bool = True, bias_scale: float = 1.0,
+                   lo: int | None = None, kind: str = "lsq") -> Requant:
+    """A §10 requantizer folded (§8) from random real scales: ``real_scale`` ~ output codes per
+    accumulator unit, biases ~ ``bias_scale`` output codes; out_bits 1 is the sign bit."""
+    reals = rng.uniform(0.5, 1.5, (terms, rows if per_row else 1)) * real_scale
+    mult, shift = arith.fold_scale(reals)
+    bias = _round(rng.normal(0, bias_scale, rows if per_row else 1) * 2.0**shift)
+    if out_bits == 1:
+        return Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=1)
+    qlo, qhi = _act_range(out_bits, kind) if out_bits <= 8 else (None, None)
+    if lo is not None:
+        qlo = max(lo, qlo if qlo is not None else lo)
+    return Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=out_bits, lo=qlo, hi=qhi)
+
+
+def gelu(x):
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def random_gelu_lut(rng: np.random.Generator, *, rows: int, terms: int, acc_bits: int, out_bits: int,
+                    real_scale: float, index_bits: int = 8) -> Lut:
+    """A §12 GELU table after a requantizer to a ``index_bits`` index (export's shape: index
+    range [i_lo, i_lo + 2^G - 1] over the interval where the output code moves)."""
+    s_out = 3.0 / ((1 << (out_bits - 1)) - 1)            # output step: the code saturates near 3
+    qlo, qhi = _act_range(out_bits)
+    x_lo, x_hi = -4.0, (qhi + 0.5) * s_out
+    depth = 1 << index_bits
+    s_i = (x_hi - x_lo) / (depth - 2)
+    i_lo = int(math.floor(x_lo / s_i))
+    i_hi = i_lo + depth - 1
+    reals = rng.uniform(0.5, 1.5, (terms, rows)) * real_scale / s_i
+    mult, shift = arith.fold_scale(reals)
+    bias = _round(rng.normal(0, 0.5, rows) / s_i * 2.0**shift)
+    bits = signed_bits(i_lo, i_hi)
+    index = Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=bits, lo=i_lo, hi=i_hi)
+    table = np.clip(_round(gelu(np.arange(i_lo, i_hi + 1) * s_i) / s_out), qlo, qhi)
+    return Lut(index=index, table=table, out_bits=out_bits, lo=qlo, hi=qhi, function="gelu")

@@ -1,0 +1,173 @@
+"""Small stream plumbing for the encoder blocks: lane regrouping, fan-out, FIFOs.
+
+All full-throughput (one beat per cycle where the lane counts allow it) and stall-safe:
+a payload is held stable while valid and not ready (the ``lib.stream`` rule).
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Module, Mux, Shape, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.errors import BinbertError
+
+__all__ = ["Regroup", "Fork", "StreamFifo", "lanes_layout"]
+
+
+def lanes_layout(shape, lanes: int) -> data.ArrayLayout:
+    return data.ArrayLayout(shape, lanes)
+
+
+def _check(owner: str, name: str, v: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise BinbertError(f"{owner}: {name}={v!r} must be an integer >= 1")
+    return v
+
+
+class Regroup(wiring.Component):
+    """Elements in order, ``in_lanes`` per input beat -> ``out_lanes`` per output beat.
+
+    Lane ``j`` of a beat is element ``b·lanes + j``. When one lane count divides the other the
+    converter gathers (or splits) at one beat per cycle on its busier side; otherwise it gathers
+    to ``lcm(in, out)`` lanes and splits from there. A vector of ``n`` elements (n a multiple of
+    both lane counts) needs no extra bookkeeping: beats never straddle vectors.
+    """
+
+    def __init__(self, shape, in_lanes: int, out_lanes: int):
+        self._MustUse__silence = True
+        _check("Regroup", "in_lanes", in_lanes)
+        _check("Regroup", "out_lanes", out_lanes)
+        self._MustUse__silence = False
+        self.shape, self.in_lanes, self.out_lanes = shape, in_lanes, out_lanes
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(shape, in_lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(shape, out_lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b = self.in_lanes, self.out_lanes
+        if a == b:
+            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            return m
+        if b % a == 0:
+            self._gather(m, self.i, self.o, b // a)
+            return m
+        if a % b == 0:
+            self._split(m, self.i, self.o, a // b)
+            return m
+        mid = math.lcm(a, b)
+        m.submodules.gather = g = Regroup(self.shape, a, mid)
+        m.submodules.split = s = Regroup(self.shape, mid, b)
+        wiring.connect(m, wiring.flipped(self.i), g.i)
+        wiring.connect(m, g.o, s.i)
+        wiring.connect(m, s.o, wiring.flipped(self.o))
+        return m
+
+    def _gather(self, m, i, o, k):
+        a = self.in_lanes
+        parts = Signal(data.ArrayLayout(self.shape, a * (k - 1)))
+        count = Signal(range(k))
+        out = Signal(data.ArrayLayout(self.shape, a * k))
+        o_valid = Signal()
+        last = count == k - 1
+        m.d.comb += [i.ready.eq(~last | ~o_valid | o.ready), o.valid.eq(o_valid), o.payload.eq(out)]
+        with m.If(o.valid & o.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(i.valid & i.ready):
+            with m.If(last):
+                m.d.sync += [count.eq(0), o_valid.eq(1)]
+                for j in range(a * (k - 1)):
+                    m.d.sync += out[j].eq(parts[j])
+                for j in range(a):
+                    m.d.sync += out[a * (k - 1) + j].eq(i.payload[j])
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+                for c in range(k - 1):
+                    with m.If(count == c):
+                        for j in range(a):
+                            m.d.sync += parts[c * a + j].eq(i.payload[j])
+
+    def _split(self, m, i, o, k):
+        b = self.out_lanes
+        held = Signal(data.ArrayLayout(self.shape, b * k))
+        full = Signal()
+        count = Signal(range(k))
+        last = count == k - 1
+        m.d.comb += [i.ready.eq(~full | (last & o.ready)), o.valid.eq(full)]
+        for c in range(k):
+            with m.If(count == c):
+                for j in range(b):
+                    m.d.comb += o.payload[j].eq(held[c * b + j])
+        with m.If(o.valid & o.ready):
+            m.d.sync += count.eq(Mux(last, 0, count + 1))
+            with m.If(last):
+                m.d.sync += full.eq(0)
+        with m.If(i.valid & i.ready):
+            m.d.sync += [held.eq(i.payload), full.eq(1)]
+
+
+class Fork(wiring.Component):
+    """One input stream to ``count`` outputs; a beat leaves when every output has taken it
+    (each output may take it in a different cycle)."""
+
+    def __init__(self, shape, count: int):
+        self._MustUse__silence = True
+        _check("Fork", "count", count)
+        self._MustUse__silence = False
+        self.count = count
+        members = {"i": In(stream.Signature(shape))}
+        for k in range(count):
+            members[f"o{k}"] = Out(stream.Signature(shape))
+        super().__init__(members)
+
+    def outs(self):
+        return [getattr(self, f"o{k}") for k in range(self.count)]
+
+    def elaborate(self, platform):
+        m = Module()
+        outs = self.outs()
+        done = Signal(self.count)  # outputs that already took the current beat
+        took = [o.valid & o.ready for o in outs]
+        all_done = Signal()
+        m.d.comb += all_done.eq(sum((done[k] | took[k]) for k in range(self.count)) == self.count)
+        for k, o in enumerate(outs):
+            m.d.comb += [o.payload.eq(self.i.payload), o.valid.eq(self.i.valid & ~done[k])]
+        m.d.comb += self.i.ready.eq(all_done)
+        with m.If(self.i.valid):
+            with m.If(all_done):
+                m.d.sync += done.eq(0)
+            with m.Else():
+                for k in range(self.count):
+                    with m.If(took[k]):
+                        m.d.sync += done[k].eq(1)
+        return m
+
+
+class StreamFifo(wiring.Component):
+    """A ``depth``-entry FIFO (amaranth.lib.fifo.SyncFIFOBuffered) with stream ports and any
+    payload shape."""
+
+    def __init__(self, shape, depth: int):
+        self._MustUse__silence = True
+        _check("StreamFifo", "depth", depth)
+        self._MustUse__silence = False
+        self.shape, self.depth = shape, depth
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self.shape).width if not isinstance(self.shape, data.Layout) else self.shape.size
+        m.submodules.fifo = f = fifo.SyncFIFOBuffered(width=width, depth=self.depth)
+        m.d.comb += [
+            f.w_data.eq(self.i.payload if not hasattr(self.i.payload, "as_value") else self.i.payload.as_value()),
+            f.w_en.eq(self.i.valid), self.i.ready.eq(f.w_rdy),
+            self.o.valid.eq(f.r_rdy), f.r_en.eq(self.o.ready),
+        ]
+        if hasattr(self.o.payload, "as_value"):
+            m.d.comb += self.o.payload.as_value().eq(f.r_data)
+        else:
+            m.d.comb += self.o.payload.eq(f.r_data)
+        return m
