@@ -28,6 +28,15 @@ pytestmark = pytest.mark.skipif(not (MINILM.is_dir() and SST2.is_file()),
                                 reason="MiniLM package or SST-2 copy missing")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # a shared 2-core machine: one intra-op thread avoids the spin-wait of two (much faster)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _rows() -> list[tuple[str, int]]:
     with SST2.open() as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
