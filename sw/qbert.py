@@ -156,11 +156,12 @@ class QuantBertSelfAttention(BertSelfAttention):
 
         wcfg = cfg.linear_weight()
         acfg = cfg.linear_act()
-        # Q, K and V read the same input: one shared quantizer, so hardware feeds one code vector
-        shared = ActQuantizer(acfg).to(device=source.query.weight.device, dtype=source.query.weight.dtype)
-        self.query = QuantLinear.from_linear(source.query, wcfg, acfg, act_quant=shared)
-        self.key = QuantLinear.from_linear(source.key, wcfg, acfg, act_quant=shared)
-        self.value = QuantLinear.from_linear(source.value, wcfg, acfg, act_quant=shared)
+        # Q, K and V read the same input: one quantizer (owned here, borrowed by the three
+        # projections), so the hardware feeds one code vector to all three
+        self.act_quant = ActQuantizer(acfg).to(device=source.query.weight.device, dtype=source.query.weight.dtype)
+        self.query = QuantLinear.from_linear(source.query, wcfg, acfg, act_quant=self.act_quant)
+        self.key = QuantLinear.from_linear(source.key, wcfg, acfg, act_quant=self.act_quant)
+        self.value = QuantLinear.from_linear(source.value, wcfg, acfg, act_quant=self.act_quant)
 
         inner = ActQuantConfig("sign") if self.mode == "bi" else acfg
         dev = dict(device=source.query.weight.device, dtype=source.query.weight.dtype)
@@ -262,6 +263,18 @@ def quant_modules(model: nn.Module):
     from sw.split import SplitQuantEmbedding, SplitQuantLinear
     kinds = (QuantLinear, QuantEmbedding, SplitQuantLinear, SplitQuantEmbedding)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def set_act_integer(model: nn.Module, integer: bool = True) -> nn.Module:
+    """Switch every activation quantizer to round half up (the integer path, §8) or back."""
+    _check_bool("integer", integer)
+    for m in model.modules():
+        if isinstance(m, ActQuantizer):
+            m.integer = integer
+    cfg = quant_config_of(model)
+    if cfg is not None:
+        set_quant_config(model, replace(cfg, act_integer=integer))
+    return model
 
 
 # --------------------------------------------------------------------------------------------

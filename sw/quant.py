@@ -493,7 +493,8 @@ class QuantLinear(nn.Linear):
                     acfg: ActQuantConfig | None = None, act_quant: ActQuantizer | None = None) -> "QuantLinear":
         """Wrap ``linear`` sharing its weight and bias Parameters (no copy).
 
-        ``act_quant`` passes an existing quantizer to share (Q, K and V read one code vector).
+        ``act_quant`` passes an existing quantizer, registered elsewhere, to share (Q, K and V
+        read one code vector); see :func:`share_act_quant`.
         """
         if not isinstance(linear, nn.Linear):
             raise BinbertError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
@@ -501,8 +502,10 @@ class QuantLinear(nn.Linear):
                 wcfg=wcfg, acfg=acfg, device="meta")
         q.weight = linear.weight
         q.bias = linear.bias
-        q.act_quant = act_quant if act_quant is not None else ActQuantizer(acfg).to(
-            device=linear.weight.device, dtype=linear.weight.dtype)
+        if act_quant is not None:
+            share_act_quant(q, act_quant)
+        else:
+            q.act_quant = ActQuantizer(acfg).to(device=linear.weight.device, dtype=linear.weight.dtype)
         return q
 
     def quantized_weight(self) -> torch.Tensor:
@@ -512,7 +515,23 @@ class QuantLinear(nn.Linear):
         return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.bias)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", weight={self.weight_quant.cfg.method}, act={self.act_quant.cfg.method}"
+        shared = " (shared)" if act_quant_is_shared(self) else ""
+        return super().extra_repr() + f", weight={self.weight_quant.cfg.method}, act={self.act_quant.cfg.method}{shared}"
+
+
+def share_act_quant(layer: nn.Module, quantizer: ActQuantizer) -> None:
+    """Point ``layer.act_quant`` at a quantizer that another module owns, without registering it
+    as a child: the step exists once in state_dict, so save_pretrained / safetensors (which
+    refuse shared tensors) work, and .to() / .train() reach it through its owner."""
+    if not isinstance(quantizer, ActQuantizer):
+        raise BinbertError(f"act_quant must be an ActQuantizer, got {type(quantizer).__name__}")
+    layer._modules.pop("act_quant", None)
+    object.__setattr__(layer, "act_quant", quantizer)
+
+
+def act_quant_is_shared(layer: nn.Module) -> bool:
+    """True when ``layer.act_quant`` is borrowed (see :func:`share_act_quant`)."""
+    return "act_quant" in vars(layer) and "act_quant" not in layer._modules
 
 
 class QuantEmbedding(nn.Embedding):

@@ -21,7 +21,7 @@ from torch import nn
 
 from hw.errors import BinbertError
 from sw.quant import (ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantConfig,
-                      WeightQuantizer, _row_dims, twn_params)
+                      WeightQuantizer, _row_dims, act_quant_is_shared, share_act_quant, twn_params)
 
 
 def split_params(w: torch.Tensor, per_row: bool = False):
@@ -98,7 +98,11 @@ class SplitQuantLinear(nn.Module):
         if wq.method != "twn" and wq.method != "bwn":
             raise BinbertError(f"only ternary layers can be split, got weight method {wq.method!r}")
         s = cls(q.in_features, q.out_features, bias=q.bias is not None, per_row=wq.per_row,
-                act_quant=q.act_quant, device=q.weight.device, dtype=q.weight.dtype)
+                device=q.weight.device, dtype=q.weight.dtype)
+        if act_quant_is_shared(q):
+            share_act_quant(s, q.act_quant)
+        else:
+            s.act_quant = q.act_quant
         w1, w2 = split_weight(q.weight, wq.per_row)
         with torch.no_grad():
             s.weight1.copy_(w1)

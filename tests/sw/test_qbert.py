@@ -124,7 +124,9 @@ def test_structure_and_full_precision_parts(embedding, pooler):
     if embedding:
         assert e.word_embeddings.weight_quant.cfg.per_row
     s = m.bert.encoder.layer[0].attention.self
-    assert s.query.act_quant is s.key.act_quant is s.value.act_quant
+    assert s.query.act_quant is s.key.act_quant is s.value.act_quant is s.act_quant
+    assert Q.act_quant_is_shared(s.query) and not Q.act_quant_is_shared(m.bert.pooler.dense if pooler
+                                                                        else s.query.act_quant)
     assert quant_config_of(m).weight == "twn" and m.config.binbert_quant["act"] == "uniform"
 
 
@@ -286,6 +288,36 @@ def test_state_dict_round_trip():
     fresh.load_state_dict(m.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(fresh(**b).logits, ref, rtol=0, atol=0)
+
+
+def test_save_pretrained_and_reload(tmp_path):
+    """One copy of each shared step: HF's safetensors writer accepts the model; the quantization
+    config travels in config.json."""
+    import json
+
+    from safetensors.torch import load_file
+    m = quantize_bert(tiny(), QuantBertConfig(weight="twn", act="lsq", act_bits=4))
+    b = batch()
+    with torch.no_grad():
+        m(**b)
+        ref = m(**b).logits
+    m.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["binbert_quant"]
+    fresh = quantize_bert(tiny(seed=3), QuantBertConfig.from_dict(saved))
+    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(**b).logits, ref, rtol=0, atol=0)
+
+
+def test_set_act_integer():
+    from sw.qbert import set_act_integer
+    m = quantize_bert(tiny(), QuantBertConfig(weight="twn", act="lsq", act_bits=4))
+    aqs = [x for x in m.modules() if isinstance(x, Q.ActQuantizer)]
+    assert len(aqs) == 2 * (1 + 4 + 3) + 1  # per layer: QKV input, q/k/v/probs, O, FFN in, FFN out
+    set_act_integer(m)
+    assert all(x.rounding == "half_up" for x in aqs) and quant_config_of(m).act_integer
+    set_act_integer(m, False)
+    assert all(x.rounding == "half_even" for x in aqs) and not m.config.binbert_quant["act_integer"]
 
 
 # ---------------------------------------------------------------- config validation

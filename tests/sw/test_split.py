@@ -145,6 +145,9 @@ def test_split_tiny_model_equals_ternary(act):
     n_split = sum(isinstance(x, (SplitQuantLinear, SplitQuantEmbedding)) for x in m.modules())
     assert n_split == len(quant_config_of(m).split) == 2 * 6 + 2
     assert quant_config_of(m).weight == "bwn"
+    s = m.bert.encoder.layer[0].attention.self
+    assert s.query.act_quant is s.key.act_quant is s.value.act_quant is s.act_quant
+    assert Q.act_quant_is_shared(s.value)
     torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=1e-5)
     for h_out, h_ref in zip(out.hidden_states, ref.hidden_states):
         torch.testing.assert_close(h_out, h_ref, rtol=0, atol=1e-5)
