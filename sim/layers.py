@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from hw import arith
-from hw.encoder_params import LayerNorm, Lut, Requant, signed_bits
+from hw.encoder_params import LayerNorm, Lut, Requant, Softmax, exp2_table, signed_bits
 
 RES_BITS, RES_FRAC = 16, 8
 LN_EXTRA, LN_NORM_FRAC, LN_RECIP = 4, 12, 24   # ExportOptions defaults (§17)
@@ -106,3 +106,41 @@ def random_gelu_lut(rng: np.random.Generator, *, rows: int, terms: int, acc_bits
     index = Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=bits, lo=i_lo, hi=i_hi)
     table = np.clip(_round(gelu(np.arange(i_lo, i_hi + 1) * s_i) / s_out), qlo, qhi)
     return Lut(index=index, table=table, out_bits=out_bits, lo=qlo, hi=qhi, function="gelu")
+
+
+def random_softmax(rng: np.random.Generator, *, score_bits: int, p_bits: int = 4,
+                   logit_scale: float | None = None, frac_bits: int = 8, exp_bits: int = 15,
+                   recip_bits: int = 40) -> Softmax:
+    """A §13 softmax folded like sw.export: ``logit_scale`` = real logit per score unit
+    (s_q·s_k/√d; default: the full score range spans ~12 nats), p codes on ``p_bits`` (LSQ)."""
+    top = (1 << (score_bits - 1)) - 1
+    if logit_scale is None:
+        logit_scale = rng.uniform(6.0, 18.0) / top
+    real = logit_scale / math.log(2.0) * 2.0**frac_bits
+    (mult,), shift = arith.fold_scale(np.array([real]))
+    hi = (1 << (p_bits - 1)) - 1
+    s_p = rng.uniform(0.8, 1.0) / hi  # p = 1 maps to a code >= hi: the clamp is reachable
+    pshift = 1
+    while math.floor(2.0 ** (pshift + 1) / s_p + 0.5) < 2.0**recip_bits and pshift < 62:
+        pshift += 1
+    return Softmax(score_bits=score_bits, mult=int(mult), shift=shift, frac_bits=frac_bits,
+                   exp_bits=exp_bits, table=exp2_table(frac_bits, exp_bits),
+                   recip_num=int(math.floor(2.0**pshift / s_p + 0.5)), recip_shift=pshift,
+                   out_bits=p_bits, hi=hi)
+
+
+def score_rows(rng: np.random.Generator, score_bits: int, length: int, rows: int):
+    """(scores, valid) rows: edge rows (all masked, one valid key, ties at the maximum, extremes,
+    a masked key above the valid maximum) then random rows with random masks."""
+    lo, hi = -(1 << (score_bits - 1)), (1 << (score_bits - 1)) - 1
+    s = rng.integers(lo, hi + 1, (rows + 6, length))
+    v = rng.random((rows + 6, length)) < 0.8
+    v[:, 0] = True
+    s[0], v[0] = rng.integers(lo, hi + 1, length), False           # no valid key
+    v[1] = False
+    v[1, length // 2] = True                                        # one valid key
+    s[2], v[2] = hi, True                                           # all tied at the top
+    s[3], v[3] = np.where(np.arange(length) % 2 == 0, hi, lo), True  # extremes
+    s[4], v[4] = lo, True
+    s[5, 0], v[5, 0] = hi, False                                    # masked key above the max
+    return s, v
