@@ -90,6 +90,7 @@ class XnorPopcountPE(wiring.Component):
     def __init__(self, params: PEParams):
         if not isinstance(params, PEParams):
             from hw.errors import BinbertError
+            self._MustUse__silence = True  # never elaborated: no "created but never used" warning
             raise BinbertError(f"XnorPopcountPE: params must be PEParams, got {type(params).__name__}")
         self.params = params
         layout = data.StructLayout({"x": unsigned(params.simd), "w": unsigned(params.simd)})
