@@ -35,7 +35,7 @@ class ExportOptions:
     res_bits: int = 16          # residual stream width
     res_frac: int = 8           # residual stream fraction bits
     emb_bits: int = 16          # embedding table width (fraction bits chosen to fit the tables)
-    lut_bits: int = 8           # GELU / tanh index bits (ROM depth 2^lut_bits)
+    lut_bits: int = 0           # GELU / tanh index bits (ROM depth); 0 = max(8, output bits + 4)
     softmax_frac_bits: int = 8  # exp ROM: 2^G entries
     softmax_exp_bits: int = 15  # exp ROM entries <= 2^EB
     softmax_recip_bits: int = 40  # C = 2^P / s_p < 2^this
@@ -49,7 +49,7 @@ class ExportOptions:
     logit_frac: int = 16
 
     def __post_init__(self):
-        for f, lo, hi in (("res_bits", 4, 24), ("res_frac", 0, 20), ("emb_bits", 4, 24), ("lut_bits", 2, 12),
+        for f, lo, hi in (("res_bits", 4, 24), ("res_frac", 0, 20), ("emb_bits", 4, 24), ("lut_bits", 0, 14),
                           ("softmax_frac_bits", 1, 12), ("softmax_exp_bits", 4, 24),
                           ("softmax_recip_bits", 20, 48), ("ln_extra_bits", 0, 8), ("ln_norm_frac", 4, 16),
                           ("ln_recip_bits", 8, 32), ("m_bits", 4, 24), ("cls_w_bits", 2, 16),
@@ -57,6 +57,8 @@ class ExportOptions:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise BinbertError(f"export option {f}={v!r} out of range [{lo}, {hi}]")
+        if self.lut_bits == 1:
+            raise BinbertError("export option lut_bits=1 too small: use 0 (auto) or 2..14")
         if self.res_frac >= self.res_bits:
             raise BinbertError(f"export option res_frac={self.res_frac} must be < res_bits={self.res_bits}")
 
@@ -211,7 +213,8 @@ def lut(fn, reals, bias_real, acc_bits: int, out: Act, opts: ExportOptions, name
         x_lo = grid[max(moving[0] - 1, 0)]
         sat = np.nonzero(c == out.hi)[0]
         x_hi = grid[sat[0]] if sat.size and sat[0] > moving[0] else grid[-1]
-    n = 1 << opts.lut_bits
+    # the index must be finer than the output codes it selects between: 4 bits more than them
+    n = 1 << (opts.lut_bits or max(8, out.bits + 4))
     s_i = (x_hi - x_lo) / (n - 2)
     i_lo = int(math.floor(x_lo / s_i))
     i_hi = i_lo + n - 1
@@ -363,7 +366,7 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
                         recip_shift=pshift, out_bits=p.bits, hi=p.hi, m_bits=opts.m_bits)
         s_p = p.step
     cb = max_len * probs.hi * _mag(acts["v"].bits)
-    context = requant([[s_p * acts["v"].step / c_act.step]], [0.0], c_act.step, signed_bits(-cb, cb),
+    context = requant([[s_p * acts["v"].step]], [0.0], c_act.step, signed_bits(-cb, cb),
                       c_act, opts, f"{pre}.context")
     attention = Attention(heads=heads, head_dim=d, q_bits=acts["q"].bits, k_bits=acts["k"].bits,
                           v_bits=acts["v"].bits, probs=probs, context=context, max_len=max_len)

@@ -1,0 +1,69 @@
+"""Tiny quantized BERT classifiers for the checkpoint-to-silicon tests (export, golden, intsim)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from sw.qbert import QuantBertConfig, quantize_bert
+from sw.split import split_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+VOCAB = 200
+
+# name -> (QuantBertConfig kwargs, split after calibration, BertConfig overrides)
+VARIANTS = {
+    "split": (dict(weight="twn", act="lsq", act_bits=4), True, {}),
+    "binary": (dict(weight="bwn", act="lsq", act_bits=4), False, {}),
+    "ternary": (dict(weight="twn", act="lsq", act_bits=2), False, {}),
+    "bi": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True), False, {}),
+    "uniform8_relu": (dict(weight="bwn", act="uniform", act_bits=8), False, {"hidden_act": "relu"}),
+    "fp_pooler_emb": (dict(weight="bwn", act="lsq", act_bits=8, pooler=False, embedding=False), False,
+                      {"hidden_act": "gelu_new"}),
+}
+
+
+def batch(seed: int = 0, b: int = 6, t: int = 12, vocab: int = VOCAB) -> dict[str, torch.Tensor]:
+    """Random ids with right padding of varying length and a second segment."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    types = torch.zeros(b, t, dtype=torch.long)
+    for r in range(b):
+        n = t - (r * 3) % max(t - 2, 1)
+        mask[r, n:] = 0
+        types[r, n // 2: n] = 1
+    ids[mask == 0] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden: int = 32, layers: int = 2,
+               heads: int = 4, inter: int = 64, max_pos: int = 48, scale_up: bool = True):
+    """A random tiny BertForSequenceClassification, quantized as ``variant`` and calibrated.
+
+    ``scale_up`` widens the random classifier / pooler so that logits are not all near ties.
+    """
+    qkw, split, bkw = VARIANTS[variant]
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=inter, max_position_embeddings=max_pos, num_labels=2, **bkw)
+    cfg._attn_implementation = "eager"
+    model = BertForSequenceClassification(cfg).eval()
+    if scale_up:
+        with torch.no_grad():
+            model.classifier.weight.mul_(20)
+            model.bert.pooler.dense.weight.mul_(5)
+            for mod in model.modules():  # zero biases make exact ties that float32 noise breaks
+                if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+                    mod.bias.uniform_(-0.05, 0.05)
+            for layer in model.bert.encoder.layer:  # non-trivial LayerNorm affine parameters
+                for ln in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
+                    ln.weight.uniform_(0.5, 1.5)
+                    ln.bias.uniform_(-0.2, 0.2)
+    quantize_bert(model, QuantBertConfig(**qkw))
+    with torch.no_grad():  # first batch initialises the LSQ steps / uniform clips
+        model(**batch(seed + 100, b=16, t=min(24, max_pos), vocab=vocab))
+    if split:
+        split_model(model)
+    return model
