@@ -28,7 +28,7 @@ from hw.encoder_params import LayerNorm, signed_range
 from hw.errors import BinbertError
 from hw.seqarith import SeqDivider, SeqSqrt, quotient_bits
 
-__all__ = ["LayerNormUnitParams", "LayerNormUnit"]
+__all__ = ["LayerNormUnitParams", "LayerNormUnit", "AddNormParams", "AddNorm"]
 
 C_LATENCY = 3  # registers of the output pass: buffer read, d·R, u·γ + β (+ the output register)
 
@@ -331,4 +331,74 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += out[j].eq(Mux(y < lo, lo, Mux(y > hi, hi, y)))
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(out),
                      dec.eq(self.o.valid & self.o.ready & o_last)]
+        return m
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AddNormParams:
+    """Residual add then LayerNorm (§11: ``v = dense + r`` exact, then §17): the dense branch
+    and the residual are signed ``a_bits`` / ``b_bits`` values, ``lanes`` features per beat."""
+
+    norm: LayerNormUnitParams
+    a_bits: int
+    b_bits: int
+
+    def __post_init__(self):
+        o = "AddNormParams"
+        if not isinstance(self.norm, LayerNormUnitParams):
+            raise BinbertError(f"{o}: norm must be LayerNormUnitParams, got {type(self.norm).__name__}")
+        for name in ("a_bits", "b_bits"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BinbertError(f"{o}: {name}={v!r} must be an integer >= 1")
+        need = max(self.a_bits, self.b_bits) + 1
+        if self.norm.ln.in_bits < need:
+            raise BinbertError(f"{o}: the LayerNorm reads {self.norm.ln.in_bits}-bit inputs, "
+                               f"a {self.a_bits}-bit + {self.b_bits}-bit sum needs {need}")
+
+    @property
+    def lanes(self) -> int:
+        return self.norm.lanes
+
+    @property
+    def cycles_per_token(self) -> int:
+        return self.norm.cycles_per_token
+
+    @property
+    def latency(self) -> int:
+        return self.norm.latency
+
+    def compute(self, a, b) -> np.ndarray:
+        return self.norm.compute(np.asarray(a, dtype=np.int64) + np.asarray(b, dtype=np.int64))
+
+    def create(self):
+        return AddNorm(self)
+
+
+class AddNorm(wiring.Component):
+    """Ports ``a`` (dense branch), ``b`` (residual): In(stream of ArrayLayout(signed, lanes)),
+    beats paired one to one; ``o``: the LayerNorm's output stream."""
+
+    def __init__(self, params: AddNormParams):
+        if not isinstance(params, AddNormParams):
+            self._MustUse__silence = True
+            raise BinbertError(f"AddNorm: params must be AddNormParams, got {type(params).__name__}")
+        self.params = params
+        p = params
+        super().__init__({
+            "a": In(stream.Signature(data.ArrayLayout(signed(p.a_bits), p.lanes))),
+            "b": In(stream.Signature(data.ArrayLayout(signed(p.b_bits), p.lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(p.norm.ln.out_bits), p.lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        m.submodules.ln = ln = p.norm.create()
+        both = self.a.valid & self.b.valid
+        m.d.comb += [ln.i.valid.eq(both), self.a.ready.eq(both & ln.i.ready),
+                     self.b.ready.eq(both & ln.i.ready)]
+        for j in range(p.lanes):
+            m.d.comb += ln.i.payload[j].eq(self.a.payload[j] + self.b.payload[j])
+        wiring.connect(m, ln.o, wiring.flipped(self.o))
         return m

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from hw import arith
-from hw.encoder_params import LayerNorm, Lut, Requant, Softmax, exp2_table, signed_bits
+from hw.encoder_params import BinaryLinear, LayerNorm, Lut, Requant, Softmax, exp2_table, signed_bits
 
 RES_BITS, RES_FRAC = 16, 8
 LN_EXTRA, LN_NORM_FRAC, LN_RECIP = 4, 12, 24   # ExportOptions defaults (§17)
@@ -144,3 +144,92 @@ def score_rows(rng: np.random.Generator, score_bits: int, length: int, rows: int
     s[4], v[4] = lo, True
     s[5, 0], v[5, 0] = hi, False                                    # masked key above the max
     return s, v
+
+
+def _mag(bits: int) -> int:
+    return 1 if bits == 1 else 1 << (bits - 1)
+
+
+def random_binary_linear(rng: np.random.Generator, *, k: int, n: int, terms: int, in_bits: int,
+                         out: str, out_bits: int = 4, relu: bool = False) -> BinaryLinear:
+    """Random ±1 weight terms and an output op: ``out`` = "code" (an out_bits activation code),
+    "gelu" (a §12 table), "res" (the 16-bit residual), scaled so the outputs spread over their
+    range (row 0 of term 0 all +1 and row 1 all -1: the extreme dot products)."""
+    bits = rng.integers(0, 2, (terms, n, k), dtype=np.uint8)
+    bits[0, 0] = 1
+    if n > 1:
+        bits[0, 1] = 0
+    acc_bits = arith.acc_width(k, in_bits)
+    spread = math.sqrt(k * terms) * _mag(in_bits)      # ~ std of an accumulator sum
+    if out == "gelu":
+        op = random_gelu_lut(rng, rows=n, terms=terms, acc_bits=acc_bits, out_bits=out_bits,
+                             real_scale=2.0 / spread)
+    elif out == "res":
+        op = random_requant(rng, rows=n, terms=terms, acc_bits=acc_bits, out_bits=RES_BITS,
+                            real_scale=2.0**RES_FRAC / spread, bias_scale=0.3 * 2.0**RES_FRAC)
+    else:
+        op = random_requant(rng, rows=n, terms=terms, acc_bits=acc_bits, out_bits=out_bits,
+                            real_scale=2.0 * _mag(out_bits) / spread, bias_scale=0.5,
+                            lo=0 if relu else None)
+    return BinaryLinear(weights=np.stack([arith.pack_bits(b) for b in bits]), k=k, in_bits=in_bits, out=op)
+
+
+def random_codes(rng: np.random.Generator, bits: int, shape) -> np.ndarray:
+    lo, hi = _act_range(bits)
+    return rng.integers(lo, hi + 1, shape)
+
+
+def res_inputs(rng: np.random.Generator, count: int, hidden: int, scale: float = 1.0) -> np.ndarray:
+    """Residual-stream vectors: LayerNorm-like values (std ~ ``scale`` real units)."""
+    lo, hi = -(1 << (RES_BITS - 1)), (1 << (RES_BITS - 1)) - 1
+    return np.clip(_round(rng.normal(0, scale, (count, hidden)) * 2.0**RES_FRAC), lo, hi)
+
+
+def input_requant(rng: np.random.Generator, out_bits: int, *, scale: float = 1.0) -> Requant:
+    """§11 input requantizer r -> code: acc = r (RES_BITS), real = 2^-RES_FRAC / s_x, B = 0."""
+    if out_bits == 1:
+        return Requant(mult=[[1]], bias=[0], shift=1, acc_bits=RES_BITS, out_bits=1)
+    s_x = scale * rng.uniform(1.5, 2.5) / _mag(out_bits)
+    (mult,), shift = arith.fold_scale(np.array([[2.0**-RES_FRAC / s_x]]))
+    lo, hi = _act_range(out_bits)
+    return Requant(mult=np.atleast_2d(mult), bias=[0], shift=shift, acc_bits=RES_BITS, out_bits=out_bits,
+                   lo=lo, hi=hi)
+
+
+def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: int = 2, ffn: int = 64,
+                         max_len: int = 8, x_bits: int = 2, q_bits: int = 2, k_bits: int = 2,
+                         v_bits: int = 2, p_bits: int = 4, c_bits: int = 2, f_bits: int = 2,
+                         g_bits: int = 2, terms: int = 1, mode: str = "softmax",
+                         act: str = "gelu") -> "EncoderLayer":
+    """A whole §19 layer of seeded random ops, folded like the export (binary weight terms,
+    LSQ codes of the given widths, softmax or Bi-Attention Heaviside, GELU table or ReLU)."""
+    from hw.encoder_params import Attention, EncoderLayer, Heaviside
+
+    d = hidden // heads
+    if mode == "bi":
+        q_bits = k_bits = v_bits = 1
+    qkv = [random_binary_linear(rng, k=hidden, n=hidden, terms=terms, in_bits=x_bits, out="code",
+                                out_bits=b) for b in (q_bits, k_bits, v_bits)]
+    sb = signed_bits(-d * _mag(q_bits) * _mag(k_bits), d * _mag(q_bits) * _mag(k_bits))
+    if mode == "bi":
+        probs, hi = Heaviside(score_bits=sb), 1
+    else:
+        probs = random_softmax(rng, score_bits=sb, p_bits=p_bits,
+                               logit_scale=rng.uniform(1.0, 3.0) / math.sqrt(d) / (_mag(q_bits) * _mag(k_bits)) * 2)
+        hi = probs.hi
+    cb = max_len * hi * _mag(v_bits)
+    cbits = signed_bits(-cb, cb)
+    typical = hi * _mag(v_bits) * (math.sqrt(max_len) if mode == "bi" else 1.0)
+    context = random_requant(rng, rows=1, terms=1, acc_bits=cbits, out_bits=c_bits,
+                             real_scale=2.0 * _mag(c_bits) / typical, per_row=False, bias_scale=0.0)
+    attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,
+                          probs=probs, context=context, max_len=max_len)
+    attn_out = random_binary_linear(rng, k=hidden, n=hidden, terms=terms, in_bits=c_bits, out="res")
+    ffn_in = random_binary_linear(rng, k=hidden, n=ffn, terms=terms, in_bits=f_bits,
+                                  out="gelu" if act == "gelu" and g_bits > 1 else "code", out_bits=g_bits,
+                                  relu=act == "relu")
+    ffn_out = random_binary_linear(rng, k=ffn, n=hidden, terms=terms, in_bits=g_bits, out="res")
+    return EncoderLayer(qkv_in=input_requant(rng, x_bits), query=qkv[0], key=qkv[1], value=qkv[2],
+                        attention=attention, attn_out=attn_out, ln1=random_layernorm(hidden, rng),
+                        ffn_in_q=input_requant(rng, f_bits), ffn_in=ffn_in, ffn_out=ffn_out,
+                        ln2=random_layernorm(hidden, rng))

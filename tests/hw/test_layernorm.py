@@ -68,3 +68,17 @@ def test_layernorm_bad_params():
         LayerNormUnitParams(ln="ln")
     with pytest.raises(BinbertError, match="params must be LayerNormUnitParams"):
         LayerNormUnit(ln)
+
+
+def test_addnorm_bad_params():
+    from hw.layernorm import AddNorm, AddNormParams
+
+    norm = LayerNormUnitParams(ln=random_layernorm(8, np.random.default_rng(0)), lanes=2)
+    with pytest.raises(BinbertError, match="a 17-bit \\+ 16-bit sum needs 18"):
+        AddNormParams(norm=norm, a_bits=17, b_bits=16)
+    with pytest.raises(BinbertError, match="a_bits=0"):
+        AddNormParams(norm=norm, a_bits=0, b_bits=16)
+    with pytest.raises(BinbertError, match="norm must be LayerNormUnitParams"):
+        AddNormParams(norm=None, a_bits=16, b_bits=16)
+    with pytest.raises(BinbertError, match="params must be AddNormParams"):
+        AddNorm(norm)
