@@ -419,7 +419,8 @@ class StreamBench:
             self.scoreboard.expect(expected, info)
 
     async def start(self, reset_cycles: int = 4) -> None:
-        cocotb.start_soon(Clock(self.clk, self.period_ns, unit="ns").start())
+        # The C++ clock (not a Python coroutine toggling it): about half the per-cycle cost.
+        Clock(self.clk, self.period_ns, unit="ns", impl="gpi").start()
         self.dut.rst.value = 1
         await ClockCycles(self.clk, reset_cycles)
         self.dut.rst.value = 0
