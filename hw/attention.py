@@ -1,0 +1,515 @@
+"""Attention in hardware (docs/arithmetic.md §11, §13-§15).
+
+:class:`AttentionCore` -- scores, probabilities, P·V and the context requantizer, between the
+Q/K/V requantizers and the output projection. Golden: ``Attention.compute(q, k, v, valid)``.
+  * LOAD: the q, k, v streams (one beat per token and head: ArrayLayout(code, head_dim),
+    token-major) and the ``mask`` stream (one bit per token, 1 = real token) fill one of
+    ``banks`` sequence buffers; with two banks the next sequence loads while this one computes.
+  * PRODUCER: per query row (token i, head h): Q[i, h] into a register, then one score per cycle
+    S_j = Q·K[j, h] (d small multipliers, or d − 2·popcount(q XOR k) for 1-bit Q and K) with
+    the key's mask bit, into the probabilities unit (hw/softmax.py: softmax §13 or Heaviside §14).
+  * CONSUMER: one probability per cycle, C += p_j·V[j, h] over d lanes; after the row's last
+    key the context requantizer (§15) emits the row's d codes as one output beat.
+:class:`AttentionBlock` -- the attention half of an encoder layer (§11): qkv_in requant, the
+Q/K/V projections (three LinearUnits on H1's MVU), the core, the output projection, the
+residual add and ln1. Golden: the layer's ops composed as in ``EncoderLayer.compute``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.encoder_params import Attention, BinaryLinear, EncoderLayer, LayerNorm, Requant
+from hw.errors import BinbertError
+from hw.layernorm import AddNormParams, LayerNormUnitParams
+from hw.linear import LinearUnitParams
+from hw.lut import RequantUnitParams, code_shape, requant_pipeline
+from hw.softmax import ProbsParams
+from hw.streamutil import Fork, Regroup, StreamFifo
+
+__all__ = ["AttentionCoreParams", "AttentionCore", "AttentionParams", "AttentionBlock", "block_layout"]
+
+
+def _pos(owner, name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise BinbertError(f"{owner}: {name}={v!r} must be an integer >= 1")
+
+
+def block_layout(res_bits: int, lanes: int) -> data.StructLayout:
+    """Input beat of the attention block / encoder layer: residual lanes + the token's mask bit
+    (the same on every beat of a token; read on its first)."""
+    return data.StructLayout({"r": data.ArrayLayout(signed(res_bits), lanes), "valid": unsigned(1)})
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AttentionCoreParams:
+    """The golden ``Attention`` over sequences of ``seq_len`` tokens, ``banks`` sequence buffers."""
+
+    att: Attention
+    seq_len: int
+    banks: int = 2
+    probs_banks: int | None = None
+
+    def __post_init__(self):
+        o = "AttentionCoreParams"
+        if not isinstance(self.att, Attention):
+            raise BinbertError(f"{o}: att must be a hw.encoder_params.Attention, got {type(self.att).__name__}")
+        _pos(o, "seq_len", self.seq_len)
+        if self.seq_len > self.att.max_len:
+            raise BinbertError(f"{o}: seq_len={self.seq_len} exceeds the attention's max_len={self.att.max_len}")
+        if self.banks not in (1, 2):
+            raise BinbertError(f"{o}: banks={self.banks!r} must be 1 or 2")
+        if self.att.context.rows not in (1, self.att.hidden):
+            raise BinbertError(f"{o}: the context requantizer has {self.att.context.rows} rows, "
+                               f"expected 1 or hidden={self.att.hidden}")
+
+    @property
+    def probs(self) -> ProbsParams:
+        return ProbsParams(probs=self.att.probs, length=self.seq_len, banks=self.probs_banks)
+
+    @property
+    def heads(self) -> int:
+        return self.att.heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.att.head_dim
+
+    @property
+    def rows(self) -> int:
+        """Query rows per sequence (tokens x heads)."""
+        return self.seq_len * self.heads
+
+    @property
+    def row_cycles(self) -> int:
+        """Steady-state cycles per query row: the producer (Q read + L scores), the
+        probabilities unit, the consumer (L products)."""
+        return max(self.seq_len + 1, self.probs.cycles_per_row)
+
+    @property
+    def cycles_per_sequence(self) -> int:
+        """Compute cycles per sequence once loaded (steady state over many sequences)."""
+        return self.rows * self.row_cycles
+
+    @property
+    def latency(self) -> int:
+        """Last load beat of a sequence to its last context beat (no stalls, upper bound)."""
+        return self.cycles_per_sequence + self.probs.latency + 8
+
+    def compute(self, q, k, v, valid) -> np.ndarray:
+        return self.att.compute(q, k, v, valid)
+
+    def create(self):
+        return AttentionCore(self)
+
+
+def _values(m: Module, word, bits: int, lanes: int, name: str):
+    """Arithmetic values of ``lanes`` codes packed in ``word``: ±1 for bits, the code otherwise."""
+    out = []
+    for e in range(lanes):
+        v = Signal(signed(max(2, bits)), name=f"{name}{e}")
+        if bits == 1:
+            m.d.comb += v.eq(Mux(word[e], 1, -1))
+        else:
+            m.d.comb += v.eq(word[e * bits:(e + 1) * bits].as_signed())
+        out.append(v)
+    return out
+
+
+class AttentionCore(wiring.Component):
+    """Ports: ``q``, ``k``, ``v``: In(stream of ArrayLayout(code, head_dim)), one beat per
+    (token, head), token-major; ``mask``: In(stream of unsigned(1)), one beat per token;
+    ``o``: Out(stream of ArrayLayout(context code, head_dim)), one beat per (token, head)."""
+
+    def __init__(self, params: AttentionCoreParams):
+        if not isinstance(params, AttentionCoreParams):
+            self._MustUse__silence = True
+            raise BinbertError(f"AttentionCore: params must be AttentionCoreParams, got {type(params).__name__}")
+        self.params = params
+        a = params.att
+        d = a.head_dim
+        super().__init__({
+            "q": In(stream.Signature(data.ArrayLayout(code_shape(a.q_bits), d))),
+            "k": In(stream.Signature(data.ArrayLayout(code_shape(a.k_bits), d))),
+            "v": In(stream.Signature(data.ArrayLayout(code_shape(a.v_bits), d))),
+            "mask": In(stream.Signature(unsigned(1))),
+            "o": Out(stream.Signature(data.ArrayLayout(code_shape(a.context.out_bits), d))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        a = p.att
+        L, H, d, B = p.seq_len, p.heads, p.head_dim, p.banks
+        rows = L * H
+
+        def nxt(x, top):
+            return Mux(x == top - 1, 0, x + 1)
+
+        # ---------------- sequence buffers and LOAD ----------------
+        mems = {}
+        for name, bits in (("q", a.q_bits), ("k", a.k_bits), ("v", a.v_bits)):
+            mem = memory.Memory(shape=unsigned(d * bits), depth=B * rows, init=[])
+            m.submodules[f"{name}buf"] = mem
+            mems[name] = mem
+        masks = Signal(data.ArrayLayout(unsigned(L), B))
+        # done[X][b]: loader X finished bank b; produced[b]: the producer is done with bank b
+        loaders = ("q", "k", "v", "mask")
+        done = {x: Signal(B, name=f"done_{x}") for x in loaders}
+        produced = Signal(B)
+        free_bank = Signal(range(B))
+        free_now = Signal()
+        for x in loaders:
+            port = getattr(self, x)
+            bank = Signal(range(B), name=f"{x}_bank")
+            count = Signal(range(rows if x != "mask" else L), name=f"{x}_count")
+            top = rows if x != "mask" else L
+            can = ~done[x].bit_select(bank, 1)
+            m.d.comb += port.ready.eq(can)
+            take = port.valid & port.ready
+            if x == "mask":
+                with m.If(take):
+                    m.d.sync += masks[bank].bit_select(count, 1).eq(port.payload)
+            else:
+                wr = mems[x].write_port()
+                m.d.comb += [wr.addr.eq(bank * rows + count), wr.data.eq(port.payload.as_value()),
+                             wr.en.eq(take)]
+            with m.If(take):
+                m.d.sync += count.eq(nxt(count, top))
+                with m.If(count == top - 1):
+                    m.d.sync += [done[x].bit_select(bank, 1).eq(1), bank.eq(nxt(bank, B))]
+            with m.If(free_now):   # the consumer released a bank (never the one being loaded)
+                m.d.sync += done[x].bit_select(free_bank, 1).eq(0)
+
+        m.submodules.probs = probs = p.probs.create()
+
+        # ---------------- PRODUCER ----------------
+        pb = Signal(range(B))
+        p_run = Signal()
+        p_row = Signal(range(rows))      # i·H + h
+        p_h = Signal(range(H))
+        p_j = Signal(range(L + 1))       # L: the Q read of the row
+        ready_bank = Signal()
+        m.d.comb += ready_bank.eq(done["q"].bit_select(pb, 1) & done["k"].bit_select(pb, 1)
+                                  & done["v"].bit_select(pb, 1) & done["mask"].bit_select(pb, 1)
+                                  & ~produced.bit_select(pb, 1))
+        en_p = Signal()
+        m.d.comb += en_p.eq(~probs.i.valid | probs.i.ready)
+        q_rd = mems["q"].read_port(domain="sync")
+        k_rd = mems["k"].read_port(domain="sync")
+        is_q = p_j == L
+        m.d.comb += [q_rd.addr.eq(pb * rows + p_row), q_rd.en.eq(en_p),
+                     k_rd.addr.eq(pb * rows + p_j * H + p_h), k_rd.en.eq(en_p)]
+        with m.If(~p_run & ready_bank):
+            m.d.sync += [p_run.eq(1), p_row.eq(0), p_h.eq(0), p_j.eq(L)]
+        issue = Signal()
+        m.d.comb += issue.eq(p_run & en_p)
+        with m.If(issue):
+            with m.If(is_q):
+                m.d.sync += p_j.eq(0)
+            with m.Elif(p_j == L - 1):
+                m.d.sync += [p_j.eq(L), p_h.eq(nxt(p_h, H)), p_row.eq(nxt(p_row, rows))]
+                with m.If(p_row == rows - 1):
+                    m.d.sync += [p_run.eq(0), produced.bit_select(pb, 1).eq(1), pb.eq(nxt(pb, B))]
+            with m.Else():
+                m.d.sync += p_j.eq(p_j + 1)
+        # stage 1: Q word into the row register, or a K word -> score
+        s1_valid, s1_isq = Signal(), Signal()
+        s1_mask = Signal()
+        s1_bank = Signal(range(B))
+        with m.If(en_p):
+            m.d.sync += [s1_valid.eq(issue), s1_isq.eq(is_q), s1_bank.eq(pb),
+                         s1_mask.eq(masks[pb].bit_select(p_j, 1))]
+        q_reg = Signal(d * a.q_bits)
+        with m.If(en_p & s1_valid & s1_isq):
+            m.d.sync += q_reg.eq(q_rd.data)
+        sb = p.probs.score_bits
+        score = Signal(signed(sb))
+        if a.q_bits == 1 and a.k_bits == 1:
+            diff = q_reg ^ k_rd.data
+            m.d.comb += score.eq(d - 2 * sum(diff[e] for e in range(d)))
+        else:
+            qv = _values(m, q_reg, a.q_bits, d, "qv")
+            kv = _values(m, k_rd.data, a.k_bits, d, "kv")
+            m.d.comb += score.eq(sum(x * y for x, y in zip(qv, kv)))
+        s_valid = Signal()
+        s_out = Signal(p.probs.score_bits)
+        s_mask = Signal()
+        with m.If(en_p):
+            m.d.sync += [s_valid.eq(s1_valid & ~s1_isq), s_out.eq(score), s_mask.eq(s1_mask)]
+        m.d.comb += [probs.i.valid.eq(s_valid), probs.i.payload.s.eq(s_out.as_signed()),
+                     probs.i.payload.valid.eq(s_mask)]
+
+        # ---------------- CONSUMER ----------------
+        en = Signal()
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        cb = Signal(range(B))
+        c_j = Signal(range(L))
+        c_h = Signal(range(H))
+        c_row = Signal(range(rows))
+        v_rd = mems["v"].read_port(domain="sync")
+        take = Signal()
+        m.d.comb += [take.eq(en & probs.o.valid), probs.o.ready.eq(en),
+                     v_rd.addr.eq(cb * rows + c_j * H + c_h), v_rd.en.eq(en)]
+        m.d.comb += [free_bank.eq(cb), free_now.eq(0)]
+        with m.If(take):
+            with m.If(c_j == L - 1):
+                m.d.sync += [c_j.eq(0), c_h.eq(nxt(c_h, H)), c_row.eq(nxt(c_row, rows))]
+                with m.If(c_row == rows - 1):
+                    m.d.comb += free_now.eq(1)
+                    m.d.sync += [cb.eq(nxt(cb, B)), produced.bit_select(cb, 1).eq(0)]
+            with m.Else():
+                m.d.sync += c_j.eq(c_j + 1)
+        c1_valid, c1_last = Signal(), Signal()
+        c1_p = Signal(unsigned(p.probs.p_bits))
+        c1_h = Signal(range(H))
+        with m.If(en):
+            m.d.sync += [c1_valid.eq(take), c1_last.eq(c_j == L - 1), c1_p.eq(probs.o.payload), c1_h.eq(c_h)]
+        vv = _values(m, v_rd.data, a.v_bits, d, "vv")
+        cbits = a.context.acc_bits
+        acc = [Signal(signed(cbits), name=f"acc{e}") for e in range(d)]
+        ctx = [Signal(signed(cbits), name=f"ctx{e}") for e in range(d)]
+        ctx_valid = Signal()
+        ctx_h = Signal(range(H))
+        with m.If(en):
+            m.d.sync += [ctx_valid.eq(c1_valid & c1_last), ctx_h.eq(c1_h)]
+            for e in range(d):
+                prod = c1_p * vv[e] if p.probs.p_bits > 1 else Mux(c1_p, vv[e], 0)
+                with m.If(c1_valid):
+                    with m.If(c1_last):
+                        m.d.sync += [acc[e].eq(0), ctx[e].eq(acc[e] + prod)]
+                    with m.Else():
+                        m.d.sync += acc[e].eq(acc[e] + prod)
+        # context requantizer: constants per column (head ctx_h, lane e) when per-row
+        rq = a.context
+        per_row = rq.rows > 1
+        if per_row:
+            layout = data.StructLayout({"m": data.ArrayLayout(unsigned(rq.m_bits), d),
+                                        "b": data.ArrayLayout(signed(rq.bias_bits), d)})
+
+            def col(c):
+                return (int(rq.mult[0, c if rq.mult.shape[1] > 1 else 0]),
+                        int(rq.bias[c if rq.bias.shape[0] > 1 else 0]))
+            init = [{"m": [col(h * d + e)[0] for e in range(d)], "b": [col(h * d + e)[1] for e in range(d)]}
+                    for h in range(H)]
+            crom = memory.Memory(shape=layout, depth=H, init=init)
+            m.submodules.ctx_consts = crom
+            c_rd = crom.read_port(domain="sync")
+            m.d.comb += [c_rd.addr.eq(c1_h), c_rd.en.eq(en)]
+            consts = [([c_rd.data.m[e]], c_rd.data.b[e]) for e in range(d)]
+        else:
+            consts = [([int(rq.mult[0, 0])], int(rq.bias[0]))] * d
+        codes = requant_pipeline(m, rq, [[c] for c in ctx], consts, en, lanes=d, name="ctx")
+        z_valid, o_valid = Signal(), Signal()
+        with m.If(en):
+            m.d.sync += [z_valid.eq(ctx_valid), o_valid.eq(z_valid)]
+        m.d.comb += self.o.valid.eq(o_valid)
+        for e in range(d):
+            m.d.comb += self.o.payload[e].eq(codes[e])
+        return m
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AttentionParams:
+    """The attention half of one encoder layer (§11) plus its folding: ``lanes`` residual
+    features per beat, the Q/K/V MVUs' PE x SIMD (each of the three), the output MVU's."""
+
+    qkv_in: Requant
+    query: BinaryLinear
+    key: BinaryLinear
+    value: BinaryLinear
+    attention: Attention
+    attn_out: BinaryLinear
+    ln: LayerNorm
+    seq_len: int
+    lanes: int
+    pe_qkv: int
+    simd_qkv: int
+    pe_o: int
+    simd_o: int
+    banks: int = 2
+
+    def __post_init__(self):
+        o = "AttentionParams"
+        for name, cls in (("qkv_in", Requant), ("query", BinaryLinear), ("key", BinaryLinear),
+                          ("value", BinaryLinear), ("attention", Attention), ("attn_out", BinaryLinear),
+                          ("ln", LayerNorm)):
+            if not isinstance(getattr(self, name), cls):
+                raise BinbertError(f"{o}: {name} must be a hw.encoder_params.{cls.__name__}")
+        _pos(o, "lanes", self.lanes)
+        if self.hidden % self.lanes:
+            raise BinbertError(f"{o}: lanes={self.lanes} does not divide hidden={self.hidden}")
+        for name, lin in (("query", self.query), ("key", self.key), ("value", self.value)):
+            if lin.k != self.hidden or lin.n != self.hidden or lin.in_bits != self.qkv_in.out_bits:
+                raise BinbertError(f"{o}: {name} is {lin.n}x{lin.k} on {lin.in_bits}-bit codes, expected "
+                                   f"{self.hidden}x{self.hidden} on the qkv_in codes")
+        self.core, self.projections, self.out_proj, self.addnorm, self.qin  # noqa: B018
+
+    @classmethod
+    def from_layer(cls, layer: EncoderLayer, **folding) -> "AttentionParams":
+        if not isinstance(layer, EncoderLayer):
+            raise BinbertError(f"AttentionParams.from_layer: expected an EncoderLayer, got {type(layer).__name__}")
+        return cls(qkv_in=layer.qkv_in, query=layer.query, key=layer.key, value=layer.value,
+                   attention=layer.attention, attn_out=layer.attn_out, ln=layer.ln1, **folding)
+
+    @property
+    def hidden(self) -> int:
+        return self.ln.n
+
+    @property
+    def res_bits(self) -> int:
+        return self.attn_out.out.out_bits
+
+    @property
+    def beats(self) -> int:
+        return self.hidden // self.lanes
+
+    @property
+    def qin(self) -> RequantUnitParams:
+        return RequantUnitParams(op=self.qkv_in, n=self.hidden, lanes=self.lanes)
+
+    @property
+    def projections(self) -> tuple[LinearUnitParams, ...]:
+        d = self.attention.head_dim
+        return tuple(LinearUnitParams(lin=lin, pe=self.pe_qkv, simd=self.simd_qkv, out_lanes=d)
+                     for lin in (self.query, self.key, self.value))
+
+    @property
+    def core(self) -> AttentionCoreParams:
+        return AttentionCoreParams(att=self.attention, seq_len=self.seq_len, banks=self.banks)
+
+    @property
+    def out_proj(self) -> LinearUnitParams:
+        return LinearUnitParams(lin=self.attn_out, pe=self.pe_o, simd=self.simd_o, out_lanes=self.lanes)
+
+    @property
+    def addnorm(self) -> AddNormParams:
+        return AddNormParams(norm=LayerNormUnitParams(ln=self.ln, lanes=self.lanes),
+                             a_bits=self.res_bits, b_bits=self.qkv_in.acc_bits)
+
+    @property
+    def stage_cycles(self) -> dict[str, int]:
+        """Cycles per sequence of each stage in steady state."""
+        L = self.seq_len
+        return {"input": L * self.beats, "qkv": L * max(pr.cycles_per_vector for pr in self.projections),
+                "attention": self.core.cycles_per_sequence, "attn_out": L * self.out_proj.cycles_per_vector,
+                "ln1": L * self.addnorm.cycles_per_token}
+
+    @property
+    def cycles_per_sequence(self) -> int:
+        """Steady state: with two sequence banks the stages overlap across sequences; with one,
+        loading the next sequence waits for the attention to finish this one."""
+        s = self.stage_cycles
+        if self.banks == 2:
+            return max(s.values())
+        return max(s["input"], s["qkv"]) + s["attention"] + self.core.probs.latency
+
+    @property
+    def fifo_tokens(self) -> int:
+        """The residual waits in a FIFO until its token's attention output: up to ``banks``
+        whole sequences (loading and computing) plus a token in flight."""
+        return self.banks * self.seq_len + 2
+
+    @property
+    def latency(self) -> int:
+        L = self.seq_len
+        return (L * (self.beats + max(pr.cycles_per_vector for pr in self.projections))
+                + self.core.latency + self.out_proj.latency * L + self.addnorm.latency * L + 50)
+
+    def compute(self, r, valid) -> np.ndarray:
+        """(B, L, hidden) residual, (B, L) mask -> (B, L, hidden) ln1 output."""
+        r = np.asarray(r, dtype=np.int64)
+        x = self.qkv_in.compute(r[None])
+        c = self.attention.compute(self.query.compute(x), self.key.compute(x), self.value.compute(x), valid)
+        return self.ln.compute(self.attn_out.compute(c) + r)
+
+    def create(self):
+        return AttentionBlock(self)
+
+
+class TokenMask(wiring.Component):
+    """The mask bit of each token's first beat of a {r, valid} stream, as a one-beat-per-token
+    stream; the residual lanes go on unchanged."""
+
+    def __init__(self, layout: data.StructLayout, beats: int):
+        self.beats = beats
+        super().__init__({"i": In(stream.Signature(layout)),
+                          "r": Out(stream.Signature(layout.members["r"])),
+                          "mask": Out(stream.Signature(unsigned(1)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        beat = Signal(range(self.beats))
+        need_mask = beat == 0
+        # as in Fork: each output takes the beat once, possibly in different cycles
+        r_done, m_done = Signal(), Signal()
+        r_ok = r_done | self.r.ready
+        m_ok = ~need_mask | m_done | self.mask.ready
+        m.d.comb += [self.r.payload.eq(self.i.payload.r), self.mask.payload.eq(self.i.payload.valid),
+                     self.r.valid.eq(self.i.valid & ~r_done),
+                     self.mask.valid.eq(self.i.valid & need_mask & ~m_done),
+                     self.i.ready.eq(r_ok & m_ok)]
+        with m.If(self.i.valid):
+            with m.If(self.i.ready):
+                m.d.sync += [r_done.eq(0), m_done.eq(0), beat.eq(Mux(beat == self.beats - 1, 0, beat + 1))]
+            with m.Else():
+                with m.If(self.r.valid & self.r.ready):
+                    m.d.sync += r_done.eq(1)
+                with m.If(self.mask.valid & self.mask.ready):
+                    m.d.sync += m_done.eq(1)
+        return m
+
+
+class AttentionBlock(wiring.Component):
+    """Ports: ``i``: In(stream of :func:`block_layout`), hidden/lanes beats per token, seq_len
+    tokens per sequence; ``o``: Out(stream of ArrayLayout(signed(res_bits), lanes)), ln1's output."""
+
+    def __init__(self, params: AttentionParams):
+        if not isinstance(params, AttentionParams):
+            self._MustUse__silence = True
+            raise BinbertError(f"AttentionBlock: params must be AttentionParams, got {type(params).__name__}")
+        self.params = params
+        super().__init__({
+            "i": In(stream.Signature(block_layout(params.qkv_in.acc_bits, params.lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(params.ln.out_bits), params.lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        a = p.attention
+        r_layout = data.ArrayLayout(signed(p.qkv_in.acc_bits), p.lanes)
+        m.submodules.split = split = TokenMask(block_layout(p.qkv_in.acc_bits, p.lanes), p.beats)
+        m.submodules.fork_r = fork_r = Fork(r_layout, 2)
+        m.submodules.rfifo = rfifo = StreamFifo(r_layout, p.fifo_tokens * p.beats)
+        m.submodules.qin = qin = p.qin.create()
+        x_shape = code_shape(p.qkv_in.out_bits)
+        m.submodules.to_simd = to_simd = Regroup(x_shape, p.lanes, p.simd_qkv)
+        m.submodules.fork_x = fork_x = Fork(data.ArrayLayout(x_shape, p.simd_qkv), 3)
+        m.submodules.core = core = p.core.create()
+        wiring.connect(m, wiring.flipped(self.i), split.i)
+        wiring.connect(m, split.r, fork_r.i)
+        wiring.connect(m, split.mask, core.mask)
+        wiring.connect(m, fork_r.o1, rfifo.i)
+        wiring.connect(m, fork_r.o0, qin.i)
+        wiring.connect(m, qin.o, to_simd.i)
+        wiring.connect(m, to_simd.o, fork_x.i)
+        for idx, (name, pr) in enumerate(zip(("q", "k", "v"), p.projections)):
+            unit = pr.create()
+            m.submodules[f"proj_{name}"] = unit
+            wiring.connect(m, fork_x.outs()[idx], unit.i)
+            wiring.connect(m, unit.o, getattr(core, name))
+        m.submodules.to_o = to_o = Regroup(code_shape(a.context.out_bits), a.head_dim, p.simd_o)
+        m.submodules.out_proj = out_proj = p.out_proj.create()
+        m.submodules.addnorm = addnorm = p.addnorm.create()
+        wiring.connect(m, core.o, to_o.i)
+        wiring.connect(m, to_o.o, out_proj.i)
+        wiring.connect(m, out_proj.o, addnorm.a)
+        wiring.connect(m, rfifo.o, addnorm.b)
+        wiring.connect(m, addnorm.o, wiring.flipped(self.o))
+        return m
