@@ -158,13 +158,13 @@ class QuantBertSelfAttention(BertSelfAttention):
         acfg = cfg.linear_act()
         # Q, K and V read the same input: one quantizer (owned here, borrowed by the three
         # projections), so the hardware feeds one code vector to all three
-        self.act_quant = ActQuantizer(acfg).to(device=source.query.weight.device, dtype=source.query.weight.dtype)
+        dev = dict(device=source.query.weight.device, dtype=source.query.weight.dtype)
+        self.act_quant = ActQuantizer(acfg).to(**dev)
         self.query = QuantLinear.from_linear(source.query, wcfg, acfg, act_quant=self.act_quant)
         self.key = QuantLinear.from_linear(source.key, wcfg, acfg, act_quant=self.act_quant)
         self.value = QuantLinear.from_linear(source.value, wcfg, acfg, act_quant=self.act_quant)
 
         inner = ActQuantConfig("sign") if self.mode == "bi" else acfg
-        dev = dict(device=source.query.weight.device, dtype=source.query.weight.dtype)
         self.q_quant = ActQuantizer(inner).to(**dev)
         self.k_quant = ActQuantizer(inner).to(**dev)
         self.v_quant = ActQuantizer(inner).to(**dev)
@@ -338,9 +338,12 @@ def record(model: nn.Module):
             attn._record = store
             quant_attn.append(attn)
         else:
+            def proj(store_key, s=store, hs=attn.attention_head_size):
+                def hook(module, args, output):
+                    s[store_key] = _heads(output, hs)
+                return hook
             for key, lin in (("q", attn.query), ("k", attn.key), ("v", attn.value)):
-                handles.append(lin.register_forward_hook(
-                    lambda m, a, out, s=store, k=key, hs=attn.attention_head_size: s.__setitem__(k, _heads(out, hs))))
+                handles.append(lin.register_forward_hook(proj(key)))
 
             def plain(module, args, kwargs, output, s=store):
                 mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)

@@ -367,7 +367,8 @@ class WeightQuantizer(nn.Module):
         super().__init__()
         self.cfg = cfg if cfg is not None else WeightQuantConfig()
         if not isinstance(self.cfg, WeightQuantConfig):
-            raise BinbertError(f"weight quantizer config must be a WeightQuantConfig, got {type(cfg).__name__}")
+            raise BinbertError("weight quantizer config must be a WeightQuantConfig, "
+                               f"got {type(cfg).__name__}")
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         m = self.cfg.method
@@ -490,7 +491,8 @@ class QuantLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, wcfg: WeightQuantConfig | None = None,
-                    acfg: ActQuantConfig | None = None, act_quant: ActQuantizer | None = None) -> "QuantLinear":
+                    acfg: ActQuantConfig | None = None,
+                    act_quant: ActQuantizer | None = None) -> "QuantLinear":
         """Wrap ``linear`` sharing its weight and bias Parameters (no copy).
 
         ``act_quant`` passes an existing quantizer, registered elsewhere, to share (Q, K and V
@@ -516,7 +518,8 @@ class QuantLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         shared = " (shared)" if act_quant_is_shared(self) else ""
-        return super().extra_repr() + f", weight={self.weight_quant.cfg.method}, act={self.act_quant.cfg.method}{shared}"
+        return (super().extra_repr() + f", weight={self.weight_quant.cfg.method}, "
+                f"act={self.act_quant.cfg.method}{shared}")
 
 
 def share_act_quant(layer: nn.Module, quantizer: ActQuantizer) -> None:
@@ -571,7 +574,8 @@ class QuantEmbedding(nn.Embedding):
         return self._lookup(ids, self.weight_quant(self.weight))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", weight={self.weight_quant.cfg.method}, per_row={self.weight_quant.cfg.per_row}"
+        cfg = self.weight_quant.cfg
+        return super().extra_repr() + f", weight={cfg.method}, per_row={cfg.per_row}"
 
 
 def config_dict(cfg) -> dict:
