@@ -1,0 +1,71 @@
+"""EncoderLayerUnit == EncoderLayer.compute (attention + FFN, §11/§19) on random layers with
+padding masks, idles and backpressure; folding_for picks a valid balanced folding."""
+import numpy as np
+import pytest
+
+from hw.encoder import EncoderLayerParams, EncoderLayerUnit, folding_for
+from hw.errors import BinbertError
+from sim.layers import random_encoder_layer, res_inputs
+from tests.hw.hwsim import run, send
+
+
+def _run(params, r, valid, *, idle=0.0, stall=0.0):
+    dut = params.create()
+    lanes = params.lanes
+    seqs, L, hidden = r.shape
+    payloads = [{"r": [int(x) for x in r[s, t, j:j + lanes]], "valid": int(valid[s, t])}
+                for s in range(seqs) for t in range(L) for j in range(0, hidden, lanes)]
+    got, ends = [], []
+
+    async def prod(ctx):
+        await send(ctx, dut.i, payloads, np.random.default_rng(1), idle)
+
+    async def cons(ctx):
+        rng, cycle = np.random.default_rng(2), 0
+        while len(got) < len(payloads):
+            ready = not (stall and rng.random() < stall)
+            ctx.set(dut.o.ready, ready)
+            _, _, ok, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycle += 1
+            if ready and ok:
+                got.append([int(c) for c in payload])
+                if len(got) % (L * params.beats) == 0:
+                    ends.append(cycle)
+
+    run(dut, prod, cons, deadline_cycles=4 * seqs * params.latency + 5000)
+    return np.array(got).reshape(r.shape), ends
+
+
+@pytest.mark.parametrize("mode,terms,idle,stall", [("softmax", 2, 0.2, 0.3), ("bi", 1, 0.0, 0.0)])
+def test_encoder_layer_matches_golden(mode, terms, idle, stall):
+    rng = np.random.default_rng(40 + terms)
+    layer = random_encoder_layer(rng, hidden=16, heads=2, ffn=32, max_len=8, mode=mode, terms=terms,
+                                 x_bits=1 if mode == "bi" else 2, c_bits=1 if mode == "bi" else 2)
+    params = folding_for(layer, seq_len=6, macs=32, lanes=4)
+    seqs = 4
+    r = res_inputs(rng, seqs * 6, 16).reshape(seqs, 6, 16)
+    valid = rng.random((seqs, 6)) < 0.8
+    valid[:, 0] = True
+    got, ends = _run(params, r, valid, idle=idle, stall=stall)
+    assert np.array_equal(got, params.compute(r, valid))
+    if not idle and not stall:
+        per_seq = (ends[-1] - ends[1]) / (seqs - 2)
+        print(f"encoder: {per_seq:.1f} cycles/sequence, model {params.cycles_per_sequence} {params.stage_cycles}")
+        assert per_seq <= 1.10 * params.cycles_per_sequence
+
+
+def test_encoder_bad_params():
+    layer = random_encoder_layer(np.random.default_rng(0), hidden=16, heads=2, ffn=32, terms=2)
+    with pytest.raises(BinbertError, match="layer must be"):
+        EncoderLayerParams(
+            layer=None, seq_len=4, lanes=4, pe_qkv=4, simd_qkv=8, pe_o=4, simd_o=8, pe_ffn1=4,
+            simd_ffn1=8, pe_ffn2=4, simd_ffn2=8)
+    with pytest.raises(BinbertError, match="pe=3 must be a multiple of the 2 weight terms"):
+        EncoderLayerParams(layer=layer, seq_len=4, lanes=4, pe_qkv=3, simd_qkv=8, pe_o=4, simd_o=8,
+                           pe_ffn1=4, simd_ffn1=8, pe_ffn2=4, simd_ffn2=8)
+    with pytest.raises(BinbertError, match="params must be EncoderLayerParams"):
+        EncoderLayerUnit(layer)
+    p = folding_for(layer, seq_len=4, macs=64)
+    for lin, pe, simd in ((layer.query, p.pe_qkv, p.simd_qkv), (layer.ffn_out, p.pe_ffn2, p.simd_ffn2)):
+        assert pe % lin.terms == 0 and lin.k % simd == 0 and (lin.terms * lin.n) % pe == 0
+        assert pe * simd <= 64
