@@ -23,7 +23,7 @@ Data path (one weight read serves PE rows x MMV vectors per cycle)::
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -7,7 +7,6 @@ one-line message naming the parameter.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +39,8 @@ def _int_array(owner: str, name: str, value) -> np.ndarray:
 
 
 def tree_levels(simd: int) -> int:
-    """Number of levels of the XNOR-popcount tree (see :mod:`hw.pe`): the pair level + adders."""
-    leaves = -(-simd // 2)
-    return 1 + max(0, math.ceil(math.log2(leaves))) if leaves > 1 else 1
+    """Number of levels of the XNOR-popcount tree (see :mod:`hw.pe`): the XNORs + the adders."""
+    return 1 + (int(simd) - 1).bit_length()
 
 
 def popcount_width(simd: int) -> int:

@@ -1,16 +1,20 @@
 """XNOR-popcount processing element (docs/arithmetic.md §4, §5).
 
-:func:`xnor_popcount` builds the LUT4-friendly popcount tree that every lane of the MVU uses;
+:func:`xnor_popcount` builds the popcount tree that every lane of the MVU uses;
 :class:`XnorPopcountPE` wraps one lane as a stream component with full backpressure.
 
-Tree shape (why): the first level takes two (x, w) pairs -- exactly four LUT inputs -- and emits
-their 2-bit count ``{XNOR0 & XNOR1, XNOR0 ^ XNOR1}`` (two LUT4s per two MACs, the XNORs folded in);
-the levels above add the partial counts with range-exact widths (a sum of c MACs is
-``bitlen(c)`` bits), so no adder bit is spent on values that cannot occur.
+Tree shape (why, measured with ``synth_ecp5 -abc9 -nowidelut`` at SIMD 64, LUT4 + 2*CCU2C):
+the XNOR bits are summed by a plain balanced ``+`` tree with natural widths. Between two
+register stages Yosys merges such a tree into one ``$macc`` and maps it as a carry-save
+full-adder tree whose first level absorbs the XNORs (a LUT4 sees two (x, w) pairs), with one
+carry-chain adder at the end: 2.56 LUT4/MAC. Hand-built alternatives measured worse, because
+they hide the tree from that mapping: XNOR-pair leaves ``{e0 & e1, e0 ^ e1}`` with range-exact
+truncated adders 3.16, pairs with natural widths 3.09, groups of 3..8 MACs kept as separate
+cells 2.75..3.47, an explicit FA bit-heap 2.89.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value, unsigned
+from amaranth.hdl import Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,57 +29,40 @@ def stage_levels(levels: int, pipeline: int) -> set[int]:
     return {-(-(i + 1) * levels // pipeline) - 1 for i in range(pipeline)} if pipeline else set()
 
 
-def _leaves(x: Value, w: Value, simd: int) -> list[tuple[Value, int]]:
-    """Level 0: (value, max) per pair of MACs; a 4-input function per output bit."""
-    out = []
-    for j in range(0, simd - 1, 2):
-        e0 = ~(x[j] ^ w[j])
-        e1 = ~(x[j + 1] ^ w[j + 1])
-        out.append((Cat(e0 ^ e1, e0 & e1), 2))
-    if simd % 2:
-        out.append((~(x[simd - 1] ^ w[simd - 1]), 1))
-    return out
-
-
 def xnor_popcount(m: Module, x: Value, w: Value, *, simd: int, pipeline: int, en: Value = None,
                   domain: str = "sync", name: str = "pc") -> Value:
     """popcount(XNOR(x, w)) over ``simd`` bits with ``pipeline`` register stages.
 
-    Registers load only while ``en`` (default: always), so a caller stalls the whole tree with
-    its own handshake. Returns an unsigned value of ``bitlen(simd)`` bits, valid ``pipeline``
-    cycles after its inputs.
+    Level 0 is the XNORs, each further level adds pairs. Registers load only while ``en``
+    (default: always), so a caller stalls the whole tree with its own handshake. Returns an
+    unsigned value of ``bitlen(simd)`` bits, valid ``pipeline`` cycles after its inputs.
     """
     levels = tree_levels(simd)
     regs_after = stage_levels(levels, pipeline)
-    nodes = _leaves(x, w, simd)
+    nodes = [~(x[j] ^ w[j]) for j in range(simd)]
     level = 0
     while True:
         if level in regs_after:
             staged = []
-            for idx, (v, top) in enumerate(nodes):
-                r = Signal(unsigned(top.bit_length()), name=f"{name}_l{level}_{idx}")
+            for idx, v in enumerate(nodes):
+                r = Signal(unsigned(len(v)), name=f"{name}_l{level}_{idx}")
                 if en is None:
                     m.d[domain] += r.eq(v)
                 else:
                     with m.If(en):
                         m.d[domain] += r.eq(v)
-                staged.append((r, top))
+                staged.append(r)
             nodes = staged
         if len(nodes) == 1:
             break
         level += 1
-        nxt = []
-        for j in range(0, len(nodes) - 1, 2):
-            (a, ta), (b, tb) = nodes[j], nodes[j + 1]
-            top = ta + tb
-            nxt.append(((a + b)[:top.bit_length()], top))
+        nxt = [nodes[j] + nodes[j + 1] for j in range(0, len(nodes) - 1, 2)]
         if len(nodes) % 2:
             nxt.append(nodes[-1])
         nodes = nxt
     assert level == levels - 1, (level, levels)
-    v, _ = nodes[0]
     out = Signal(unsigned(simd.bit_length()), name=f"{name}_out")
-    m.d.comb += out.eq(v)
+    m.d.comb += out.eq(nodes[0])
     return out
 
 

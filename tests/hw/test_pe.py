@@ -73,32 +73,6 @@ def test_stage_levels_spread():
             assert len(s) == p and all(0 <= v < lv for v in s)
 
 
-def test_pe_params_compute_rows():
-    p = PEParams(simd=5)
-    x = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0]])
-    w = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    # computed independently of hw.arith: count equal positions
-    assert p.compute(x, w).tolist() == (x == w).sum(1).tolist()
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    ({"simd": 0}, "simd=0"),
-    ({"simd": 2.5}, "simd=2.5"),
-    ({"simd": 8, "pipeline": -1}, "pipeline=-1"),
-    ({"simd": 8, "pipeline": 9}, "pipeline=9"),
-    ({"simd": True}, "simd=True"),
-])
-def test_pe_params_errors(kwargs, match):
-    with pytest.raises(BinbertError, match=match):
-        PEParams(**kwargs)
-
-
-def test_pe_params_compute_shape_error():
-    with pytest.raises(BinbertError, match="x_bits"):
-        PEParams(simd=4).compute(np.zeros((2, 3)), np.zeros((2, 4)))
-
-
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_pe_create_wrong_params():
     with pytest.raises(BinbertError, match="PEParams"):
         XnorPopcountPE(object())
