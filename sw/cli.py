@@ -13,7 +13,7 @@ from hw.errors import BinbertError
 
 # Modules that define register(subparsers); imported lazily so `binbert --help` stays fast
 # and a package's heavy imports (torch, amaranth) load only for its own commands.
-COMMAND_MODULES = ("hw.commands", "sim.commands", "sw.commands", "sw.chain_commands")
+COMMAND_MODULES = ("hw.commands", "sim.commands", "sw.commands", "sw.chain_commands", "sw.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
