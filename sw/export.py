@@ -35,7 +35,7 @@ class ExportOptions:
     res_bits: int = 16          # residual stream width
     res_frac: int = 8           # residual stream fraction bits
     emb_bits: int = 16          # embedding table width (fraction bits chosen to fit the tables)
-    lut_bits: int = 0           # GELU / tanh index bits (ROM depth); 0 = max(8, output bits + 4)
+    lut_bits: int = 0           # GELU / tanh index bits (ROM depth); 0 = clamp(out bits + 6, 10, 12)
     softmax_frac_bits: int = 8  # exp ROM: 2^G entries
     softmax_exp_bits: int = 15  # exp ROM entries <= 2^EB
     softmax_recip_bits: int = 40  # C = 2^P / s_p < 2^this
@@ -213,8 +213,9 @@ def lut(fn, reals, bias_real, acc_bits: int, out: Act, opts: ExportOptions, name
         x_lo = grid[max(moving[0] - 1, 0)]
         sat = np.nonzero(c == out.hi)[0]
         x_hi = grid[sat[0]] if sat.size and sat[0] > moving[0] else grid[-1]
-    # the index must be finer than the output codes it selects between: 4 bits more than them
-    n = 1 << (opts.lut_bits or max(8, out.bits + 4))
+    # the index must be much finer than the output codes it selects between (a step of s_o/8 or
+    # less for 4-bit codes, whose range includes GELU's negative dip)
+    n = 1 << (opts.lut_bits or min(max(out.bits + 6, 10), 12))
     s_i = (x_hi - x_lo) / (n - 2)
     i_lo = int(math.floor(x_lo / s_i))
     i_hi = i_lo + n - 1

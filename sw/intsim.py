@@ -29,7 +29,7 @@ F64_EXACT = 1 << 53
 
 
 def _t(a, device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
+    return torch.tensor(np.asarray(a, dtype=np.int64), device=device)  # copies: params are read-only
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, bound: int) -> torch.Tensor:

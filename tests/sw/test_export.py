@@ -1,0 +1,210 @@
+"""sw.export: quantized model -> integer ops -> ROM files + manifest (docs/arithmetic.md §10-§19)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from chain_models import VARIANTS, batch, tiny_quant
+from hw import arith
+from hw.encoder_params import BinaryLinear, Lut, Softmax
+from hw.errors import BinbertError
+from sw.export import ExportOptions, act_of, build_params, export_model
+from sw.qbert import QuantBertConfig, quantize_bert
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {v: tiny_quant(v) for v in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def exported(models, tmp_path_factory):
+    out = {}
+    for v in ("split", "bi"):
+        d = tmp_path_factory.mktemp(f"export_{v}")
+        export_model(models[v], d)
+        out[v] = d
+    return out
+
+
+def _hex_words(path, width):
+    lines = path.read_text().splitlines()
+    if path.suffix == ".mem":
+        assert lines[0] == f"// {width} {len(lines) - 1}"
+        lines = lines[1:]
+    assert all(len(s) == -(-width // 4) for s in lines)
+    return [int(s, 16) for s in lines]
+
+
+def _bin_words(path, width):
+    nb = -(-width // 8)
+    raw = path.read_bytes()
+    return [int.from_bytes(raw[i:i + nb], "little") for i in range(0, len(raw), nb)]
+
+
+@pytest.mark.parametrize("variant", ["split", "bi"])
+def test_manifest_lists_every_file_with_its_hash(exported, variant):
+    d = exported[variant]
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["format"] == "binbert-export" and m["version"] == 2
+    listed = {f["path"] for r in m["roms"].values() for f in r["files"].values()}
+    on_disk = {p.name for p in d.iterdir()} - {"manifest.json"}
+    assert listed == on_disk
+    for rec in m["roms"].values():
+        for f in rec["files"].values():
+            blob = (d / f["path"]).read_bytes()
+            assert hashlib.sha256(blob).hexdigest() == f["sha256"] and len(blob) == f["bytes"]
+
+
+@pytest.mark.parametrize("variant", ["split", "bi"])
+def test_three_formats_hold_the_same_words(exported, variant):
+    d = exported[variant]
+    m = json.loads((d / "manifest.json").read_text())
+    for name, rec in m["roms"].items():
+        w = rec["width"]
+        hx = _hex_words(d / rec["files"]["hex"]["path"], w)
+        mem = _hex_words(d / rec["files"]["mem"]["path"], w)
+        bn = _bin_words(d / rec["files"]["bin"]["path"], w)
+        assert hx == mem == bn and len(hx) == rec["depth"], name
+        assert all(0 <= x < (1 << w) for x in hx), name
+
+
+def test_weight_roms_are_the_sign_bits_of_each_split_half(models, exported):
+    model = models["split"]
+    d = exported["split"]
+    m = json.loads((d / "manifest.json").read_text())
+    q = model.bert.encoder.layer[1].attention.self.query
+    for t, (w, wq) in enumerate(((q.weight1, q.weight_quant1), (q.weight2, q.weight_quant2))):
+        rec = m["roms"][f"layers.1.query.weights.t{t}"]
+        words = _hex_words(d / rec["files"]["hex"]["path"], rec["width"])
+        bits, _ = wq.codes(w.detach())
+        want = [sum(int(b) << k for k, b in enumerate(row)) for row in bits.tolist()]  # LSB first (§2)
+        assert words == want
+
+
+def test_ternary_layer_is_two_exact_binary_terms(models):
+    model = models["ternary"]
+    p = build_params(model)
+    lin = model.bert.encoder.layer[0].intermediate.dense
+    codes, alpha = lin.weight_quant.codes(lin.weight.detach())
+    op = p.layers[0].ffn_in
+    pm = [arith.bits_to_pm1(arith.unpack_bits(op.weights[t], op.k)).astype(np.int64) for t in range(2)]
+    assert np.array_equal(pm[0] + pm[1], 2 * codes.numpy().astype(np.int64))  # t = (b1 + b2) / 2
+    assert np.array_equal(op.out.index.mult[0], op.out.index.mult[1])  # alpha / 2 each
+
+
+@pytest.mark.parametrize("variant", ["split", "binary", "uniform8_relu"])
+def test_requantizers_fold_steps_and_scales(models, variant):
+    """M_t / 2^S == s_x·α_t / s_q within the fixed-point precision, B == β / s_q (§8)."""
+    model = models[variant]
+    p = build_params(model)
+    att = model.bert.encoder.layer[0].attention.self
+    op = p.layers[0].key.out
+    s_x = act_of(att.key.act_quant, "x").step
+    s_k = act_of(att.k_quant, "k").step
+    mods = [(att.key.weight1, att.key.weight_quant1), (att.key.weight2, att.key.weight_quant2)] \
+        if hasattr(att.key, "weight1") else [(att.key.weight, att.key.weight_quant)]
+    for t, (w, wq) in enumerate(mods):
+        alpha = float(wq.codes(w.detach())[1].reshape(-1)[0])
+        real = s_x * alpha / s_k
+        got = op.mult[t] / 2.0**op.shift
+        assert np.allclose(got, real, rtol=2.0 ** -(op.m_bits - 1), atol=2.0 ** -op.shift)
+    bias = (att.key.bias1 + att.key.bias2 if hasattr(att.key, "bias1") else att.key.bias).detach().double().numpy()
+    assert np.all(np.abs(op.bias / 2.0**op.shift - bias / s_k) <= 2.0 ** -op.shift)
+    assert (op.lo, op.hi) == (act_of(att.k_quant, "k").lo, act_of(att.k_quant, "k").hi)
+
+
+def test_ops_chosen_per_config(models):
+    assert isinstance(build_params(models["split"]).layers[0].ffn_in.out, Lut)
+    relu = build_params(models["uniform8_relu"]).layers[0].ffn_in.out
+    assert not isinstance(relu, Lut) and relu.lo == 0
+    bi = build_params(models["bi"])
+    assert type(bi.layers[0].attention.probs).__name__ == "Heaviside"
+    assert bi.layers[0].ffn_in.out.out_bits == 1  # gelu(x) >= 0 <=> x >= 0: a threshold, no ROM
+    sm = build_params(models["split"]).layers[0].attention.probs
+    assert isinstance(sm, Softmax) and sm.hi == 7  # LSQ 4-bit probability codes
+    fp = build_params(models["fp_pooler_emb"])
+    assert fp.pooler_in is None and not isinstance(fp.pooler, BinaryLinear) and fp.embedding.word_table is not None
+
+
+@pytest.mark.parametrize("variant,fn", [("split", "gelu"), ("fp_pooler_emb", "gelu_tanh")])
+def test_gelu_lut_follows_the_activation(models, variant, fn):
+    """The requantize-then-ROM GELU equals code(gelu(x)) except next to a rounding boundary (§12)."""
+    from sw.export import act_function, weight_terms
+
+    model = models[variant]
+    layer = model.bert.encoder.layer[0]
+    op = build_params(model).layers[0].ffn_in
+    s_x = act_of(layer.intermediate.dense.act_quant, "x").step
+    o = act_of(layer.output.dense.act_quant, "o")
+    _, alphas = weight_terms(layer.intermediate.dense, "ffn")
+    bias = layer.intermediate.dense
+    bias = (bias.bias1 + bias.bias2 if hasattr(bias, "bias1") else bias.bias).detach().double().numpy()
+    rng = np.random.default_rng(0)
+    accs = rng.integers(-40, 41, (op.terms, 400, op.n))
+    x = s_x * sum(alphas[t] * accs[t] for t in range(op.terms)) + bias
+    want = np.clip(np.floor(act_function(fn)(x) / o.step + 0.5), o.lo, o.hi)
+    got = op.out.compute(accs)
+    assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 0.02
+    assert got.min() < 0 < got.max() or o.lo == 0
+
+
+@pytest.mark.parametrize("qkw,match", [
+    (dict(weight="bwn", act="fp"), "full-precision activations"),
+    (dict(weight="fp", act="lsq", act_bits=4), "full-precision weights"),
+    (dict(weight="bwn", act="sign", attention="softmax"), "p_quant"),
+])
+def test_refuses_what_the_contract_cannot_represent(qkw, match):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    cfg._attn_implementation = "eager"
+    m = BertForSequenceClassification(cfg).eval()
+    quantize_bert(m, QuantBertConfig(**qkw))
+    with torch.no_grad():
+        m(**batch(0, b=2, t=8, vocab=50))
+    with pytest.raises(BinbertError, match=match):
+        build_params(m)
+
+
+def test_refuses_uninitialised_quantizer_and_unknown_activation():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    cfg._attn_implementation = "eager"
+    m = BertForSequenceClassification(cfg).eval()
+    quantize_bert(m, QuantBertConfig(weight="bwn", act="lsq", act_bits=4))
+    with pytest.raises(BinbertError, match="never initialised"):
+        build_params(m)
+    with torch.no_grad():
+        m(**batch(0, b=2, t=8, vocab=50))
+    m.config.hidden_act = "silu"
+    with pytest.raises(BinbertError, match="hidden_act='silu' unsupported"):
+        build_params(m)
+
+
+def test_refuses_unquantized_model_and_bad_options():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    with pytest.raises(BinbertError, match="not quantized"):
+        build_params(BertForSequenceClassification(cfg))
+    with pytest.raises(BinbertError, match="res_frac"):
+        ExportOptions(res_bits=8, res_frac=8)
+    with pytest.raises(BinbertError, match="lut_bits"):
+        ExportOptions(lut_bits=20)
+
+
+def test_export_is_deterministic(models, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    export_model(models["binary"], a)
+    export_model(models["binary"], b)
+    assert (a / "manifest.json").read_text() == (b / "manifest.json").read_text()
