@@ -73,7 +73,9 @@ class MatrixVectorUnit(wiring.Component):
         lanes = PE * MMV
 
         # ---------------- input side: ping-pong buffer, one beat per cycle ----------------
-        m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(A * row_bits), depth=2 * SF, init=[])
+        attrs = {} if p.buffer == "auto" else {"ram_style": p.buffer}
+        m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(A * row_bits), depth=2 * SF, init=[],
+                                                 attrs=attrs)
         wport = xbuf.write_port()
         rport = xbuf.read_port()
         full = Signal(2)
@@ -182,6 +184,9 @@ class MatrixVectorUnit(wiring.Component):
 
         # ---------------- accumulators and the output register ----------------
         out_valid = Signal()
+        step = Signal()      # an accumulation cycle
+        fold_end = Signal()  # ... that completes a fold
+        m.d.comb += [step.eq(en & valid_a), fold_end.eq(en & valid_a & last_a)]
         outs = []
         for lane, cnt in enumerate(counts):
             q = lane % PE
@@ -190,12 +195,14 @@ class MatrixVectorUnit(wiring.Component):
                 s = Signal(signed(acc_w), name=f"sum{lane}")
                 m.d.comb += s.eq(acc + cnt)
                 out = Signal(signed(p.acc_width), name=f"out{lane}")
-                with m.If(en & valid_a):
-                    with m.If(last_a):
-                        # reset to the constant: maps to the flip-flops' synchronous set/reset
-                        m.d.sync += [acc.eq(d_lane[q]), out.eq(Cat(C(p.k & 1, 1), s).as_signed())]
-                    with m.Else():
-                        m.d.sync += acc.eq(s)
+                # reload the constant with priority over the enable: the flip-flops' own
+                # synchronous set/reset (ECP5 LSR), not a LUT multiplexer per bit
+                with m.If(fold_end):
+                    m.d.sync += acc.eq(d_lane[q])
+                with m.Elif(step):
+                    m.d.sync += acc.eq(s)
+                with m.If(fold_end):
+                    m.d.sync += out.eq(Cat(C(p.k & 1, 1), s).as_signed())
             else:
                 acc = Signal(signed(acc_w), name=f"acc{lane}")
                 s = Signal(signed(acc_w), name=f"sum{lane}")

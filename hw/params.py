@@ -138,6 +138,9 @@ def _ints_to_bits(words, width: int) -> np.ndarray:
     return np.unpackbits(raw.reshape(len(words), nbytes), axis=-1, bitorder="little")[:, :width]
 
 
+BUFFER_STYLES = ("auto", "block", "distributed", "logic")
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MVUParams:
     """FINN-style folded binary matrix-vector unit (docs/arithmetic.md §2, §4, §5).
@@ -145,6 +148,9 @@ class MVUParams:
     ``n`` rows x ``k`` columns of binary weights, ``pe`` rows and ``simd`` columns per cycle,
     ``a_bits``-bit activations (1: binary), ``mmv`` vectors share each weight read.
     ``pipeline`` is the register count of each XNOR-popcount lane (:class:`PEParams`).
+    ``buffer`` pins the input ping-pong buffer's mapping (Yosys ``ram_style``): ``"auto"``
+    leaves it to Yosys (LUT RAM when small), ``"block"`` block RAM, ``"distributed"`` LUT RAM,
+    ``"logic"`` flip-flops.
     """
 
     k: int
@@ -155,9 +161,12 @@ class MVUParams:
     a_bits: int = 1
     mmv: int = 1
     pipeline: int = 1
+    buffer: str = "auto"
 
     def __post_init__(self):
         own = "MVUParams"
+        if self.buffer not in BUFFER_STYLES:
+            raise BinbertError(f"{own}: buffer={self.buffer!r} must be one of {', '.join(BUFFER_STYLES)}")
         for name in ("k", "n", "pe", "simd", "mmv"):
             _check_int(own, name, getattr(self, name), 1)
         _check_int(own, "a_bits", self.a_bits, 1, arith.MAX_ACT_BITS)

@@ -10,13 +10,13 @@ from hw.params import MVUParams
 from tests.hw.hwsim import recv, run, send
 
 
-def _random_params(rng, *, k, n, pe, simd, a_bits=1, mmv=1, pipeline=1, balanced=False):
+def _random_params(rng, *, k, n, pe, simd, a_bits=1, mmv=1, pipeline=1, balanced=False, **kw):
     w = rng.integers(0, 2, (n, k), dtype=np.uint8)
     if balanced:  # every row has the same number of -1 weights: constant row offsets
         w[:] = 0
         w[:, : k // 2] = 1
         w = np.array([rng.permutation(row) for row in w])
-    return MVUParams(k=k, n=n, pe=pe, simd=simd, a_bits=a_bits, mmv=mmv, weights=w, pipeline=pipeline)
+    return MVUParams(k=k, n=n, pe=pe, simd=simd, a_bits=a_bits, mmv=mmv, weights=w, pipeline=pipeline, **kw)
 
 
 def _random_inputs(rng, params, vectors):
@@ -122,12 +122,14 @@ def test_mvu_throughput(k, n, pe, simd, a_bits, mmv):
     assert stats["cycles"] - stats["first"] == (groups - 1) * params.cycles_per_vector + (params.nf - 1) * per_fold
 
 
-@pytest.mark.parametrize("a_bits,balanced", [(1, False), (4, False), (2, True)])
-def test_mvu_verilog(a_bits, balanced):
+@pytest.mark.parametrize("a_bits,balanced,buffer", [(1, False, "auto"), (4, False, "block"), (2, True, "logic")])
+def test_mvu_verilog(a_bits, balanced, buffer):
     rng = np.random.default_rng(4)
-    params = _random_params(rng, k=32, n=8, pe=4, simd=8, a_bits=a_bits, mmv=2, balanced=balanced)
+    params = _random_params(rng, k=32, n=8, pe=4, simd=8, a_bits=a_bits, mmv=2, balanced=balanced,
+                            buffer=buffer)
     text = verilog.convert(params.create(), name="mvu")
     assert "module mvu" in text and "o__payload" in text and "i__ready" in text
+    assert (f'ram_style = "{buffer}"' in text) == (buffer != "auto")
 
 
 def test_mvu_create_wrong_params():

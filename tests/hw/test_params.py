@@ -97,6 +97,7 @@ def test_params_pm1_weights_and_pack_roundtrip():
     ({"weights": np.full((16, 8), 2)}, "weights must be all"),
     ({"weights": np.array([[0, -1] * 4] * 16)}, "weights must be all"),
     ({"weights": np.full((16, 8), "a")}, "numeric"),
+    ({"buffer": "bram"}, "buffer='bram' must be one of"),
 ])
 def test_mvu_params_errors(kwargs, match):
     base = dict(k=8, n=16, pe=4, simd=4, weights=np.ones((16, 8), dtype=int))
