@@ -1,8 +1,8 @@
 """cocotb bench: requantizer / LSQ activation unit (hw.requant) == RequantParams.compute.
 
 Interface contract:
-  * i payload: ``terms`` x ``lanes`` signed(acc_width) accumulators, term t lane l at lane index
-    t*lanes + l (ArrayLayout(ArrayLayout(signed(acc_width), lanes), terms));
+  * i payload: ``lanes`` x ``terms`` signed(acc_width) accumulators, term t of lane l at index
+    l*terms + t (ArrayLayout(ArrayLayout(signed(acc_width), terms), lanes));
   * o payload: ``lanes`` codes, signed(out_bits) (out_bits = 1: one unsigned bit each);
   * beat j of the stream carries rows (j mod NF)*lanes + l, NF = n / lanes.
 Edge vectors first (extreme accumulators of every term, which saturate; rows solved for exact
@@ -34,7 +34,7 @@ def unpack_vector(p, beats: list[int]) -> np.ndarray:
     accs = np.empty((p.terms, p.n), dtype=np.int64)
     for nf, beat in enumerate(beats):
         flat = unpack_lanes(beat, p.acc_width, p.terms * p.lanes)
-        accs[:, nf * p.lanes:(nf + 1) * p.lanes] = np.asarray(flat).reshape(p.terms, p.lanes)
+        accs[:, nf * p.lanes:(nf + 1) * p.lanes] = np.asarray(flat).reshape(p.lanes, p.terms).T
     return accs
 
 
@@ -64,7 +64,7 @@ def beats_of(p, accs: np.ndarray) -> list[int]:
     for v in range(accs.shape[0]):
         for nf in range(p.nf):
             block = accs[v, :, nf * p.lanes:(nf + 1) * p.lanes]  # (terms, lanes)
-            beats.append(pack_lanes(block.reshape(-1), p.acc_width))
+            beats.append(pack_lanes(block.T.reshape(-1), p.acc_width))  # lane-major
     return beats
 
 

@@ -17,11 +17,12 @@ from sim.runner import SIMULATORS, run_block
 SEED = int(os.environ.get("BINBERT_SIM_SEED", "20240611"))
 VECTORS = 10_000
 
-# name -> (block, params builder)
+# name -> (block, params builder). MVU: SF = NF = 2 (fold sequencing and accumulation across
+# folds) with the fewest lanes, since Icarus time grows with the logic evaluated per cycle.
 CONFIGS = {
     "pe": ("pe", lambda: commands.pe_params(simd=32, pipeline=2)),
-    "mvu-a1": ("mvu", lambda: commands.mvu_params(k=32, n=8, pe=4, simd=16, a_bits=1)),
-    "mvu-a4": ("mvu", lambda: commands.mvu_params(k=32, n=8, pe=4, simd=16, a_bits=4)),
+    "mvu-a1": ("mvu", lambda: commands.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=1)),
+    "mvu-a4": ("mvu", lambda: commands.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=4)),
     "lsq": ("lsq", lambda: commands.lsq_params(n=8, lanes=4, terms=2, acc_width=10)),
 }
 
