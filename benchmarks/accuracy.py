@@ -1,0 +1,243 @@
+"""SST-2 dev accuracy of the binbert recipes on MiniLM-L6-H384: FP, TWN 0.5x, BWN, TWS, BiBERT,
+adaptive splitting. Writes benchmarks/accuracy.md (and out/bench-accuracy/results.json).
+
+    .venv/bin/python benchmarks/accuracy.py [--profile cpu|full] [--out DIR] [--only a,b]
+
+Every variant is a config under models/; this script only applies one *profile* of reductions
+to all of them alike (so their teacher / ternary stages stay identical and are trained once,
+then shared by symlink: sw.train checks that a shared stage's fingerprint matches) and runs
+``binbert train`` per variant. Re-running resumes. The ``cpu`` profile's reductions are listed
+in the report; ``full`` runs the configs as written (a GPU job: ``torchrun ... binbert train``
+does the same per config).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sw.config import config_to_yaml, load_config  # noqa: E402
+
+# (variant, config, stage overrides, the stage whose result is reported, label, bits W-E-A)
+VARIANTS = [
+    ("fp", "minilm-sst2-tws-a8.yaml", {}, "teacher", "full precision (teacher)", "32-32-32"),
+    ("twn-a8", "minilm-sst2-tws-a8.yaml", {}, "ternary", "TWN 0.5x (ternary, half width)", "2-2-8"),
+    ("tws-a8", "minilm-sst2-tws-a8.yaml", {}, "binary", "TWS 1.0x (BinaryBERT)", "1-1-8"),
+    ("bwn-a8", "minilm-sst2-bwn-a8.yaml", {}, "bwn", "BWN (binary, trained directly)", "1-1-8"),
+    ("bibert", "minilm-sst2-bibert.yaml", {}, "bibert", "BiBERT (Bi-Attention + DMD)", "1-1-1"),
+    ("tws-a4", "minilm-sst2-tws-a4.yaml", {}, "binary", "TWS 1.0x, LSQ activations", "1-1-4"),
+    ("twn-a4", "minilm-sst2-tws-a4.yaml", {}, "ternary", "TWN 0.5x, LSQ activations", "2-2-4"),
+    ("adaptive-25", "minilm-sst2-adaptive.yaml", {"split": {"budget": 0.25}}, "binary",
+     "adaptive splitting, budget 25%", "1-1-8"),
+    ("adaptive-50", "minilm-sst2-adaptive.yaml", {"split": {"budget": 0.5}}, "binary",
+     "adaptive splitting, budget 50%", "1-1-8"),
+]
+# Variants that report a stage of another variant's run share its output directory.
+RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "twn-a4": "tws-a4"}
+
+# The CPU profile: what the 2-core CPU run changes against the configs (all variants alike).
+CPU_PROFILE = {
+    "data": {"max_seq_len": 48, "train_limit": 3000},
+    "train": {"batch_size": 32, "eval_every": 0, "threads": 1},
+    # epochs per stage type (the configs have teacher 3, ternary 6, binary 6, bwn/bibert 12)
+    "epochs": {"teacher": 2.0, "ternary": 1.0, "binary": 1.0, "bwn": 2.0, "bibert": 2.0},
+    "learning_rate": {"teacher": 1.0e-4},
+}
+CPU_NOTES = [
+    "train on a seeded random subset of 3,000 of the 6,920 SST-2 training sentences",
+    "sequences truncated to 48 tokens (configs: 64); batches padded to their longest sentence",
+    "epochs: teacher 2 (lr 1e-4), ternary 1, binary 1; BWN and BiBERT 2 (= ternary + binary) "
+    "(configs: 3 / 6 / 6 / 12)",
+    "dev evaluated at the end of each distillation phase only (configs: every 200 steps)",
+    "no data augmentation (as the configs; the papers' best numbers use it)",
+    "one thread per run (faster than two on the shared 2-core machine)",
+]
+
+
+def apply_profile(cfg, profile: dict | None, stage_over: dict):
+    rep = dataclasses.replace
+    if profile:
+        cfg = rep(cfg, data=rep(cfg.data, **profile["data"]), train=rep(cfg.train, **profile["train"]))
+    stages = []
+    for s in cfg.stages:
+        if profile:
+            key = s.name if s.name in profile["epochs"] else s.type
+            if key in profile["epochs"]:
+                s = rep(s, epochs=profile["epochs"][key], steps=None)
+            if key in profile.get("learning_rate", {}):
+                s = rep(s, learning_rate=profile["learning_rate"][key])
+        s = rep(s, **stage_over.get(s.name, {}))
+        stages.append(s)
+    return rep(cfg, stages=tuple(stages))
+
+
+def run_dir(out: Path, variant: str) -> Path:
+    return out / "runs" / RUN_OF.get(variant, variant)
+
+
+def share_stages(out: Path, cfg_path: Path, run: Path) -> None:
+    """Symlink complete stages of earlier runs whose stage list prefix is identical."""
+    want = load_config(cfg_path)
+    for other in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:
+        if other == run or not (other / "config.yaml").is_file():
+            continue
+        theirs = load_config(other / "config.yaml")
+        for i, s in enumerate(want.stages):
+            if i >= len(theirs.stages) or theirs.stages[: i + 1] != want.stages[: i + 1] \
+                    or (theirs.data, theirs.train, theirs.model, theirs.distill) != \
+                    (want.data, want.train, want.model, want.distill):
+                break
+            src, dst = other / s.name, run / s.name
+            if (src / "final" / "state.json").is_file() and not dst.exists():
+                run.mkdir(parents=True, exist_ok=True)
+                os.symlink(os.path.relpath(src.resolve(), run), dst)
+                print(f"  share {dst} -> {src}", flush=True)
+
+
+def device() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores (shared), torch {torch.__version__} CPU, 1 thread per run"
+
+
+def collect(out: Path) -> list[dict]:
+    rows = []
+    for name, cfg_file, over, stage, label, bits in VARIANTS:
+        run = run_dir(out, name)
+        f = run / stage / "metrics.json"
+        cfg_path = out / "configs" / f"{RUN_OF.get(name, name)}.yaml"
+        row = {"variant": name, "label": label, "bits": bits, "stage": stage, "config": cfg_file,
+               "done": f.is_file()}
+        if f.is_file():
+            m = json.loads(f.read_text())["summary"]
+            cfg = load_config(cfg_path)
+            names = [s.name for s in cfg.stages]
+            upto = names[: names.index(stage) + 1]
+            epochs, wall = [], 0.0
+            for s in cfg.stages:
+                if s.name not in upto:
+                    continue
+                mf = run / s.name / "metrics.json"
+                sm = json.loads(mf.read_text())["summary"] if mf.is_file() else {}
+                wall += sm.get("wall_s", 0.0)
+                if s.trains:
+                    epochs.append(f"{s.name} {s.epochs:g}")
+            row.update(acc=m["dev"]["acc"], size_mb=m.get("size_mb"), steps=m.get("steps"),
+                       epochs=", ".join(epochs), wall_s=round(wall, 1),
+                       plan=(json.loads((run / "split" / "metrics.json").read_text())["summary"]
+                             .get("plan") if (run / "split" / "metrics.json").is_file() else None))
+        rows.append(row)
+    return rows
+
+
+def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> Path:
+    lines = [
+        "# SST-2 dev accuracy: MiniLM-L6-H384, BinaryBERT and BiBERT recipes",
+        "",
+        f"Written by `benchmarks/accuracy.py --profile {profile_name}` from the runs under "
+        f"`{out}`. Dev = the {dev_n:,} labelled SST-2 sentences of `data/glue/SST-2/dev.tsv` "
+        "(see data/glue/README.md). Each stage's checkpoint is its best dev evaluation (the "
+        "configs' `train.select: best`), as in the papers' GLUE dev tables.",
+        "",
+        f"Device: {device()}.",
+        "",
+        "| variant | bits W-E-A | config | acc (%) | size (MB) | epochs (cumulative stages) | "
+        "wall time (cumulative) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["done"]:
+            size = f"{r['size_mb']:.2f}" if r.get("size_mb") is not None else "-"
+            lines.append(f"| {r['label']} | {r['bits']} | `models/{r['config']}` | "
+                         f"{100 * r['acc']:.2f} | {size} | {r['epochs']} | "
+                         f"{r['wall_s'] / 60:.1f} min |")
+        else:
+            lines.append(f"| {r['label']} | {r['bits']} | `models/{r['config']}` | not run yet | | | |")
+    if profile_name == "cpu":
+        lines += ["", "CPU reductions against the configs (applied to every variant alike):", ""]
+        lines += [f"- {n}" for n in CPU_NOTES]
+    plans = [(r["label"], r["plan"]) for r in rows if r.get("plan")]
+    if plans:
+        lines += ["", "Adaptive splitting plans (sensitivity measured on training batches):", ""]
+        for label, p in plans:
+            lines.append(f"- {label}: {len(p['selected'])} of {len(p['candidates'])} Transformer "
+                         f"matrices split, {p['cost'] / 8 / 2**20:.2f} MB against a budget of "
+                         f"{p['budget'] / 8 / 2**20:.2f} MB (all-binary "
+                         f"{p['base_cost'] / 8 / 2**20:.2f} MB)")
+    lines += ["", "Sizes count every weight at its bit width plus full-precision biases, "
+                  "LayerNorms, position/segment embeddings and the classifier (sw.cost, "
+                  "COUNT_ALL accounting).", ""]
+    dest = ROOT / "benchmarks" / "accuracy.md"
+    tmp = dest.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, dest)
+    return dest
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", choices=("cpu", "full"), default="cpu")
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench-accuracy"))
+    ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--report-only", action="store_true", help="rewrite accuracy.md from the runs")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    profile = CPU_PROFILE if args.profile == "cpu" else None
+    only = set(args.only.split(",")) if args.only else None
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    binbert = str(Path(sys.executable).with_name("binbert"))
+    done_runs: set[str] = set()
+    if not args.report_only:
+        for name, cfg_file, over, stage, label, bits in VARIANTS:
+            if only and name not in only:
+                continue
+            run_name = RUN_OF.get(name, name)
+            if run_name in done_runs:
+                continue
+            cfg = apply_profile(load_config(ROOT / "models" / cfg_file), profile, over)
+            cfg_path = out / "configs" / f"{run_name}.yaml"
+            cfg_path.write_text(f"# {cfg_file} with the {args.profile} profile "
+                                f"(benchmarks/accuracy.py)\n" + config_to_yaml(cfg))
+            run = out / "runs" / run_name
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "config.yaml").write_text(cfg_path.read_text())
+            share_stages(out, cfg_path, run)
+            t0 = time.time()
+            print(f"== {run_name}: binbert train --config {cfg_path} --out {run}", flush=True)
+            rc = subprocess.call([binbert, "train", "--config", str(cfg_path), "--out", str(run),
+                                  "--no-progress"], env=env, cwd=ROOT)
+            print(f"== {run_name}: rc {rc} after {time.time() - t0:.0f} s", flush=True)
+            done_runs.add(run_name)
+            write_report(out, collect(out), args.profile, _dev_n())
+    rows = collect(out)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(write_report(out, rows, args.profile, _dev_n()))
+    return 0
+
+
+def _dev_n() -> int:
+    from sw.data import load_split
+
+    return len(load_split(ROOT / "data" / "glue", "sst2", "dev"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
