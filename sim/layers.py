@@ -233,3 +233,163 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                         attention=attention, attn_out=attn_out, ln1=random_layernorm(hidden, rng),
                         ffn_in_q=input_requant(rng, f_bits), ffn_in=ffn_in, ffn_out=ffn_out,
                         ln2=random_layernorm(hidden, rng))
+
+
+# --------------------------------------------------------------------------------------------
+# `binbert sim --layer attn|ffn|ln|encoder`
+# --------------------------------------------------------------------------------------------
+
+LAYERS = {"ln": "sim.tb_ln", "ffn": "sim.tb_ffn", "attn": "sim.tb_attn", "encoder": "sim.tb_encoder"}
+DEFAULT_VECTORS = {"ln": 2000, "ffn": 300, "attn": 12, "encoder": 8}
+SEQ_LEN = 8            # random configurations: tokens per sequence
+CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
+CKPT_SENTENCES = 8
+CONFIG_SEED = 2024     # the random ops are part of the design: fixed, so builds are reused
+
+
+def _random_configs(layer: str) -> list[tuple[str, object]]:
+    from hw.encoder import folding_for
+    from hw.layernorm import LayerNormUnitParams
+
+    rng = np.random.default_rng(CONFIG_SEED)
+    if layer == "ln":
+        a = LayerNormUnitParams(ln=random_layernorm(64, rng), lanes=4)
+        b = LayerNormUnitParams(ln=random_layernorm(48, rng, eps=0.0), lanes=1)
+        return [("ln n=64 lanes=4", a), ("ln n=48 lanes=1 eps=0", b)]
+    # W1A4-style split layer (softmax) and a BiBERT W1A1 layer (Bi-Attention)
+    split = random_encoder_layer(rng, hidden=64, heads=2, ffn=128, max_len=SEQ_LEN, x_bits=4, q_bits=4,
+                                 k_bits=4, v_bits=4, p_bits=4, c_bits=4, f_bits=4, g_bits=4, terms=2)
+    bi = random_encoder_layer(rng, hidden=64, heads=2, ffn=128, max_len=SEQ_LEN, x_bits=1, c_bits=1,
+                              f_bits=1, g_bits=1, terms=1, mode="bi")
+    cases = [("hidden=64 heads=2 ffn=128 W1A4 split (T=2) softmax", split, 512),
+             ("hidden=64 heads=2 ffn=128 W1A1 BiBERT Heaviside", bi, 256)]
+    return [(f"{layer} {label}", _block(layer, folding_for(lyr, seq_len=SEQ_LEN, macs=macs, lanes=4)))
+            for label, lyr, macs in cases]
+
+
+def _block(layer: str, p):
+    return {"encoder": p, "attn": p.attention, "ffn": p.ffn}[layer]
+
+
+def load_export(ckpt) -> tuple[object, dict, str]:
+    """(EncoderParams, meta, tokenizer backbone) from an export directory, or from a checkpoint
+    directory exported on the fly (cached under sim_build/exports)."""
+    import hashlib
+    from pathlib import Path
+
+    from hw.errors import BinbertError
+    from sw.intmodel import load_params
+
+    path = Path(ckpt)
+    if (path / "manifest.json").is_file():
+        params, meta = load_params(path)
+        return params, meta, meta.get("backbone", "minilm")
+    if not path.exists():
+        raise BinbertError(f"--ckpt {ckpt}: no such checkpoint or export directory")
+    from sim.runner import BUILD_ROOT
+    from sw.export import export_model
+    from sw.train import load_checkpoint
+
+    model, _state, cfg = load_checkpoint(path)
+    files = sorted(f for f in path.iterdir() if f.is_file())
+    key = str(path.resolve()) + "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    stamp = hashlib.sha256(key.encode()).hexdigest()[:12]
+    out = BUILD_ROOT / "exports" / f"{path.name}-{stamp}"
+    if not (out / "manifest.json").is_file():
+        export_model(model.eval(), out, meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
+    params, meta = load_params(out)
+    return params, {**meta, "data_dir": cfg.data.dir, "task": cfg.data.task}, cfg.model.backbone
+
+
+def sentence_inputs(params, meta: dict, backbone: str, *, seq_len: int, count: int):
+    """Real SST-2 dev sentences of at most ``seq_len`` tokens: (input_ids, token types, mask)."""
+    from hw.errors import BinbertError
+    from sw import backbone as bb
+    from sw.data import load_split
+
+    task = meta.get("task", "sst2")
+    examples = load_split(meta.get("data_dir", "data/glue"), task, "dev")
+    tok = bb.load_tokenizer(backbone)
+    ids, types, masks = [], [], []
+    for e in examples:
+        enc = tok(e.text_a, e.text_b, truncation=False, return_token_type_ids=True)
+        n = len(enc["input_ids"])
+        if n > seq_len or max(enc["input_ids"]) >= params.embedding.vocab:
+            continue
+        pad = seq_len - n
+        ids.append(enc["input_ids"] + [tok.pad_token_id or 0] * pad)
+        types.append(enc["token_type_ids"] + [0] * pad)
+        masks.append([1] * n + [0] * pad)
+        if len(ids) == count:
+            break
+    if not ids:
+        raise BinbertError(f"no {task} dev sentence fits {seq_len} tokens of this model's vocabulary")
+    return np.array(ids), np.array(types), np.array(masks, dtype=bool)
+
+
+def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = CKPT_SENTENCES,
+                 layer_index: int = 0, macs: int = 1024) -> list[tuple[str, object, dict]]:
+    """The exported layer ``layer_index`` of a checkpoint on real sentences: the block's params
+    and an .npz of its inputs (the residual stream the golden model feeds that block)."""
+    import tempfile
+
+    from hw.encoder import folding_for
+    from hw.errors import BinbertError
+    from hw.layernorm import LayerNormUnitParams
+
+    params, meta, backbone = load_export(ckpt)
+    if not 0 <= layer_index < len(params.layers):
+        raise BinbertError(f"--ckpt {ckpt}: layer {layer_index} out of range ({len(params.layers)} layers)")
+    seq_len = min(seq_len, params.max_len)
+    ids, types, valid = sentence_inputs(params, meta, backbone, seq_len=seq_len, count=count)
+    states = params.hidden_states(ids, valid, types)
+    lyr = params.layers[layer_index]
+    r = states[layer_index]
+    enc = folding_for(lyr, seq_len=seq_len, macs=macs)
+    att = enc.attention
+    h = att.compute(r, valid)
+    note = (f"layer {layer_index} of {ckpt} on {len(ids)} SST-2 dev sentences "
+            f"({int(valid.sum())} tokens, seq_len {seq_len})")
+    tmp = tempfile.NamedTemporaryFile(prefix="binbert-sim-", suffix=".npz", delete=False)
+    if layer == "ln":
+        # the sum ln1 normalises: attn_out(context) + r, of every token
+        x = lyr.qkv_in.compute(r[None])
+        c = lyr.attention.compute(lyr.query.compute(x), lyr.key.compute(x), lyr.value.compute(x), valid)
+        v = (lyr.attn_out.compute(c) + r)[valid]
+        block = LayerNormUnitParams(ln=lyr.ln1, lanes=enc.lanes)
+        np.savez(tmp, v=v)
+    elif layer == "ffn":
+        block = enc.ffn
+        np.savez(tmp, h=h[valid])
+    else:
+        block = _block(layer, enc)
+        np.savez(tmp, r=r, valid=valid)
+    tmp.close()
+    return [(f"{layer} {note}", block, {"inputs": tmp.name})]
+
+
+def layer_configs(layer: str, ckpt=None) -> list[tuple[str, object, dict]]:
+    from hw.errors import BinbertError
+
+    if layer not in LAYERS:
+        raise BinbertError(f"unknown layer {layer!r}: encoder-level layers are {', '.join(LAYERS)}")
+    if ckpt is not None:
+        return ckpt_configs(layer, ckpt)
+    return [(label, p, {}) for label, p in _random_configs(layer)]
+
+
+def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int | None = None,
+              ckpt=None, vectors: int | None = None, build_dir=None, log=print) -> list:
+    """Run every configuration of ``layer`` (attn, ffn, ln, encoder) through its cocotb bench on
+    ``sim``; returns the :class:`sim.runner.SimResult` list, raising SimulationError on a mismatch."""
+    from sim.runner import run_block
+
+    results = []
+    for label, params, extra in layer_configs(layer, ckpt):
+        if log:
+            log(f"{label}")
+        results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,
+                                 vectors=DEFAULT_VECTORS[layer] if vectors is None else vectors,
+                                 build_dir=build_dir, test_module=LAYERS[layer], extra=extra,
+                                 log=log))
+    return results
