@@ -11,6 +11,8 @@ Conventions (docs/arithmetic.md §1-§3):
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from hw.errors import BinbertError
@@ -98,11 +100,20 @@ def acc_width(k: int, a_bits: int) -> int:
     return bound.bit_length() + 1
 
 
-def hamming(xp: np.ndarray, wp: np.ndarray, *, block: int = 64) -> np.ndarray:
+def hamming(xp: np.ndarray, wp: np.ndarray, *, block: int = 0, threads: int = 0) -> np.ndarray:
     """popcount(x XOR w) for every row pair: (M, W) x (N, W) packed -> (M, N) int32.
 
-    Loops over the W words (a handful) and over blocks of rows so the temporaries stay in cache;
-    all per-element work runs inside numpy ufuncs with preallocated outputs.
+    Exact and pure numpy. The cost is one XOR and one popcount per (row pair, word), so the
+    work is arranged to keep numpy's per-call overhead and the memory traffic small:
+
+    * blocks of ``block`` x rows (0: sized so a block's uint64 scratch, W x rows x N, stays in
+      L2), and per block three ufunc calls over all W words at once: a broadcast XOR, an
+      in-place popcount, a sum over the word axis;
+    * the sum runs in uint8 over groups of three words (3 * 64 <= 255: no overflow, no casting)
+      and only the few group sums are widened;
+    * blocks are spread over ``threads`` threads (0: one per available CPU, up to 4, for large
+      products while the CPUs are idle; 1: serial); numpy ufuncs release the GIL, and blocks
+      are handed out dynamically.
     """
     xp = np.asarray(xp, dtype=np.uint64)
     wp = np.asarray(wp, dtype=np.uint64)
@@ -110,24 +121,74 @@ def hamming(xp: np.ndarray, wp: np.ndarray, *, block: int = 64) -> np.ndarray:
         raise BinbertError(f"hamming: packed shapes {xp.shape} and {wp.shape} do not match")
     m, words = xp.shape
     n = wp.shape[0]
-    acc_dtype = np.uint8 if words * WORD_BITS < 256 else np.uint16
-    xt = np.ascontiguousarray(xp.T)
-    wt = np.ascontiguousarray(wp.T)
     out = np.empty((m, n), dtype=np.int32)
-    rows = max(1, min(m, block))
-    tmp = np.empty((rows, n), dtype=np.uint64)
-    cnt = np.empty((rows, n), dtype=np.uint8)
-    acc = np.empty((rows, n), dtype=acc_dtype)
-    for r0 in range(0, m, rows):
-        r1 = min(m, r0 + rows)
-        t, c, a = tmp[: r1 - r0], cnt[: r1 - r0], acc[: r1 - r0]
-        a.fill(0)
-        for j in range(words):
-            np.bitwise_xor(xt[j, r0:r1, None], wt[j, None, :], out=t)
+    if m == 0 or n == 0 or words == 0:
+        out.fill(0)
+        return out
+    xt = np.ascontiguousarray(xp.T)  # (W, M): word j of every row is contiguous
+    wt = np.ascontiguousarray(wp.T)  # (W, N)
+    rows = block if block > 0 else max(1, (256 * 1024) // (8 * words * n))
+    rows = min(m, rows)
+    starts = range(0, m, rows)
+    if threads <= 0:
+        # Threads pay off on idle CPUs only: on an oversubscribed machine every ufunc call
+        # becomes a GIL hand-off to a descheduled thread (measured 5-15x slower), so stay serial.
+        cpus = _cpus()
+        idle = os.getloadavg()[0] < cpus - 0.5 if hasattr(os, "getloadavg") else False
+        threads = min(4, cpus) if idle and m * n * words >= (1 << 16) else 1
+    threads = max(1, min(threads, len(starts)))
+    groups = [(g, min(words, g + 3)) for g in range(0, words, 3)]
+
+    def work(blocks):
+        tmp = np.empty((words, rows, n), dtype=np.uint64)
+        cnt = np.empty((words, rows, n), dtype=np.uint8)
+        part = np.empty((len(groups), rows, n), dtype=np.uint8)
+        for r0 in blocks:
+            r1 = min(m, r0 + rows)
+            k = r1 - r0
+            t, c, s = tmp[:, :k], cnt[:, :k], part[:, :k]
+            np.bitwise_xor(xt[:, r0:r1, None], wt[:, None, :], out=t)
             np.bitwise_count(t, out=c)
-            np.add(a, c, out=a, casting="unsafe")
-        out[r0:r1] = a
+            for gi, (g0, g1) in enumerate(groups):
+                np.add.reduce(c[g0:g1], axis=0, out=s[gi])
+            if len(groups) == 1:
+                out[r0:r1] = s[0]
+            else:
+                dst = out[r0:r1]
+                np.add(s[0], s[1], out=dst, dtype=np.int32)
+                for gi in range(2, len(groups)):
+                    np.add(dst, s[gi], out=dst, dtype=np.int32)
+
+    if threads == 1:
+        work(starts)
+    else:
+        # Blocks are handed out one at a time from a shared iterator (list iterators are atomic
+        # in CPython), and the caller works too: a descheduled thread on a busy machine then
+        # holds up one block, not a fixed share of the rows.
+        shared = iter(list(starts))
+        helpers = [_pool(threads - 1).submit(work, shared) for _ in range(threads - 1)]
+        work(shared)
+        for h in helpers:
+            h.result()
     return out
+
+
+_POOLS: dict = {}
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _pool(threads: int):
+    """A process-wide thread pool per size (created once: thread start-up costs ~0.1 ms)."""
+    if threads not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hamming")
+    return _POOLS[threads]
 
 
 def gemm_w1a1(xp: np.ndarray, wp: np.ndarray, k: int) -> np.ndarray:
