@@ -58,6 +58,25 @@ def test_pe_behind_bytes_matches_golden(simd, idle, stall):
     assert from_bytes(got, top.out_width) == params.compute(x, w).tolist()
 
 
+def test_mvu_behind_bytes_matches_golden():
+    from hw.params import MVUParams
+
+    rng = np.random.default_rng(5)
+    k, n, pe, simd = 24, 8, 4, 8
+    params = MVUParams(k=k, n=n, pe=pe, simd=simd, weights=rng.integers(0, 2, (n, k)), a_bits=2)
+    top = ByteStreamTop(params.create())
+    x = rng.integers(-2, 2, (3, k))
+    beats_in = params.pack_input(x)
+    data = to_bytes(beats_in, top.in_width)
+    n_beats = len(x) * params.nf
+    got = from_bytes(run_bytes(top, data, n_beats * top.out_bytes, 0.2, 0.3, seed=9),
+                     top.out_width)
+    aw = params.acc_width
+    lanes = [[(b >> (aw * p)) & ((1 << aw) - 1) for p in range(pe)] for b in got]
+    signed = [[v - (1 << aw) if v >> (aw - 1) else v for v in beat] for beat in lanes]
+    assert np.array_equal(params.unpack_output(signed), params.compute(x))
+
+
 @pytest.mark.parametrize("width", [1, 8, 9, 20])
 def test_converters_round_trip(width):
     """Deserializer then Serializer of the same width is the identity on the byte stream."""
