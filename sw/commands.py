@@ -20,7 +20,9 @@ def register(subparsers) -> None:
                         "in OUT)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="cap every stage at N optimizer steps (smoke runs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or log lines")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (stage and evaluation lines are still logged)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no log lines")
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -49,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     tr = Trainer(cfg, args.out, data_dir=args.data, max_steps=args.max_steps, stages=stages,
-                 progress=not args.no_progress)
+                 progress=not (args.no_progress or args.quiet), verbose=not args.quiet)
     summary = tr.run()
     if tr.dist.main:
         print(json.dumps({k: v.get("dev") if isinstance(v, dict) else v

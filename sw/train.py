@@ -39,6 +39,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -378,7 +379,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, out: str | Path, data_dir: str | None = None,
                  max_steps: int | None = None, stages: list[str] | None = None,
-                 progress: bool = True, dist: Dist | None = None):
+                 progress: bool = True, dist: Dist | None = None, verbose: bool | None = None):
         self.cfg = cfg if data_dir is None else replace(cfg, data=replace(cfg.data, dir=data_dir))
         self.out = Path(out)
         self.max_steps = max_steps
@@ -386,7 +387,8 @@ class Trainer:
         if stages:
             for n in stages:
                 cfg.stage(n)
-        self.progress = progress
+        self.progress = progress  # tqdm bars
+        self.verbose = progress if verbose is None else verbose  # one-line stage/eval logs
         self.dist = dist or init_distributed()
         self.device = self.dist.device
         self._interrupt_at: int | None = None  # tests: raise KeyboardInterrupt after N steps
@@ -407,9 +409,9 @@ class Trainer:
     # -- helpers ----------------------------------------------------------------------------
 
     def log(self, msg: str) -> None:
-        if self.dist.main and self.progress:
+        if self.dist.main and self.verbose:
             from tqdm import tqdm
-            tqdm.write(msg)
+            tqdm.write(msg, file=sys.stderr)
 
     def stage_dir(self, stage: StageConfig) -> Path:
         return self.out / stage.name

@@ -147,7 +147,8 @@ def test_half_width_student_against_full_teacher(teacher):
     m = b["attention_mask"].bool()
     pair = m[:, :, None] & m[:, None, :]
     ref = ((a.mean(1) - c.mean(1))[pair] ** 2).mean()
-    assert float(scores_mse(a, c, b["attention_mask"])) == pytest.approx(float(ref), rel=1e-6)
+    got = scores_mse(a, c, b["attention_mask"]).detach()
+    assert float(got) == pytest.approx(float(ref.detach()), rel=1e-6)
 
 
 def test_mismatches_are_errors(teacher):
