@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--a-bits", type=int, default=1, help="activation bits (default 1)")
     p.add_argument("--mmv", type=int, default=1, help="vectors per weight read (default 1)")
     p.add_argument("--pipeline", type=int, default=None,
-                   help="PE register stages (default: one per adder-tree level)")
+                   help="PE register stages (default per target: 2 on ECP5, 4 on iCE40)")
     p.add_argument("--freq", type=float, default=None,
                    help="requested clock in MHz (default: 150 on ECP5, 70 on iCE40)")
     p.add_argument("--seeds", type=_seeds, default=(1,),
@@ -50,10 +50,11 @@ def run(args) -> int:
         targets = list(flow.TARGETS.values())
     else:
         targets = [flow.get_target(args.target)]
-    spec = flow.make_layer(args.layer, pe=args.pe, simd=args.simd, k=args.k, n=args.n,
-                           a_bits=args.a_bits, mmv=args.mmv, pipeline=args.pipeline)
     opts = None if args.synth_opts is None else tuple(args.synth_opts.split())
     for target in targets:
+        spec = flow.make_layer(args.layer, pe=args.pe, simd=args.simd, k=args.k, n=args.n,
+                               a_bits=args.a_bits, mmv=args.mmv, pipeline=args.pipeline,
+                               target=target)
         out = args.out / target.name if len(targets) > 1 else args.out
         r = flow.build(spec, target, out, freq_mhz=args.freq, seeds=args.seeds,
                        synth_opts=opts, rom=args.rom)

@@ -65,6 +65,7 @@ class Target:
     brams_available: int = 0
     bram_width: int = 0  # widest port of one block RAM (ROM fit estimate)
     bram_depth_at_width: int = 0
+    pipeline: int = 1  # default PE register stages: the fewest that reach freq_mhz (measured)
 
     def platform(self):
         import importlib
@@ -82,7 +83,7 @@ TARGETS: dict[str, Target] = {
         lut_cells={"SB_LUT4": 1}, ff_prefix="SB_DFF", bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
         dsp_cells=("SB_MAC16",), pnr_lut="ICESTORM_LC", pnr_bram="ICESTORM_RAM",
         pnr_dsp="ICESTORM_DSP", luts_available=5280, brams_available=30,
-        bram_width=16, bram_depth_at_width=256),
+        bram_width=16, bram_depth_at_width=256, pipeline=4),
     "ecp5-85k": Target(
         name="ecp5-85k", family="ecp5", board="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         freq_mhz=150.0, synth_opts=("-abc9", "-nowidelut"),
@@ -92,7 +93,8 @@ TARGETS: dict[str, Target] = {
         lut_cells={"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4}, ff_prefix="TRELLIS_FF",
         bram_cells=("DP16KD", "PDPW16KD"), dsp_cells=("MULT18X18D", "ALU54B"),
         pnr_lut="TRELLIS_COMB", pnr_bram="DP16KD", pnr_dsp="MULT18X18D",
-        luts_available=83640, brams_available=208, bram_width=36, bram_depth_at_width=512),
+        luts_available=83640, brams_available=208, bram_width=36, bram_depth_at_width=512,
+        pipeline=2),
 }
 
 
@@ -347,12 +349,13 @@ class LayerSpec:
 
 def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None,
                n: int | None = None, a_bits: int = 1, mmv: int = 1, pipeline: int | None = None,
-               seed: int = 0) -> LayerSpec:
+               target: Target | None = None, seed: int = 0) -> LayerSpec:
     """Parameters of ``layer`` ('mvu' or 'pe') from the CLI's knobs.
 
     MVU defaults: K = 4·SIMD, N = 4·PE, i.e. a 16-word weight ROM for every (PE, SIMD), so the
     sweep compares datapaths, not ROM depths. Weights are seeded random bits.
-    ``pipeline`` None: the deepest PE pipeline (one register per adder-tree level).
+    ``pipeline`` None: the target's default (:attr:`Target.pipeline`, capped at the tree depth;
+    1 without a target).
     """
     import numpy as np
 
@@ -361,7 +364,8 @@ def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None
     if layer not in LAYERS:
         raise BinbertError(f"--layer {layer!r} unknown: choose one of {', '.join(LAYERS)}")
     if pipeline is None:
-        pipeline = PEParams(simd=simd, pipeline=0).max_pipeline
+        deepest = PEParams(simd=simd, pipeline=0).max_pipeline
+        pipeline = min(target.pipeline if target else 1, deepest)
     if layer == "pe":
         p = PEParams(simd=simd, pipeline=pipeline)
         return LayerSpec("pe", p, macs_per_cycle=simd, a_bits=1, cycles_per_vector=1,

@@ -163,3 +163,17 @@ def test_overuse_read_from_nextpnr_log(ice40_build):
     used, avail = int(row.group(1)), int(row.group(2))
     bigger = log.replace(row.group(0), row.group(0).replace(f"{used}/", f"{avail + 7}/", 1))
     assert flow.overused(bigger) == f"{avail + 7} ICESTORM_LC > {avail}"
+
+
+@pytest.mark.parametrize("name", list(flow.TARGETS))
+def test_layer_defaults(name):
+    """K = 4·SIMD, N = 4·PE (16-word ROM); pipeline from the target, capped at the tree depth."""
+    from hw.params import PEParams
+    t = flow.TARGETS[name]
+    spec = flow.make_layer("mvu", pe=4, simd=32, target=t)
+    p = spec.params
+    assert (p.k, p.n, p.rom_depth, p.rom_width) == (128, 16, 16, 128)
+    assert p.pipeline == min(t.pipeline, PEParams(simd=32, pipeline=0).max_pipeline)
+    assert spec.macs_per_cycle == 4 * 32 and spec.cycles_per_vector == p.cycles_per_vector
+    tiny = flow.make_layer("pe", simd=2, target=t).params
+    assert tiny.pipeline == min(t.pipeline, tiny.max_pipeline)
