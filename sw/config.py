@@ -8,7 +8,8 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
 
     model:  {backbone: minilm | tiny | PATH, num_layers, dropout, tiny: {hidden_size, ...}}
     data:   {task: sst2|cola|mrpc|stsb, dir, max_seq_len, train_limit, eval_limit}
-    train:  {batch_size, eval_batch_size, seed, eval_every, log_every, weight_decay, warmup,
+    train:  {batch_size, eval_batch_size, seed, eval_every, log_every, checkpoint_every,
+             weight_decay, warmup,
              max_grad_norm, learning_rate, select: best|last, threads}
     distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
@@ -74,6 +75,7 @@ class TrainConfig:
     seed: int = 42
     eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once at the end of a phase
     log_every: int = 10
+    checkpoint_every: int = 100  # steps between resumable checkpoints besides evaluations; 0 = off
     weight_decay: float = 0.0
     warmup: float = 0.1  # fraction of a phase's steps with linear warm-up
     max_grad_norm: float = 1.0
@@ -309,7 +311,8 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
     tr = cfg.train
     _positive(ctx, tr, "train", ("batch_size", "eval_batch_size", "log_every", "threads",
                                  "max_grad_norm", "learning_rate"))
-    _positive(ctx, tr, "train", ("eval_every", "weight_decay"), allow_zero=True)
+    _positive(ctx, tr, "train", ("eval_every", "weight_decay", "checkpoint_every"),
+              allow_zero=True)
     if not 0 <= tr.warmup < 1:
         raise ctx.err(_node_of(tr, "warmup"), f"train.warmup must be in [0, 1), not {tr.warmup}")
     _positive(ctx, cfg.distill, "distill", ("temperature",))

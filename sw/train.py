@@ -296,7 +296,7 @@ def _fingerprint(cfg: Config, upto: int, max_steps: int | None) -> dict:
     """What determines the result of stages[0..upto]: compared with a checkpoint's."""
     d = config_to_dict(cfg)
     d["data"].pop("dir", None)
-    for k in ("log_every", "threads", "eval_batch_size"):
+    for k in ("log_every", "threads", "eval_batch_size", "checkpoint_every"):
         d["train"].pop(k, None)
     d["stages"] = d["stages"][: upto + 1]
     d["max_steps"] = max_steps
@@ -750,6 +750,8 @@ class _StageRun:
             at_eval = (self.eval_every and done % self.eval_every == 0) or done == phase.steps
             if at_eval:
                 self._eval_and_save(pi, done, opt, sched, final=done == phase.steps)
+            elif cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
+                self._save_last(pi, done, opt, sched, final=False)
             tr._steps_done += 1
             if tr._interrupt_at is not None and tr._steps_done >= tr._interrupt_at:
                 bar.close()
@@ -775,6 +777,11 @@ class _StageRun:
                 self.best_main, self.best_metrics, self.best_step = metrics["main"], metrics, gstep
                 save_checkpoint(tr.stage_dir(self.stage) / "best", self.model, cfg,
                                 tr._state(self.idx, self.stage, pi, done, dev=metrics))
+        self._save_last(pi, done, opt, sched, final)
+
+    def _save_last(self, pi: int, done: int, opt, sched, final: bool) -> None:
+        """The resumable state: model, optimizer, scheduler, position, every rank's RNG."""
+        tr, cfg = self.tr, self.cfg
         rng = [_rng_state()]
         if torch.distributed.is_initialized():
             gathered: list = [None] * tr.dist.world

@@ -87,23 +87,26 @@ def test_split_stage_preserves_the_ternary_function(pipeline):
 
 def test_resume_after_interruption_equals_uninterrupted(pipeline, tmp_path):
     base_out, _, _ = pipeline
-    # 12 ternary steps = two 6-step phases with checkpoints every 4 steps: interruptions land
-    # mid-phase (step 5: resume from 4 with optimizer/scheduler/RNG) and in phase 2 (step 9).
+    # 12 ternary steps = two 6-step phases; dev evaluations (with checkpoints) every 4 steps
+    # and at phase ends, plus resumable checkpoints every 2 steps (train.checkpoint_every).
+    # The first process stops after 3 steps (resumes from step 2: optimizer, scheduler, RNG,
+    # data position mid-phase), the second after 7 more (global step 9, resumes from 8 in
+    # the second phase).
     cfg = _cfg(ternary=12)
-    cfg = dataclasses.replace(cfg, stages=cfg.stages[:2])
+    cfg = dataclasses.replace(cfg, stages=cfg.stages[:2],
+                              train=dataclasses.replace(cfg.train, checkpoint_every=2))
     ref_out, cut_out = tmp_path / "ref", tmp_path / "cut"
     for o in (ref_out, cut_out):
         shutil.copytree(base_out / "teacher", o / "teacher")
-    ref = Trainer(cfg, ref_out, progress=False)
-    ref.run()
-    interrupted = 0
-    for stop in (5, 9):
+    Trainer(cfg, ref_out, progress=False).run()
+    for stop in (3, 7):
         tr = Trainer(cfg, cut_out, progress=False)
-        tr._interrupt_at = stop - (4 if stop == 9 else 0)  # counts steps of this process
+        tr._interrupt_at = stop  # steps run by this process
         with pytest.raises(KeyboardInterrupt):
             tr.run()
-        interrupted += 1
         assert resolve_checkpoint(cut_out / "ternary" / "last") is not None
+    last = json.loads((cut_out / "ternary" / "last" / "state.json").read_text())
+    assert (last["phase"], last["step"]) == (1, 2)
     Trainer(cfg, cut_out, progress=False).run()
     a, sa, _ = load_checkpoint(ref_out / "ternary" / "final")
     b, sb, _ = load_checkpoint(cut_out / "ternary" / "final")
