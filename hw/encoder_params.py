@@ -24,6 +24,7 @@ from hw.errors import BinbertError
 INT_BITS = 63          # the golden model computes in int64: every intermediate fits 63 bits + sign
 MAX_OUT_BITS = 32      # widest requantizer output (classifier logits)
 F64_EXACT = 1 << 53    # integer dot products below this bound are exact in float64 (BLAS speed)
+F32_EXACT = 1 << 24    # ... and below this one in float32
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,9 +102,13 @@ def act_values(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
-    """Integer a @ b (int64). ``bound`` >= every |partial sum|; below 2**53 float64 BLAS is exact."""
+    """Integer a @ b (int64). ``bound`` >= every |partial sum| (and every operand): below 2**24
+    float32 BLAS is exact, below 2**53 float64 (any summation order: all partial sums are
+    integers the format holds); above, int64 numpy."""
+    if bound < F32_EXACT:
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
     if bound < F64_EXACT:
-        return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
     return np.matmul(a.astype(np.int64), b.astype(np.int64))
 
 
@@ -302,15 +307,34 @@ class BinaryLinear:
     def acc_bits(self) -> int:
         return arith.acc_width(self.k, self.in_bits)
 
-    def accumulate(self, x) -> np.ndarray:
-        """(T, ..., N) accumulators of x (..., K)."""
+    def pm1(self) -> np.ndarray:
+        """(T, N, K) ±1 weights (float32), unpacked once: the BLAS form of the same matrices."""
+        w = self.__dict__.get("_pm1")
+        if w is None:
+            w = np.stack([arith.bits_to_pm1(arith.unpack_bits(self.weights[t], self.k))
+                          for t in range(self.terms)]).astype(np.float32)
+            object.__setattr__(self, "_pm1", w)
+        return w
+
+    def accumulate(self, x, *, bitserial: bool = False) -> np.ndarray:
+        """(T, ..., N) accumulators Σ_k x_k·w_k of x (..., K).
+
+        Default: an exact float64 BLAS product with the ±1 weights (every partial sum is an
+        integer below 2^53). ``bitserial=True``: the §4/§5 XNOR-popcount over bit planes that the
+        hardware computes (hw.arith.gemm_w1a) -- the same integers, tested equal, far slower.
+        """
         x = np.asarray(x)
         if x.shape[-1] != self.k:
             raise BinbertError(f"BinaryLinear: input has {x.shape[-1]} features, expected {self.k}")
         x = _check_in("BinaryLinear", "input codes", x, *act_range(self.in_bits))
         flat = x.reshape(-1, self.k)
-        accs = np.stack([arith.gemm_w1a(flat, self.weights[t], self.k, self.in_bits)
-                         for t in range(self.terms)])
+        if bitserial:
+            accs = np.stack([arith.gemm_w1a(flat, self.weights[t], self.k, self.in_bits)
+                             for t in range(self.terms)])
+        else:
+            v = act_values(flat, self.in_bits)
+            bound = 1 << (self.acc_bits - 1)
+            accs = np.stack([exact_matmul(v, self.pm1()[t].T, bound) for t in range(self.terms)])
         return accs.reshape((self.terms,) + x.shape[:-1] + (self.n,))
 
     def compute(self, x) -> np.ndarray:

@@ -26,6 +26,7 @@ from hw.encoder_params import (Attention, BinaryLinear, EncoderLayer, EncoderPar
 from hw.errors import BinbertError
 
 F64_EXACT = 1 << 53
+F32_EXACT = 1 << 24
 
 
 def _t(a, device) -> torch.Tensor:
@@ -33,9 +34,12 @@ def _t(a, device) -> torch.Tensor:
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, bound: int) -> torch.Tensor:
-    """Exact integer matmul: float64 when every partial sum is below 2^53, else int64 (CPU)."""
+    """Exact integer matmul: float32 / float64 when every partial sum is below 2^24 / 2^53 (the
+    format then holds every integer on the way), else int64 on the CPU."""
+    if bound < F32_EXACT and a.device.type == "cpu":  # (GPUs may run float32 as TF32)
+        return torch.matmul(a.float(), b.float()).long()
     if bound < F64_EXACT:
-        return torch.matmul(a.double(), b.double()).round().long()
+        return torch.matmul(a.double(), b.double()).long()
     return torch.matmul(a.cpu().long(), b.cpu().long()).to(a.device)
 
 
@@ -82,7 +86,7 @@ class _BinaryLinear:
     def __init__(self, op: BinaryLinear, dev):
         self.op = op
         pm = np.stack([arith.bits_to_pm1(arith.unpack_bits(op.weights[t], op.k)) for t in range(op.terms)])
-        self.w = torch.as_tensor(pm.astype(np.float64), device=dev)  # (T, N, K) of ±1
+        self.w = torch.as_tensor(pm.astype(np.float32), device=dev)  # (T, N, K) of ±1
         self.out = _out(op.out, dev)
         self.bound = op.k << max(op.in_bits - 1, 0)
 

@@ -193,6 +193,7 @@ def test_binary_linear_dot_products(in_bits):
     xv = 2 * x - 1 if in_bits == 1 else x
     want = sum(xv @ (2 * bits[i] - 1).T for i in range(t))
     assert np.array_equal(lin.accumulate(x).sum(0), want)
+    assert np.array_equal(lin.accumulate(x, bitserial=True), lin.accumulate(x))  # §4/§5 XNOR-popcount
 
 
 def test_binary_linear_rejects_wide_input_and_tail_bits():
