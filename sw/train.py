@@ -726,6 +726,7 @@ class _StageRun:
         running: dict[str, float] = {}
         n_run = 0
         it = self._batches_from(start)
+        t_phase = time.time()
         for step in range(start, phase.steps):
             batch = {k: v.to(tr.device) for k, v in next(it).items()}
             loss, terms = self._loss(net, phase, batch)
@@ -746,6 +747,10 @@ class _StageRun:
                        "lr": sched.get_last_lr()[0], **{k: v / n_run for k, v in running.items()}}
                 self.history.append(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                if not tr.progress:  # no bar: a log line instead
+                    rate = (time.time() - t_phase) / (done - start)
+                    tr.log(f"[{self.stage.name}] {phase.loss} step {done}/{phase.steps} "
+                           f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} ({rate:.2f} s/step)")
                 running, n_run = {}, 0
             at_eval = (self.eval_every and done % self.eval_every == 0) or done == phase.steps
             if at_eval:
