@@ -369,6 +369,7 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
                                       f"log {build_log}:\n{_tail(build_log)}") from None
             stamp.write_text(digest)
         t1 = time.monotonic()
+        tail = _Follow(sim_log, say) if sim_log else None
         try:
             runner.test(test_module=module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                         build_dir=work,
@@ -377,6 +378,9 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
                         results_xml=str(results), log_file=sim_log)
         except (RuntimeError, SystemExit):
             pass  # the verdict comes from results.xml below, with the failure messages
+        finally:
+            if tail:
+                tail.stop()
         t2 = time.monotonic()
 
     tests, failures = parse_results(results)
@@ -397,6 +401,40 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
     return SimResult(block=block, sim=sim, seed=seed, vectors=vectors, tests=tests,
                      build_s=t1 - t0, sim_s=t2 - t1, built=built, directory=work,
                      results_xml=results, waves=wave, stats=stats)
+
+
+class _Follow:
+    """Forward the bench's ``progress:`` lines from the simulator log while it runs."""
+
+    def __init__(self, path: Path, say: Callable[[str], None]):
+        import threading
+
+        self.path, self.say = path, say
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        offset = 0
+        while True:
+            stopping = self._stop.wait(1.0)
+            try:
+                with open(self.path, errors="replace") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except OSError:
+                chunk = ""
+            complete = chunk[:chunk.rfind("\n") + 1]
+            offset += len(complete.encode())
+            for line in complete.splitlines():
+                if " progress: " in line:
+                    self.say(line.split(" progress: ", 1)[1].strip())
+            if stopping:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def parse_results(path: Path) -> tuple[int, list[tuple[str, str]]]:

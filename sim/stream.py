@@ -438,10 +438,20 @@ class StreamBench:
         return int(get_sim_time("ns")) // self.period_ns
 
     async def run(self, beats: Sequence[int], out_beats: int, *, max_cycles: int) -> None:
-        """Send ``beats``, wait for ``out_beats`` more output beats (at most ``max_cycles``)."""
-        target = self.scoreboard.compared + len(self.scoreboard._observed) + out_beats
+        """Send ``beats``, wait for ``out_beats`` more output beats (at most ``max_cycles``).
+
+        Long runs log ``progress:`` lines every tenth (sim.runner forwards them to the console).
+        """
+        start = self.scoreboard.compared + len(self.scoreboard._observed)
         self.driver.send(beats)
-        await self.scoreboard.wait_for(target, timeout_ns=max_cycles * self.period_ns)
+        steps = 10 if out_beats >= 2000 else 1
+        for step in range(1, steps + 1):
+            await self.scoreboard.wait_for(start + out_beats * step // steps,
+                                           timeout_ns=max_cycles * self.period_ns)
+            if steps > 1:
+                self.dut._log.info("progress: %d/%d %s beats checked, %d mismatching",
+                                   out_beats * step // steps, out_beats, self.o.name,
+                                   self.scoreboard.mismatches)
         await self.driver.wait_sent()
 
     async def finish(self, total: int, drain_cycles: int = 20) -> None:
