@@ -21,6 +21,8 @@ VARIANTS = {
     "uniform8_relu": (dict(weight="bwn", act="uniform", act_bits=8), False, {"hidden_act": "relu"}),
     "fp_pooler_emb": (dict(weight="bwn", act="lsq", act_bits=8, pooler=False, embedding=False), False,
                       {"hidden_act": "gelu_new"}),
+    # half the heads and FFN neurons kept per layer (sw.prune), as a half-width ternary stage has
+    "pruned": (dict(weight="twn", act="lsq", act_bits=4), True, {"prune": True}),
 }
 
 
@@ -45,6 +47,8 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
     ``scale_up`` widens the random classifier / pooler so that logits are not all near ties.
     """
     qkw, split, bkw = VARIANTS[variant]
+    bkw = dict(bkw)
+    prune = bkw.pop("prune", False)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=inter, max_position_embeddings=max_pos, num_labels=2, **bkw)
@@ -61,6 +65,10 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
                 for ln in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
                     ln.weight.uniform_(0.5, 1.5)
                     ln.bias.uniform_(-0.2, 0.2)
+    if prune:
+        from sw.prune import keep_units
+
+        keep_units(model, [torch.arange(0, heads, 2)] * layers, [torch.arange(1, inter, 2)] * layers)
     quantize_bert(model, QuantBertConfig(**qkw))
     with torch.no_grad():  # first batch initialises the LSQ steps / uniform clips
         model(**batch(seed + 100, b=16, t=min(24, max_pos), vocab=vocab))
