@@ -833,6 +833,13 @@ def plot_curves(out: Path, stages: list[str], dest: Path | None = None) -> Path 
         if tl:
             ax.plot(*zip(*tl), color="tab:blue", label="train loss")
             ax.set_yscale("log")
+        # phase boundaries (intermediate -> prediction distillation: different loss scales)
+        logged = [r for r in h if "loss" in r]
+        for a, b in zip(logged, logged[1:]):
+            if a["phase"] != b["phase"]:
+                ax.axvline(a["step"], color="grey", ls=":", lw=1)
+                ax.text(a["step"], 1, f" {b['phase']}", transform=ax.get_xaxis_transform(),
+                        va="top", fontsize=7, color="grey")
         ax.set_title(f"{s} ({d.get('type', '')})")
         ax.set_xlabel("step")
         ev = [(r["step"], r["dev"]["main"]) for r in h if "dev" in r]
