@@ -45,7 +45,8 @@ DEFAULT_VECTORS = 10_000
 ENV_CONFIG = "BINBERT_SIM_CONFIG"
 TOPLEVEL = "top"
 TIMESCALE = ("1ns", "1ps")
-BUILD_ROOT = Path(__file__).resolve().parents[1] / "sim_build"
+# $BINBERT_SIM_BUILD moves every build (and the cached Verilator runtime objects) elsewhere.
+BUILD_ROOT = Path(os.environ.get("BINBERT_SIM_BUILD") or Path(__file__).resolve().parents[1] / "sim_build")
 
 
 class SimulationError(RuntimeError):

@@ -407,8 +407,12 @@ class StreamBench:
         self.i = StreamPort(dut, inp)
         self.o = StreamPort(dut, out)
         self.scoreboard = Scoreboard(out, lanes=out_lanes)
-        self.driver = StreamDriver(self.i, self.clk, rng=rng, idle_prob=idle_prob)
-        self.backpressure = Backpressure(self.o, self.clk, rng=rng, ready_prob=ready_prob)
+        # One RNG per agent, drawn from the bench's: each agent's choices then do not depend on
+        # the order in which the simulator resumes coroutines, so both simulators agree.
+        self.driver = StreamDriver(self.i, self.clk, rng=random.Random(rng.getrandbits(64)),
+                                   idle_prob=idle_prob)
+        self.backpressure = Backpressure(self.o, self.clk, rng=random.Random(rng.getrandbits(64)),
+                                         ready_prob=ready_prob)
         self.in_monitor = StreamMonitor(self.i, self.clk, period_ns=period_ns,
                                         callback=self._on_input)
         self.out_monitor = StreamMonitor(self.o, self.clk, period_ns=period_ns,

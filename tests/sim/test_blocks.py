@@ -34,11 +34,20 @@ def run(name, sim, vectors=VECTORS, **kw):
     return r
 
 
+STATS: dict[tuple[str, str], dict] = {}
+
+
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("name", CONFIGS)
 def test_block_matches_golden(name, sim):
     r = run(name, sim)
     assert r.tests == 1
+    # Same seed, same RTL: the other simulator must have seen every beat in the same cycle
+    # (a difference means X-dependent or simulator-dependent RTL).
+    STATS[name, sim] = r.stats
+    for other in SIMULATORS:
+        if other != sim and (name, other) in STATS:
+            assert STATS[name, other] == r.stats, f"{name}: {other} and {sim} disagree on timing"
     if name.startswith("mvu"):
         assert r.stats["vectors"] >= VECTORS
         assert r.stats["cycles_per_group"] == r.stats["cycles_per_group_model"]
