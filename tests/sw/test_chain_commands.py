@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chain_models import tiny_quant
+from tests.sw.chain_models import tiny_quant
 from sw.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from chain_models import VARIANTS, batch, tiny_quant
+from tests.sw.chain_models import VARIANTS, batch, tiny_quant
 from hw import arith
 from hw.encoder_params import BinaryLinear, Lut, Softmax
 from hw.errors import BinbertError

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from chain_models import batch, tiny_quant
+from tests.sw.chain_models import batch, tiny_quant
 from hw.errors import BinbertError
 from sw.export import build_params, export_model
 from sw.intmodel import load_params, run

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from chain_models import batch, tiny_quant
+from tests.sw.chain_models import batch, tiny_quant
 from hw.errors import BinbertError
 from sw.export import build_params
 from sw.intsim import IntSim, integer_semantics
