@@ -32,8 +32,8 @@ LOG2E = 1.0 / math.log(2.0)
 class ExportOptions:
     """Fixed-point formats chosen at export (docs/arithmetic.md §10-§18 give the defaults)."""
 
-    res_bits: int = 16          # residual stream width
-    res_frac: int = 8           # residual stream fraction bits
+    res_bits: int = 20          # residual stream width
+    res_frac: int = 12          # residual stream fraction bits (range ±128, step 2^-12)
     emb_bits: int = 16          # embedding table width (fraction bits chosen to fit the tables)
     lut_bits: int = 0           # GELU / tanh index bits (ROM depth); 0 = clamp(out bits + 6, 10, 12)
     softmax_frac_bits: int = 8  # exp ROM: 2^G entries
