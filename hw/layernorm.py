@@ -41,9 +41,12 @@ class LayerNormUnitParams:
     ln: LayerNorm
     lanes: int = 1
     slots: int | None = None
+    div_steps: int = 2   # quotient bits per cycle of the three dividers (radix 2^div_steps)
 
     def __post_init__(self):
         o = "LayerNormUnitParams"
+        if isinstance(self.div_steps, bool) or not isinstance(self.div_steps, int) or not 1 <= self.div_steps <= 4:
+            raise BinbertError(f"{o}: div_steps={self.div_steps!r} must be an integer in 1..4")
         if not isinstance(self.ln, LayerNorm):
             raise BinbertError(f"{o}: ln must be a hw.encoder_params.LayerNorm, got {type(self.ln).__name__}")
         if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or self.lanes < 1:
@@ -124,8 +127,10 @@ class LayerNormUnitParams:
     @property
     def stage_cycles(self) -> dict[str, int]:
         """Cycles each stage spends on one token (bit-serial units: bits + 1)."""
-        return {"input": self.beats, "mean": self.mean_q_bits + 1, "var": self.var_q_bits + 1,
-                "sqrt": self.std_bits + 1, "recip": self.recip_q_bits + 1, "output": self.beats}
+        def div(q_bits):
+            return -(-q_bits // self.div_steps) + 1
+        return {"input": self.beats, "mean": div(self.mean_q_bits), "var": div(self.var_q_bits),
+                "sqrt": self.std_bits + 1, "recip": div(self.recip_q_bits), "output": self.beats}
 
     @property
     def latency(self) -> int:
@@ -214,7 +219,8 @@ class LayerNormUnit(wiring.Component):
                                   "s2": unsigned(p.sumsq_acc_bits)})
         m.submodules.mean = mean = SeqDivider(dividend_bits=p.mean_dividend_bits,
                                               divisor_bits=(2 * n).bit_length(),
-                                              q_bits=p.mean_q_bits, tag=tag1, divisor=2 * n)
+                                              q_bits=p.mean_q_bits, tag=tag1, divisor=2 * n,
+                                              steps=p.div_steps)
         e = ln.extra_bits
         a = Signal(signed(ln.sum_bits + e + 2))
         m.d.comb += a.eq((hand_s1 << (e + 1)) + n)
@@ -242,7 +248,7 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += sumd2.eq((t1.s2 << (2 * e)) - mu * ((t1.s1 << (e + 1)) - n * mu))
 
         m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=n.bit_length(),
-                                            q_bits=p.var_q_bits, divisor=n)
+                                            q_bits=p.var_q_bits, divisor=n, steps=p.div_steps)
         m.d.comb += [var.i.valid.eq(mean.o.valid), mean.o.ready.eq(var.i.ready),
                      var.i.payload.n.eq(sumd2)]
         with m.If(mean.o.valid & mean.o.ready):
@@ -254,7 +260,7 @@ class LayerNormUnit(wiring.Component):
 
         m.submodules.recip = recip = SeqDivider(dividend_bits=ln.recip_shift + 1,
                                                 divisor_bits=max(1, p.std_bits),
-                                                q_bits=p.recip_q_bits)
+                                                q_bits=p.recip_q_bits, steps=p.div_steps)
         sigma = sqrt.o.payload.s
         m.d.comb += [recip.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(recip.i.ready),
                      recip.i.payload.n.eq(1 << ln.recip_shift),

@@ -30,14 +30,15 @@ class SeqDivider(wiring.Component):
     ``i.payload``: {n: dividend_bits, d: divisor_bits, tag}; ``o.payload``: {q: q_bits, tag}.
     The caller guarantees ``n < d << q_bits`` and ``d >= 1`` (sized with :func:`quotient_bits`);
     a constant divisor may be given as ``divisor`` (then ``i.payload.d`` is absent).
-    Cycles per operation: ``q_bits`` + 1.
+    ``steps`` restoring steps run per cycle (radix 2^steps; a chain of ``steps`` subtractors).
+    Cycles per operation: ceil(q_bits / steps) + 1.
     """
 
     def __init__(self, *, dividend_bits: int, divisor_bits: int, q_bits: int, tag=0,
-                 divisor: int | None = None):
+                 divisor: int | None = None, steps: int = 1):
         self._MustUse__silence = True  # until validated: a refused unit is never elaborated
         for name, v in (("dividend_bits", dividend_bits), ("divisor_bits", divisor_bits),
-                        ("q_bits", q_bits)):
+                        ("q_bits", q_bits), ("steps", steps)):
             if not isinstance(v, int) or v < 1:
                 raise BinbertError(f"SeqDivider: {name}={v!r} must be an integer >= 1")
         if divisor is not None and not 1 <= divisor < (1 << divisor_bits):
@@ -45,6 +46,8 @@ class SeqDivider(wiring.Component):
         self._MustUse__silence = False
         self.dividend_bits, self.divisor_bits, self.q_bits = dividend_bits, divisor_bits, q_bits
         self.divisor = divisor
+        self.steps = steps
+        self.iters = -(-q_bits // steps)
         self.tag_shape = tag
         fields = {"n": unsigned(dividend_bits)}
         if divisor is None:
@@ -57,46 +60,54 @@ class SeqDivider(wiring.Component):
 
     @property
     def cycles(self) -> int:
-        return self.q_bits + 1
+        return self.iters + 1
 
     def elaborate(self, platform):
         m = Module()
-        qb = self.q_bits
+        qb = self.iters * self.steps                       # padded: extra leading quotient bits are 0
         rem = Signal(self.divisor_bits, name="rem")        # always < d
         q = Signal(qb, name="q")                           # dividend low bits, then quotient
         d = Signal(self.divisor_bits, name="d")
         tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
                      else self.tag_shape.as_shape(), name="tag")
         busy = Signal()
-        count = Signal(range(qb + 1))
+        count = Signal(range(self.iters + 1))
         o_valid = Signal()
 
         divisor = self.i.payload.d if self.divisor is None else Const(self.divisor, self.divisor_bits)
         m.d.comb += [
             self.i.ready.eq(~busy & (~o_valid | self.o.ready)),
             self.o.valid.eq(o_valid),
-            self.o.payload.q.eq(q),
+            self.o.payload.q.eq(q[:self.q_bits]),
             self.o.payload.tag.eq(tag),
         ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += o_valid.eq(0)
-        trial = Cat(q[qb - 1], rem)                        # 2*rem + next dividend bit, < 2d
-        diff = Signal(self.divisor_bits + 2)
-        m.d.comb += diff.eq(trial - d)
-        fits = ~diff[-1]
+        # `steps` restoring steps, chained combinationally
+        r, bits = rem, []
+        for k in range(self.steps):
+            trial = Cat(q[qb - 1 - k], r)                  # 2*rem + next dividend bit, < 2d
+            diff = Signal(self.divisor_bits + 2, name=f"diff{k}")
+            m.d.comb += diff.eq(trial - d)
+            fits = ~diff[-1]
+            nr = Signal(self.divisor_bits, name=f"rem{k}")
+            m.d.comb += nr.eq(Mux(fits, diff, trial))
+            r = nr
+            bits.append(fits)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [
                 rem.eq(self.i.payload.n >> qb),
-                q.eq(self.i.payload.n[:qb]),
+                q.eq(self.i.payload.n),                    # the low qb bits (zero-extended)
                 d.eq(divisor),
                 tag.eq(self.i.payload.tag),
                 busy.eq(1),
-                count.eq(qb),
+                count.eq(self.iters),
             ]
         with m.Elif(busy):
+            low = q[:qb - self.steps] if qb > self.steps else Const(0, 0)
             m.d.sync += [
-                rem.eq(Mux(fits, diff, trial)),
-                q.eq(Cat(fits, q[:qb - 1])),
+                rem.eq(r),
+                q.eq(Cat(*reversed(bits), low) if qb > self.steps else Cat(*reversed(bits))),
                 count.eq(count - 1),
             ]
             with m.If(count == 1):

@@ -45,9 +45,12 @@ class ProbsParams:
     probs: Softmax | Heaviside
     length: int
     banks: int | None = None
+    div_steps: int = 2   # quotient bits per cycle of the Z reciprocal divider
 
     def __post_init__(self):
         o = "ProbsParams"
+        if isinstance(self.div_steps, bool) or not isinstance(self.div_steps, int) or not 1 <= self.div_steps <= 4:
+            raise BinbertError(f"{o}: div_steps={self.div_steps!r} must be an integer in 1..4")
         if not isinstance(self.probs, (Softmax, Heaviside)):
             raise BinbertError(f"{o}: probs must be a hw.encoder_params Softmax or Heaviside, "
                                f"got {type(self.probs).__name__}")
@@ -77,7 +80,7 @@ class ProbsParams:
 
     @property
     def div_cycles(self) -> int:
-        return self.probs.recip_bits + 1 if self.is_softmax else 0
+        return -(-max(1, self.probs.recip_bits) // self.div_steps) + 1 if self.is_softmax else 0
 
     @property
     def stage_cycles(self) -> dict[str, int]:
@@ -247,7 +250,8 @@ class SoftmaxUnit(_ProbsBase):
 
         # ---------------- DIV ----------------
         m.submodules.div = div = SeqDivider(dividend_bits=sm.recip_num.bit_length(),
-                                            divisor_bits=p.z_bits, q_bits=max(1, sm.recip_bits))
+                                            divisor_bits=p.z_bits, q_bits=max(1, sm.recip_bits),
+                                            steps=p.div_steps)
         m.d.comb += [div.i.valid.eq(z_valid), div.i.payload.n.eq(sm.recip_num),
                      div.i.payload.d.eq(Mux(z_hold == 0, 1 << eb, z_hold))]
         with m.If(div.i.valid & div.i.ready):

@@ -247,24 +247,40 @@ CKPT_SENTENCES = 8
 CONFIG_SEED = 2024     # the random ops are part of the design: fixed, so builds are reused
 
 
-def _random_configs(layer: str) -> list[tuple[str, object]]:
+SIZES = {
+    # CLI default: the brief's small-but-real shape; MVUs of ~128 XNOR lanes keep builds short
+    "default": dict(hidden=64, heads=2, ffn=128, seq_len=SEQ_LEN, macs=128, lanes=4, ln_n=(64, 48)),
+    # tests: the same structure at the smallest sizes that still fold (SF, NF > 1)
+    "tiny": dict(hidden=16, heads=2, ffn=32, seq_len=4, macs=32, lanes=4, ln_n=(16, 12)),
+}
+
+
+def random_layer_pair(rng: np.random.Generator, *, hidden: int, heads: int, ffn: int, max_len: int):
+    """A W1A4 split layer (T = 2, softmax) and a BiBERT W1A1 layer (Bi-Attention, sign codes)."""
+    split = random_encoder_layer(rng, hidden=hidden, heads=heads, ffn=ffn, max_len=max_len, x_bits=4, q_bits=4,
+                                 k_bits=4, v_bits=4, p_bits=4, c_bits=4, f_bits=4, g_bits=4, terms=2)
+    bi = random_encoder_layer(rng, hidden=hidden, heads=heads, ffn=ffn, max_len=max_len, x_bits=1, c_bits=1,
+                              f_bits=1, g_bits=1, terms=1, mode="bi")
+    return split, bi
+
+
+def _random_configs(layer: str, size: str = "default") -> list[tuple[str, object]]:
     from hw.encoder import folding_for
     from hw.layernorm import LayerNormUnitParams
 
+    z = SIZES[size]
     rng = np.random.default_rng(CONFIG_SEED)
     if layer == "ln":
-        a = LayerNormUnitParams(ln=random_layernorm(64, rng), lanes=4)
-        b = LayerNormUnitParams(ln=random_layernorm(48, rng, eps=0.0), lanes=1)
-        return [("ln n=64 lanes=4", a), ("ln n=48 lanes=1 eps=0", b)]
-    # W1A4-style split layer (softmax) and a BiBERT W1A1 layer (Bi-Attention)
-    split = random_encoder_layer(rng, hidden=64, heads=2, ffn=128, max_len=SEQ_LEN, x_bits=4, q_bits=4,
-                                 k_bits=4, v_bits=4, p_bits=4, c_bits=4, f_bits=4, g_bits=4, terms=2)
-    bi = random_encoder_layer(rng, hidden=64, heads=2, ffn=128, max_len=SEQ_LEN, x_bits=1, c_bits=1,
-                              f_bits=1, g_bits=1, terms=1, mode="bi")
-    cases = [("hidden=64 heads=2 ffn=128 W1A4 split (T=2) softmax", split, 512),
-             ("hidden=64 heads=2 ffn=128 W1A1 BiBERT Heaviside", bi, 256)]
-    return [(f"{layer} {label}", _block(layer, folding_for(lyr, seq_len=SEQ_LEN, macs=macs, lanes=4)))
-            for label, lyr, macs in cases]
+        n1, n2 = z["ln_n"]
+        a = LayerNormUnitParams(ln=random_layernorm(n1, rng), lanes=4)
+        b = LayerNormUnitParams(ln=random_layernorm(n2, rng, eps=0.0), lanes=1)
+        return [(f"ln n={n1} lanes=4", a), (f"ln n={n2} lanes=1 eps=0", b)]
+    split, bi = random_layer_pair(rng, hidden=z["hidden"], heads=z["heads"], ffn=z["ffn"], max_len=z["seq_len"])
+    shape = f"hidden={z['hidden']} heads={z['heads']} ffn={z['ffn']} seq={z['seq_len']}"
+    cases = [(f"{shape} W1A4 split (T=2) softmax", split), (f"{shape} W1A1 BiBERT Heaviside", bi)]
+    return [(f"{layer} {label}", _block(layer, folding_for(lyr, seq_len=z["seq_len"], macs=z["macs"],
+                                                            lanes=z["lanes"])))
+            for label, lyr in cases]
 
 
 def _block(layer: str, p):
@@ -328,7 +344,7 @@ def sentence_inputs(params, meta: dict, backbone: str, *, seq_len: int, count: i
 
 
 def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = CKPT_SENTENCES,
-                 layer_index: int = 0, macs: int = 1024) -> list[tuple[str, object, dict]]:
+                 layer_index: int = 0, macs: int = 256) -> list[tuple[str, object, dict]]:
     """The exported layer ``layer_index`` of a checkpoint on real sentences: the block's params
     and an .npz of its inputs (the residual stream the golden model feeds that block)."""
     import tempfile
@@ -368,24 +384,34 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = 
     return [(f"{layer} {note}", block, {"inputs": tmp.name})]
 
 
-def layer_configs(layer: str, ckpt=None) -> list[tuple[str, object, dict]]:
+def layer_configs(layer: str, ckpt=None, size: str = "default", sentences: int = CKPT_SENTENCES,
+                  seq_len: int = CKPT_SEQ_LEN) -> list[tuple[str, object, dict]]:
     from hw.errors import BinbertError
 
     if layer not in LAYERS:
         raise BinbertError(f"unknown layer {layer!r}: encoder-level layers are {', '.join(LAYERS)}")
     if ckpt is not None:
-        return ckpt_configs(layer, ckpt)
-    return [(label, p, {}) for label, p in _random_configs(layer)]
+        macs = SIZES[size]["macs"] if size in SIZES else 256
+        return ckpt_configs(layer, ckpt, count=sentences, seq_len=seq_len, macs=max(macs, 64))
+    if size not in SIZES:
+        raise BinbertError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
+    return [(label, p, {}) for label, p in _random_configs(layer, size)]
 
 
 def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int | None = None,
-              ckpt=None, vectors: int | None = None, build_dir=None, log=print) -> list:
+              ckpt=None, vectors: int | None = None, build_dir=None, log=print,
+              size: str = "default") -> list:
     """Run every configuration of ``layer`` (attn, ffn, ln, encoder) through its cocotb bench on
-    ``sim``; returns the :class:`sim.runner.SimResult` list, raising SimulationError on a mismatch."""
+    ``sim``; returns the :class:`sim.runner.SimResult` list, raising SimulationError on a mismatch.
+
+    With ``ckpt`` (a checkpoint or export directory) the block is that model's layer 0 on
+    ``vectors`` real SST-2 dev sentences (default 8) instead of random ops and inputs.
+    """
     from sim.runner import run_block
 
     results = []
-    for label, params, extra in layer_configs(layer, ckpt):
+    sentences = CKPT_SENTENCES if vectors is None or ckpt is None else max(1, vectors)
+    for label, params, extra in layer_configs(layer, ckpt, size, sentences=sentences):
         if log:
             log(f"{label}")
         results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,

@@ -23,7 +23,7 @@ import numpy as np
 from sim.runner import load_bench
 from sim.stream import PlannedModel, StreamBench, pack_lanes, unpack_lanes
 
-BURST = 6
+BURST = 4
 
 
 def seq_beats(p, r: np.ndarray, valid: np.ndarray) -> list[int]:

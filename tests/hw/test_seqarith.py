@@ -63,3 +63,24 @@ def test_seq_bad_params():
         SeqSqrt(x_bits=0)
     with pytest.raises(BinbertError, match="invalid"):
         quotient_bits(10, 0)
+
+
+@pytest.mark.parametrize("steps", [2, 3, 7])
+def test_divider_several_bits_per_cycle(steps):
+    div = SeqDivider(dividend_bits=9, divisor_bits=5, q_bits=9, steps=steps)
+    rng = np.random.default_rng(steps)
+    pairs = [(int(a), int(d)) for a, d in zip(rng.integers(0, 512, 150), rng.integers(1, 32, 150))]
+    pairs += [(511, 1), (0, 31), (511, 31)]
+    got, stats = [], {}
+
+    async def feed(ctx):
+        await send(ctx, div.i, [{"n": a, "d": d, "tag": 0} for a, d in pairs], np.random.default_rng(0))
+
+    async def read(ctx):
+        got.extend(await recv(ctx, div.o, len(pairs), np.random.default_rng(1),
+                              convert=lambda v: int(v.q), stats=stats))
+
+    run(div, feed, read, deadline_cycles=20 * len(pairs))
+    assert got == [a // d for a, d in pairs]
+    assert div.cycles == -(-9 // steps) + 1
+    assert stats["cycles"] == len(pairs) * div.cycles + 1  # back to back: one op per `cycles`

@@ -1,0 +1,100 @@
+"""Encoder-level blocks (hw/layernorm, ffn, attention, encoder) == their golden ops in cocotb
+(sim/tb_ln, tb_ffn, tb_attn, tb_encoder), with the measured steady-state cycles within 1.10x of
+each block's cycle model; the exported layer of a (tiny, untrained) quantized model on real
+SST-2 dev sentences. Icarus compiles these designs in seconds; Verilator runs the LayerNorm here
+and the whole layer in the slow test (its C++ compile of a layer takes minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sim.layers import LAYERS, run_layer
+
+SEED = int(os.environ.get("BINBERT_SIM_SEED", "20240611"))
+VECTORS = {"ln": 400, "ffn": 40, "attn": 3, "encoder": 2}
+
+
+def _check(results, layer):
+    assert len(results) == 2 or layer not in ("ffn", "attn", "encoder", "ln")
+    for r in results:
+        st = r.stats
+        print(f"{layer} on {r.sim}: build {r.build_s:.1f}s sim {r.sim_s:.1f}s, "
+              f"{st['cycles_per_group']:.1f} cycles (model {st['cycles_per_group_model']})")
+        assert r.tests == 1
+        assert st["cycles_per_group"] <= 1.10 * st["cycles_per_group_model"]
+        assert st.get("unplanned", 0) == 0  # the DUT saw exactly the planned stimulus
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_layer_on_icarus(layer):
+    _check(run_layer(layer, sim="icarus", seed=SEED, vectors=VECTORS[layer], size="tiny"), layer)
+
+
+def test_ln_on_verilator():
+    _check(run_layer("ln", sim="verilator", seed=SEED, vectors=VECTORS["ln"], size="tiny"), "ln")
+
+
+@pytest.mark.slow
+def test_encoder_on_verilator():
+    _check(run_layer("encoder", sim="verilator", seed=SEED, vectors=VECTORS["encoder"], size="tiny"), "encoder")
+
+
+def _export(tmp_path_factory, variant, hidden, inter):
+    """A 1-layer quantized BERT with the MiniLM vocabulary (so real sentences tokenize), exported."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sw"))
+    from chain_models import tiny_quant
+
+    from sw.export import export_model
+
+    model = tiny_quant(variant, vocab=30522, hidden=hidden, layers=1, heads=2, inter=inter, max_pos=16)
+    out = tmp_path_factory.mktemp(f"export-{variant}")
+    export_model(model, out, meta={"backbone": "minilm"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def bi_export(tmp_path_factory):
+    return _export(tmp_path_factory, "bi", 16, 32)
+
+
+@pytest.fixture(scope="module")
+def split_export(tmp_path_factory):
+    return _export(tmp_path_factory, "split", 32, 64)
+
+
+def _check_export(results, layer):
+    assert len(results) == 1
+    st = results[0].stats
+    assert results[0].tests == 1 and st.get("unplanned", 0) == 0
+    if layer in ("encoder", "attn"):
+        assert st["source"].endswith(".npz")
+        assert st["valid_tokens"] > 3 * (st["sequences"] - 4) // 2  # real sentences: several tokens each
+    assert st["cycles_per_group"] <= 1.10 * st["cycles_per_group_model"]
+
+
+def test_exported_bibert_layer_on_sst2_sentences(bi_export):
+    _check_export(run_layer("encoder", sim="icarus", seed=SEED, ckpt=bi_export, vectors=3, size="tiny"), "encoder")
+
+
+def test_exported_split_ln_on_sst2_sentences(split_export):
+    _check_export(run_layer("ln", sim="icarus", seed=SEED, ckpt=split_export, vectors=3, size="tiny"), "ln")
+
+
+@pytest.mark.slow
+def test_exported_split_layer_on_sst2_sentences(split_export):
+    _check_export(run_layer("encoder", sim="icarus", seed=SEED, ckpt=split_export, vectors=3, size="tiny"), "encoder")
+
+
+def test_unknown_layer_and_size():
+    from hw.errors import BinbertError
+    from sim.layers import layer_configs
+
+    with pytest.raises(BinbertError, match="unknown layer 'conv'"):
+        layer_configs("conv")
+    with pytest.raises(BinbertError, match="unknown size 'huge'"):
+        layer_configs("ln", size="huge")
