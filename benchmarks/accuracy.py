@@ -31,6 +31,8 @@ from sw.config import config_to_yaml, load_config  # noqa: E402
 VARIANTS = [
     ("fp", "minilm-sst2-tws-a8.yaml", {}, "teacher", "full precision (teacher)", "32-32-32"),
     ("twn-a8", "minilm-sst2-tws-a8.yaml", {}, "ternary", "TWN 0.5x (ternary, half width)", "2-2-8"),
+    ("tws-a8-split", "minilm-sst2-tws-a8.yaml", {}, "split",
+     "TWS 1.0x right after splitting (no fine-tuning)", "1-1-8"),
     ("tws-a8", "minilm-sst2-tws-a8.yaml", {}, "binary", "TWS 1.0x (BinaryBERT)", "1-1-8"),
     ("bwn-a8", "minilm-sst2-bwn-a8.yaml", {}, "bwn", "BWN (binary, trained directly)", "1-1-8"),
     ("bibert", "minilm-sst2-bibert.yaml", {}, "bibert", "BiBERT (Bi-Attention + DMD)", "1-1-1"),
@@ -40,9 +42,12 @@ VARIANTS = [
      "adaptive splitting, budget 25%", "1-1-8"),
     ("adaptive-50", "minilm-sst2-adaptive.yaml", {"split": {"budget": 0.5}}, "binary",
      "adaptive splitting, budget 50%", "1-1-8"),
+    # ablation: the binary stage with joint (TernaryBERT-style) instead of two-stage distillation
+    ("tws-a8-joint", "minilm-sst2-tws-a8.yaml", {"binary": {"loss": "joint"}}, "binary",
+     "TWS 1.0x, binary stage with joint distillation (ablation)", "1-1-8"),
 ]
 # Variants that report a stage of another variant's run share its output directory.
-RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "twn-a4": "tws-a4"}
+RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4"}
 
 # The CPU profile: what the 2-core CPU run changes against the configs (all variants alike).
 CPU_PROFILE = {
