@@ -162,6 +162,31 @@ def parse_nextpnr_report(report: dict, target: Target, clock: str = CLOCK) -> di
     }
 
 
+def _short(name: str) -> str:
+    """A netlist cell/net name without the suffixes Yosys/nextpnr append ('_SB_LUT4_O...')."""
+    name = re.split(r"_(?:SB|TRELLIS|LUT4|CCU2C|DFF|DP16KD|PFUMX)|\$", name)[0]
+    return name.removeprefix("top.").rstrip("_.") or name
+
+
+def critical_path(report: dict, clock: str = CLOCK) -> dict:
+    """The register-to-register critical path of nextpnr's report, summarized: where it starts
+    (the first net), where it ends, its delay and how much of it is logic, routing, clock-to-q."""
+    for cp in report.get("critical_paths", []):
+        if clock in cp.get("from", "") and clock in cp.get("to", ""):
+            path = cp["path"]
+            sums = {}
+            for seg in path:
+                sums[seg["type"]] = sums.get(seg["type"], 0.0) + seg["delay"]
+            first_net = next((seg["net"] for seg in path if seg.get("net")), path[0]["from"]["cell"])
+            return {
+                "from": _short(first_net), "to": _short(path[-1]["to"]["cell"]),
+                "ns": round(sum(sums.values()), 2),
+                "logic_levels": sum(1 for seg in path if seg["type"] == "logic"),
+                **{f"{k.replace('-', '_')}_ns": round(v, 2) for k, v in sums.items()},
+            }
+    return {}
+
+
 def overused(log: str) -> str:
     """Resources nextpnr's utilisation table shows above 100 %, e.g. '5439 ICESTORM_LC > 5280'."""
     over = [f"{used} {name} > {avail}" for name, used, avail in
@@ -296,6 +321,7 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
     best = max(runs, key=lambda r: r["fmax_mhz"])
     stem = f"top_seed{best['seed']}"
     shutil.copyfile(out / f"pnr_seed{best['seed']}.json", out / "nextpnr_report.json")
+    crit = critical_path(json.loads((out / "nextpnr_report.json").read_text()))
 
     t_pack = 0.0
     bit_path = None
@@ -318,6 +344,7 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
         "timing_met": best["fmax_mhz"] >= freq,
         "seed": best["seed"],
         "seeds": {r["seed"]: round(r["fmax_mhz"], 2) for r in runs},
+        "critical_path": crit,
         "core": core,
         "total": total,
         "pnr": {k: best[k] for k in ("pnr_lut", "pnr_bram", "pnr_dsp", "pnr_io")},
@@ -425,6 +452,15 @@ def build(spec: LayerSpec, target: Target, out, *, freq_mhz: float | None = None
     return report
 
 
+def describe_path(c: dict) -> str:
+    """'wread__data → pc_l0_18: 9.12 ns = 5.83 clk-to-q + 3.05 routing + 0.24 logic (1 LUT)'."""
+    if not c:
+        return "(not reported)"
+    parts = " + ".join(f"{c[k]:.2f} {k[:-3].replace('_', '-')}" for k in
+                       ("clk_to_q_ns", "routing_ns", "logic_ns", "setup_ns") if c.get(k))
+    return f"{c['from']} → {c['to']}: {c['ns']:.2f} ns = {parts} ({c['logic_levels']} logic)"
+
+
 def report_markdown(r: dict) -> str:
     """The human-readable report.md of one build."""
     c, t, p = r["core"], r["total"], r["pnr"]
@@ -439,6 +475,7 @@ def report_markdown(r: dict) -> str:
         ("Fmax (nextpnr)", f"{r['fmax_mhz']:.1f} MHz at a {r['requested_mhz']:g} MHz constraint "
                            f"({'met' if r['timing_met'] else 'NOT met'}; seed {r['seed']}; "
                            f"seeds {r['seeds']})"),
+        ("critical path", describe_path(r.get("critical_path", {}))),
         ("cycles per vector", f"{r['cycles_per_vector']}"),
         ("MAC/s at Fmax (PE·SIMD·MMV·Fmax/A)", f"{r['mac_per_s'] / 1e9:.2f} G"),
         ("LUT4 per binary MAC (block only)", f"{r['lut4_per_mac']:.2f}"),

@@ -51,6 +51,14 @@ def test_cli_ice40_bitstream_and_report(ice40_build):
     assert r["lut4_per_mac"] == r["core"]["lut4"] / 16
     assert r["mac_per_s"] == pytest.approx(16 * r["fmax_mhz"] * 1e6)
     assert r["pnr"]["pnr_io"] == _pins("ice40") + 1  # byte streams + clock
+    # the summarized critical path is the one that sets Fmax, its parts add up
+    c = r["critical_path"]
+    assert 1000 / c["ns"] == pytest.approx(r["fmax_mhz"], rel=0.02)
+    parts = sum(v for k, v in c.items() if k.endswith("_ns") and k != "ns")
+    assert parts == pytest.approx(c["ns"], abs=0.05)
+    assert c["logic_levels"] >= 1 and c["from"] and c["to"]
+    assert flow.describe_path(c).startswith(f"{c['from']} → {c['to']}: {c['ns']:.2f} ns")
+    assert f"| critical path | {flow.describe_path(c)} |" in (out / "report.md").read_text()
 
 
 def test_ecp5_flow(tmp_path):
