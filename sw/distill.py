@@ -23,10 +23,12 @@ Terms (weights in ``DistillConfig``):
 
 Width (a student pruned to 0.5x against a full-width teacher): the hidden size H is never
 pruned, so ``emb``, ``mha``, ``ffn``, ``hidden`` and ``pred`` compare equal shapes directly.
-Heads and FFN neurons are pruned: when the head counts differ, ``scores`` compares the
-head-averaged scores (B, T, T), and ``dmd`` builds one pattern from all heads concatenated
-(F of shape (B, T, h*d): F F^T is T x T whatever h*d is). FFN intermediate activations are
-never compared, so the intermediate width needs no handling.
+Heads and FFN neurons are pruned. With a ``head_map`` (per layer, the teacher head each
+student head was pruned from; sw.train records it when it prunes) ``scores`` and ``dmd``
+compare every student head with its own teacher head. Without one, when the head counts
+differ, ``scores`` compares the head-averaged scores (B, T, T) and ``dmd`` builds one pattern
+from all heads concatenated (F of shape (B, T, h*d): F F^T is T x T whatever h*d is). FFN
+intermediate activations are never compared, so the intermediate width needs no handling.
 """
 from __future__ import annotations
 
@@ -53,11 +55,15 @@ def masked_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return F.mse_loss(s[m], t[m])
 
 
-def scores_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def scores_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor,
+               heads: list[int] | None = None) -> torch.Tensor:
     """MSE of attention scores (B, h, T, T) over valid (query, key) pairs.
 
-    Different head counts (pruned student) compare the head-averaged scores.
+    ``heads``: the teacher head of each student head (pruned student); without it, different
+    head counts compare the head-averaged scores.
     """
+    if heads is not None:
+        t = t[:, list(heads)]
     if s.shape[1] != t.shape[1]:
         s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
     m = _tokens(mask)
@@ -98,9 +104,15 @@ def direction_pattern(f: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -
 
 
 def dmd_term(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, s_heads: int,
-             t_heads: int) -> torch.Tensor:
-    """||P_s - P_t||_F averaged over batch and heads, for one of Q, K, V of one layer."""
-    if s_heads == t_heads:
+             t_heads: int, heads: list[int] | None = None) -> torch.Tensor:
+    """||P_s - P_t||_F averaged over batch and heads, for one of Q, K, V of one layer.
+
+    ``heads``: the teacher head of each student head (pruned student).
+    """
+    if heads is not None:
+        ps = direction_pattern(_heads(s, s_heads), mask)
+        pt = direction_pattern(_heads(t, t_heads)[:, list(heads)], mask)
+    elif s_heads == t_heads:
         ps = direction_pattern(_heads(s, s_heads), mask)
         pt = direction_pattern(_heads(t, t_heads), mask)
     else:  # pruned student: all heads as one feature vector per token
@@ -126,11 +138,26 @@ def _num_heads(layer: dict) -> int:
     return int(layer["scores"].shape[1])
 
 
-def intermediate_terms(s: dict, t: dict, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def _maps(s: dict, head_map) -> list:
+    if head_map is None:
+        return [None] * len(s["layers"])
+    if len(head_map) != len(s["layers"]):
+        raise BinbertError(f"distill: head_map has {len(head_map)} layers, the student "
+                           f"{len(s['layers'])}")
+    for layer, (a, m) in enumerate(zip(s["layers"], head_map)):
+        if len(m) != _num_heads(a):
+            raise BinbertError(f"distill: head_map[{layer}] names {len(m)} heads, the student "
+                               f"layer has {_num_heads(a)}")
+    return list(head_map)
+
+
+def intermediate_terms(s: dict, t: dict, mask: torch.Tensor,
+                       head_map=None) -> dict[str, torch.Tensor]:
     _check_depth(s, t)
+    maps = _maps(s, head_map)
     out = {"emb": masked_mse(s["embeddings"], t["embeddings"], mask)}
-    out["scores"] = sum(scores_mse(a["scores"], b["scores"], mask)
-                        for a, b in zip(s["layers"], t["layers"]))
+    out["scores"] = sum(scores_mse(a["scores"], b["scores"], mask, m)
+                        for a, b, m in zip(s["layers"], t["layers"], maps))
     out["mha"] = sum(masked_mse(a["attn_out"], b["attn_out"], mask)
                      for a, b in zip(s["layers"], t["layers"]))
     out["ffn"] = sum(masked_mse(a["ffn_out"], b["ffn_out"], mask)
@@ -138,13 +165,13 @@ def intermediate_terms(s: dict, t: dict, mask: torch.Tensor) -> dict[str, torch.
     return out
 
 
-def dmd_terms(s: dict, t: dict, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def dmd_terms(s: dict, t: dict, mask: torch.Tensor, head_map=None) -> dict[str, torch.Tensor]:
     _check_depth(s, t)
     dmd = 0.0
-    for a, b in zip(s["layers"], t["layers"]):
+    for a, b, m in zip(s["layers"], t["layers"], _maps(s, head_map)):
         ha, hb = _num_heads(a), _num_heads(b)
         for name in ("q", "k", "v"):
-            dmd = dmd + dmd_term(a[name], b[name], mask, ha, hb)
+            dmd = dmd + dmd_term(a[name], b[name], mask, ha, hb, m)
     hidden = masked_mse(s["embeddings"], t["embeddings"], mask)
     for a, b in zip(s["layers"], t["layers"]):
         hidden = hidden + masked_mse(a["ffn_out"], b["ffn_out"], mask)
@@ -152,18 +179,20 @@ def dmd_terms(s: dict, t: dict, mask: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def distill_loss(mode: str, s: dict, t: dict, mask: torch.Tensor, weights,
-                 temperature: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 temperature: float | None = None,
+                 head_map=None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted loss of one distillation ``mode`` and its unweighted terms (for logging).
 
     ``mode``: ``intermediate`` (BinaryBERT stage 1), ``prediction`` (stage 2), ``joint``
     (both at once, TernaryBERT style) or ``dmd`` (BiBERT). ``weights`` is a DistillConfig.
+    ``head_map``: per layer, the teacher head index of each student head (pruned student).
     """
     temperature = weights.temperature if temperature is None else temperature
     terms: dict[str, torch.Tensor] = {}
     if mode in ("intermediate", "joint"):
-        terms.update(intermediate_terms(s, t, mask))
+        terms.update(intermediate_terms(s, t, mask, head_map))
     if mode == "dmd":
-        terms.update(dmd_terms(s, t, mask))
+        terms.update(dmd_terms(s, t, mask, head_map))
     if mode in ("prediction", "joint", "dmd"):
         terms["pred"] = soft_cross_entropy(s["logits"], t["logits"], temperature)
     if not terms:

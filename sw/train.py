@@ -114,6 +114,11 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# Model attribute (and structure.json entry): per layer, the teacher head each head of a
+# pruned student came from, so distillation can match heads one to one (sw.distill).
+HEAD_MAP = "binbert_head_map"
+
+
 def model_structure(model: nn.Module) -> dict:
     """Shapes that a fresh model of the same BertConfig may lack (pruned heads / neurons)."""
     bert = model.bert
@@ -125,7 +130,28 @@ def model_structure(model: nn.Module) -> dict:
             "head_size": int(s.attention_head_size),
             "intermediate": int(layer.intermediate.dense.out_features),
         })
-    return {"layers": layers}
+    out = {"layers": layers}
+    if getattr(model, HEAD_MAP, None) is not None:
+        out["teacher_heads"] = getattr(model, HEAD_MAP)
+    return out
+
+
+def teacher_heads(student: nn.Module, teacher: nn.Module) -> list[list[int]]:
+    """For a student freshly pruned from ``teacher``: per layer, the teacher index of each
+    student head (found by its query rows, which pruning copies exactly)."""
+    out = []
+    for i, (ls, lt) in enumerate(zip(student.bert.encoder.layer, teacher.bert.encoder.layer)):
+        d = ls.attention.self.attention_head_size
+        ws, wt = ls.attention.self.query.weight.detach(), lt.attention.self.query.weight.detach()
+        row = []
+        for j in range(ws.shape[0] // d):
+            match = [h for h in range(wt.shape[0] // d)
+                     if torch.equal(ws[j * d:(j + 1) * d], wt[h * d:(h + 1) * d])]
+            if not match:
+                raise BinbertError(f"layer {i} head {j} of the pruned student is no teacher head")
+            row.append(match[0])
+        out.append(row)
+    return out
 
 
 def apply_structure(model: nn.Module, structure: dict) -> nn.Module:
@@ -158,6 +184,8 @@ def apply_structure(model: nn.Module, structure: dict) -> nn.Module:
         raise BinbertError("checkpoint structure is wider than its BertConfig")
     if cur != structure["layers"]:
         keep_units(model, heads, neurons)
+    if structure.get("teacher_heads") is not None:
+        setattr(model, HEAD_MAP, structure["teacher_heads"])
     return model
 
 
@@ -477,6 +505,7 @@ class Trainer:
         if stage.type == "ternary" and stage.width < 1.0:
             from sw.prune import prune_to_width
             prune_to_width(model, stage.width, self.importance_batches())
+            setattr(model, HEAD_MAP, teacher_heads(model, self.teacher))
         quantize_bert(model, self._quant_cfg(stage))
         return model
 
@@ -708,7 +737,8 @@ class _StageRun:
         if need_trace:
             s.update(embeddings=srec.embeddings, layers=srec.layers)
             t.update(embeddings=trec.embeddings, layers=trec.layers)
-        loss, terms = distill_loss(phase.loss, s, t, batch["attention_mask"], self.cfg.distill)
+        loss, terms = distill_loss(phase.loss, s, t, batch["attention_mask"], self.cfg.distill,
+                                   head_map=getattr(self.model, HEAD_MAP, None))
         if net is not self.model:
             # DDP reduces gradients of everything its output depends on; the intermediate loss
             # reads hooked tensors, not the logits, so tie the logits in with weight zero.

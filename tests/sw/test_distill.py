@@ -163,3 +163,28 @@ def test_mismatches_are_errors(teacher):
         masked_mse(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.ones(1, 2))
     with pytest.raises(BinbertError, match="logits"):
         soft_cross_entropy(torch.zeros(2, 2), torch.zeros(2, 1))
+
+
+def test_head_map_matches_pruned_heads_one_to_one(teacher):
+    """A freshly pruned student's heads equal their teacher heads: with the map, layer 0 (same
+    input) has zero score and DMD error; head-averaging cannot see that."""
+    from sw.train import teacher_heads
+
+    b = _batch()
+    t = _trace(teacher, b)
+    student = copy.deepcopy(teacher)
+    keep_units(student, [torch.tensor([1, 3]), torch.tensor([0, 2])], [torch.arange(32)] * 2)
+    hmap = teacher_heads(student, teacher)
+    assert hmap == [[1, 3], [0, 2]]
+    s = _trace(student, b)
+    mask = b["attention_mask"]
+    a, c = s["layers"][0], t["layers"][0]
+    assert float(scores_mse(a["scores"], c["scores"], mask, hmap[0])) == pytest.approx(0, abs=1e-12)
+    assert float(scores_mse(a["scores"], c["scores"], mask)) > 0
+    for name in ("q", "k", "v"):
+        assert float(dmd_term(a[name], c[name], mask, 2, 4, hmap[0])) == pytest.approx(0, abs=1e-6)
+    _, with_map = distill_loss("joint", s, t, mask, W, head_map=hmap)
+    _, without = distill_loss("joint", s, t, mask, W)
+    assert with_map["scores"] < without["scores"]
+    with pytest.raises(BinbertError, match=r"head_map\[0\] names 3 heads"):
+        distill_loss("joint", s, t, mask, W, head_map=[[0, 1, 2], [0, 1]])

@@ -71,6 +71,14 @@ def test_checkpoints_rebuild_the_model(pipeline):
     t = json.loads((out / "teacher" / "final" / "structure.json").read_text())
     assert [l["heads"] * 2 for l in s["layers"]] == [l["heads"] for l in t["layers"]]
     assert [l["intermediate"] * 2 for l in s["layers"]] == [l["intermediate"] for l in t["layers"]]
+    # the pruned student remembers which teacher head each of its heads came from, through
+    # quantization, splitting and reloading (distillation matches heads one to one)
+    n_t = t["layers"][0]["heads"]
+    for name in ("ternary", "split", "binary"):
+        st = json.loads((out / name / "final" / "structure.json").read_text())
+        assert [len(h) for h in st["teacher_heads"]] == [l["heads"] for l in s["layers"]]
+        assert all(0 <= i < n_t and len(set(h)) == len(h) for h in st["teacher_heads"] for i in h)
+    assert "teacher_heads" not in t
 
 
 def test_split_stage_preserves_the_ternary_function(pipeline):
