@@ -628,7 +628,7 @@ class Trainer:
             if run is not None and self.cfg.train.select == "best" and best is not None:
                 bstate = read_state(best)
                 bstate.update(complete=True, summary=summary)
-                (best / STATE).write_text(json.dumps(bstate, indent=1, default=str))
+                _write_json(best / STATE, bstate)
                 shutil.rmtree(sdir / "final", ignore_errors=True)
                 os.replace(best, sdir / "final")
             else:
