@@ -59,3 +59,15 @@ def test_default_configs():
     w = mvu[0][1].weights
     assert w[0].all() and not w[1].any()  # the extreme rows the edge vectors rely on
     assert len(commands.block_configs("lsq")) == 2
+
+
+def test_cli_failure_exits_1(monkeypatch, capsys):
+    import sim.runner
+
+    def broken(params, **kw):
+        raise sim.runner.SimulationError("pe on icarus failed 1 of 1 tests (seed 5): o beat 3: lane 0")
+
+    monkeypatch.setattr(sim.runner, "run_block", broken)
+    assert main(["sim", "--layer", "pe", "--sim", "icarus", "--seed", "5"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: pe on icarus failed" in out and "o beat 3: lane 0" in out
