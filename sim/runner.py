@@ -320,12 +320,12 @@ def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = 
     work = design_dir / (sim + ("-waves" if waves else ""))
     with _locked(work):
         return _run_locked(params, block=block, sim=sim, waves=waves, seed=seed,
-                           vectors=int(vectors), module=module, env=env, design_dir=design_dir,
+                           vectors=int(vectors), module=module, env=env,
                            work=work, extra=extra or {}, verbose=verbose, say=say)
 
 
 def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, vectors: int,
-                module: str, env: dict[str, str], design_dir: Path, work: Path,
+                module: str, env: dict[str, str], work: Path,
                 extra: dict[str, Any], verbose: bool, say: Callable[[str], None]) -> SimResult:
     from cocotb_tools.runner import get_runner
 
