@@ -54,6 +54,7 @@ class AttentionCoreParams:
     seq_len: int
     banks: int = 2
     probs_banks: int | None = None
+    ctx_lanes: int | None = None   # context values requantized per cycle (None: as few as keep up)
 
     def __post_init__(self):
         o = "AttentionCoreParams"
@@ -64,6 +65,13 @@ class AttentionCoreParams:
             raise BinbertError(f"{o}: seq_len={self.seq_len} exceeds the attention's max_len={self.att.max_len}")
         if self.banks not in (1, 2):
             raise BinbertError(f"{o}: banks={self.banks!r} must be 1 or 2")
+        if self.ctx_lanes is None:
+            d = self.att.head_dim
+            fast = max(self.seq_len + 1, self.probs.cycles_per_row) - 1
+            object.__setattr__(self, "ctx_lanes", min(c for c in range(1, d + 1) if d % c == 0 and d // c <= fast))
+        _pos(o, "ctx_lanes", self.ctx_lanes)
+        if self.att.head_dim % self.ctx_lanes:
+            raise BinbertError(f"{o}: ctx_lanes={self.ctx_lanes} does not divide head_dim={self.att.head_dim}")
         if self.att.context.rows not in (1, self.att.hidden):
             raise BinbertError(f"{o}: the context requantizer has {self.att.context.rows} rows, "
                                f"expected 1 or hidden={self.att.hidden}")
@@ -88,8 +96,8 @@ class AttentionCoreParams:
     @property
     def row_cycles(self) -> int:
         """Steady-state cycles per query row: the producer (Q read + L scores), the
-        probabilities unit, the consumer (L products)."""
-        return max(self.seq_len + 1, self.probs.cycles_per_row)
+        probabilities unit, the consumer (L products), the context serializer (d/ctx_lanes)."""
+        return max(self.seq_len + 1, self.probs.cycles_per_row, self.head_dim // self.ctx_lanes + 1)
 
     @property
     def cycles_per_sequence(self) -> int:
@@ -121,6 +129,20 @@ def _values(m: Module, word, bits: int, lanes: int, name: str):
     return out
 
 
+def _mul_small(m: Module, x, y, y_bits: int, *, signed_b: bool, name: str):
+    """x · y for a narrow ``y`` (a code of y_bits) as a sum of shifted copies of x: adders,
+    not a DSP block -- the core has 2·head_dim of these and DSPs are scarce (ECP5: 156)."""
+    if y_bits == 1 and not signed_b:
+        return Mux(y[0], x, 0)
+    terms = []
+    for i in range(y_bits):
+        part = Signal(signed(len(x) + i + 1), name=f"{name}_p{i}")
+        neg = signed_b and i == y_bits - 1   # two's complement: the top bit weighs -2^(n-1)
+        m.d.comb += part.eq(Mux(y[i], (-(x << i)) if neg else (x << i), 0))
+        terms.append(part)
+    return sum(terms)
+
+
 class AttentionCore(wiring.Component):
     """Ports: ``q``, ``k``, ``v``: In(stream of ArrayLayout(code, head_dim)), one beat per
     (token, head), token-major; ``mask``: In(stream of unsigned(1)), one beat per token;
@@ -138,7 +160,7 @@ class AttentionCore(wiring.Component):
             "k": In(stream.Signature(data.ArrayLayout(code_shape(a.k_bits), d))),
             "v": In(stream.Signature(data.ArrayLayout(code_shape(a.v_bits), d))),
             "mask": In(stream.Signature(unsigned(1))),
-            "o": Out(stream.Signature(data.ArrayLayout(code_shape(a.context.out_bits), d))),
+            "o": Out(stream.Signature(data.ArrayLayout(code_shape(a.context.out_bits), params.ctx_lanes))),
         })
 
     def elaborate(self, platform):
@@ -236,7 +258,8 @@ class AttentionCore(wiring.Component):
         else:
             qv = _values(m, q_reg, a.q_bits, d, "qv")
             kv = _values(m, k_rd.data, a.k_bits, d, "kv")
-            m.d.comb += score.eq(sum(x * y for x, y in zip(qv, kv)))
+            m.d.comb += score.eq(sum(_mul_small(m, x, y, max(2, a.k_bits), signed_b=True, name=f"qk{e}")
+                                     for e, (x, y) in enumerate(zip(qv, kv))))
         s_valid = Signal()
         s_out = Signal(p.probs.score_bits)
         s_mask = Signal()
@@ -246,16 +269,30 @@ class AttentionCore(wiring.Component):
                      probs.i.payload.valid.eq(s_mask)]
 
         # ---------------- CONSUMER ----------------
+        # en: the output side; en_c: the P·V pipeline, which also waits while the context of the
+        # previous row is still being requantized chunk by chunk
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        cl = p.ctx_lanes
+        chunks = d // cl
+        ser_active = Signal()
+        ser_c = Signal(range(chunks))
+        ser_h = Signal(range(H))
+        ser_last = ser_c == chunks - 1
+        ser_issue = Signal()
+        m.d.comb += ser_issue.eq(ser_active & en)
+        en_c = Signal()
+        c1_valid, c1_last = Signal(), Signal()
+        # a row's final sum may enter ctx only once the previous context has fully left
+        m.d.comb += en_c.eq(en & ~(c1_valid & c1_last & ser_active & ~(ser_issue & ser_last)))
         cb = Signal(range(B))
         c_j = Signal(range(L))
         c_h = Signal(range(H))
         c_row = Signal(range(rows))
         v_rd = mems["v"].read_port(domain="sync")
         take = Signal()
-        m.d.comb += [take.eq(en & probs.o.valid), probs.o.ready.eq(en),
-                     v_rd.addr.eq(cb * rows + c_j * H + c_h), v_rd.en.eq(en)]
+        m.d.comb += [take.eq(en_c & probs.o.valid), probs.o.ready.eq(en_c),
+                     v_rd.addr.eq(cb * rows + c_j * H + c_h), v_rd.en.eq(en_c)]
         m.d.comb += [free_bank.eq(cb), free_now.eq(0)]
         with m.If(take):
             with m.If(c_j == L - 1):
@@ -265,51 +302,65 @@ class AttentionCore(wiring.Component):
                     m.d.sync += [cb.eq(nxt(cb, B)), produced.bit_select(cb, 1).eq(0)]
             with m.Else():
                 m.d.sync += c_j.eq(c_j + 1)
-        c1_valid, c1_last = Signal(), Signal()
         c1_p = Signal(unsigned(p.probs.p_bits))
         c1_h = Signal(range(H))
-        with m.If(en):
+        with m.If(en_c):
             m.d.sync += [c1_valid.eq(take), c1_last.eq(c_j == L - 1), c1_p.eq(probs.o.payload), c1_h.eq(c_h)]
         vv = _values(m, v_rd.data, a.v_bits, d, "vv")
         cbits = a.context.acc_bits
         acc = [Signal(signed(cbits), name=f"acc{e}") for e in range(d)]
         ctx = [Signal(signed(cbits), name=f"ctx{e}") for e in range(d)]
-        ctx_valid = Signal()
-        ctx_h = Signal(range(H))
-        with m.If(en):
-            m.d.sync += [ctx_valid.eq(c1_valid & c1_last), ctx_h.eq(c1_h)]
-            for e in range(d):
-                prod = c1_p * vv[e] if p.probs.p_bits > 1 else Mux(c1_p, vv[e], 0)
-                with m.If(c1_valid):
-                    with m.If(c1_last):
-                        m.d.sync += [acc[e].eq(0), ctx[e].eq(acc[e] + prod)]
-                    with m.Else():
-                        m.d.sync += acc[e].eq(acc[e] + prod)
-        # context requantizer: constants per column (head ctx_h, lane e) when per-row
+        load_ctx = Signal()
+        m.d.comb += load_ctx.eq(en_c & c1_valid & c1_last)
+        for e in range(d):
+            prod = _mul_small(m, vv[e], c1_p, p.probs.p_bits, signed_b=False, name=f"pv{e}")
+            with m.If(en_c & c1_valid):
+                with m.If(c1_last):
+                    m.d.sync += [acc[e].eq(0), ctx[e].eq(acc[e] + prod)]
+                with m.Else():
+                    m.d.sync += acc[e].eq(acc[e] + prod)
+        # serializer: ctx_lanes context values per cycle into the requantizer
+        with m.If(load_ctx):
+            m.d.sync += [ser_active.eq(1), ser_c.eq(0), ser_h.eq(c1_h)]
+        with m.Elif(ser_issue):
+            m.d.sync += ser_c.eq(ser_c + 1)
+            with m.If(ser_last):
+                m.d.sync += ser_active.eq(0)
+        # stage S: the chunk's values registered, its constants read (per-row requantizer)
         rq = a.context
         per_row = rq.rows > 1
+        s_val = [Signal(signed(cbits), name=f"chunk{e}") for e in range(cl)]
+        s_valid = Signal()
+        with m.If(en):
+            m.d.sync += s_valid.eq(ser_issue)
+            for e in range(cl):
+                with m.Switch(ser_c):
+                    for c in range(chunks):
+                        with m.Case(c):
+                            m.d.sync += s_val[e].eq(ctx[c * cl + e])
         if per_row:
-            layout = data.StructLayout({"m": data.ArrayLayout(unsigned(rq.m_bits), d),
-                                        "b": data.ArrayLayout(signed(rq.bias_bits), d)})
+            layout = data.StructLayout({"m": data.ArrayLayout(unsigned(rq.m_bits), cl),
+                                        "b": data.ArrayLayout(signed(rq.bias_bits), cl)})
 
             def col(c):
                 return (int(rq.mult[0, c if rq.mult.shape[1] > 1 else 0]),
                         int(rq.bias[c if rq.bias.shape[0] > 1 else 0]))
-            init = [{"m": [col(h * d + e)[0] for e in range(d)], "b": [col(h * d + e)[1] for e in range(d)]}
-                    for h in range(H)]
-            crom = memory.Memory(shape=layout, depth=H, init=init)
+            init = [{"m": [col(h * d + c * cl + e)[0] for e in range(cl)],
+                     "b": [col(h * d + c * cl + e)[1] for e in range(cl)]}
+                    for h in range(H) for c in range(chunks)]
+            crom = memory.Memory(shape=layout, depth=H * chunks, init=init)
             m.submodules.ctx_consts = crom
             c_rd = crom.read_port(domain="sync")
-            m.d.comb += [c_rd.addr.eq(c1_h), c_rd.en.eq(en)]
-            consts = [([c_rd.data.m[e]], c_rd.data.b[e]) for e in range(d)]
+            m.d.comb += [c_rd.addr.eq(ser_h * chunks + ser_c), c_rd.en.eq(en)]
+            consts = [([c_rd.data.m[e]], c_rd.data.b[e]) for e in range(cl)]
         else:
-            consts = [([int(rq.mult[0, 0])], int(rq.bias[0]))] * d
-        codes = requant_pipeline(m, rq, [[c] for c in ctx], consts, en, lanes=d, name="ctx")
+            consts = [([int(rq.mult[0, 0])], int(rq.bias[0]))] * cl
+        codes = requant_pipeline(m, rq, [[v] for v in s_val], consts, en, lanes=cl, name="ctx")
         z_valid, o_valid = Signal(), Signal()
         with m.If(en):
-            m.d.sync += [z_valid.eq(ctx_valid), o_valid.eq(z_valid)]
+            m.d.sync += [z_valid.eq(s_valid), o_valid.eq(z_valid)]
         m.d.comb += self.o.valid.eq(o_valid)
-        for e in range(d):
+        for e in range(cl):
             m.d.comb += self.o.payload[e].eq(codes[e])
         return m
 
@@ -344,10 +395,14 @@ class AttentionParams:
         _pos(o, "lanes", self.lanes)
         if self.hidden % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide hidden={self.hidden}")
+        # heads·head_dim may be below hidden (DynaBERT width-pruned heads)
+        ah = self.attention.hidden
         for name, lin in (("query", self.query), ("key", self.key), ("value", self.value)):
-            if lin.k != self.hidden or lin.n != self.hidden or lin.in_bits != self.qkv_in.out_bits:
+            if lin.k != self.hidden or lin.n != ah or lin.in_bits != self.qkv_in.out_bits:
                 raise BinbertError(f"{o}: {name} is {lin.n}x{lin.k} on {lin.in_bits}-bit codes, expected "
-                                   f"{self.hidden}x{self.hidden} on the qkv_in codes")
+                                   f"{ah}x{self.hidden} on the qkv_in codes")
+        if self.attn_out.k != ah or self.attn_out.n != self.hidden:
+            raise BinbertError(f"{o}: attn_out is {self.attn_out.n}x{self.attn_out.k}, expected {self.hidden}x{ah}")
         self.core, self.projections, self.out_proj, self.addnorm, self.qin  # noqa: B018
 
     @classmethod
@@ -504,7 +559,7 @@ class AttentionBlock(wiring.Component):
             m.submodules[f"proj_{name}"] = unit
             wiring.connect(m, fork_x.outs()[idx], unit.i)
             wiring.connect(m, unit.o, getattr(core, name))
-        m.submodules.to_o = to_o = Regroup(code_shape(a.context.out_bits), a.head_dim, p.simd_o)
+        m.submodules.to_o = to_o = Regroup(code_shape(a.context.out_bits), p.core.ctx_lanes, p.simd_o)
         m.submodules.out_proj = out_proj = p.out_proj.create()
         m.submodules.addnorm = addnorm = p.addnorm.create()
         wiring.connect(m, core.o, to_o.i)

@@ -143,8 +143,9 @@ def folding_for(layer: EncoderLayer, *, seq_len: int, macs: int = 256, lanes: in
         pe = _largest_divisor(terms * n_rows, max(terms, macs // simd), terms)
         return pe, simd
 
-    pe_qkv, simd_qkv = fold(h, h, layer.query.terms)
-    pe_o, simd_o = fold(h, h, layer.attn_out.terms)
+    ah = layer.attention.hidden  # heads·head_dim (below h when heads were pruned)
+    pe_qkv, simd_qkv = fold(h, ah, layer.query.terms)
+    pe_o, simd_o = fold(ah, h, layer.attn_out.terms)
     pe1, simd1 = fold(h, f, layer.ffn_in.terms)
     pe2, simd2 = fold(f, h, layer.ffn_out.terms)
     if lanes is None:

@@ -200,15 +200,17 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                          max_len: int = 8, x_bits: int = 2, q_bits: int = 2, k_bits: int = 2,
                          v_bits: int = 2, p_bits: int = 4, c_bits: int = 2, f_bits: int = 2,
                          g_bits: int = 2, terms: int = 1, mode: str = "softmax",
-                         act: str = "gelu") -> "EncoderLayer":
+                         act: str = "gelu", head_dim: int | None = None) -> "EncoderLayer":
     """A whole §19 layer of seeded random ops, folded like the export (binary weight terms,
-    LSQ codes of the given widths, softmax or Bi-Attention Heaviside, GELU table or ReLU)."""
+    LSQ codes of the given widths, softmax or Bi-Attention Heaviside, GELU table or ReLU).
+    ``head_dim`` below hidden/heads: width-pruned heads (Q/K/V heads·head_dim x hidden)."""
     from hw.encoder_params import Attention, EncoderLayer, Heaviside
 
-    d = hidden // heads
+    d = hidden // heads if head_dim is None else head_dim
+    ah = heads * d
     if mode == "bi":
         q_bits = k_bits = v_bits = 1
-    qkv = [random_binary_linear(rng, k=hidden, n=hidden, terms=terms, in_bits=x_bits, out="code",
+    qkv = [random_binary_linear(rng, k=hidden, n=ah, terms=terms, in_bits=x_bits, out="code",
                                 out_bits=b) for b in (q_bits, k_bits, v_bits)]
     sb = signed_bits(-d * _mag(q_bits) * _mag(k_bits), d * _mag(q_bits) * _mag(k_bits))
     if mode == "bi":
@@ -224,7 +226,7 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                              real_scale=2.0 * _mag(c_bits) / typical, per_row=False, bias_scale=0.0)
     attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,
                           probs=probs, context=context, max_len=max_len)
-    attn_out = random_binary_linear(rng, k=hidden, n=hidden, terms=terms, in_bits=c_bits, out="res")
+    attn_out = random_binary_linear(rng, k=ah, n=hidden, terms=terms, in_bits=c_bits, out="res")
     ffn_in = random_binary_linear(rng, k=hidden, n=ffn, terms=terms, in_bits=f_bits,
                                   out="gelu" if act == "gelu" and g_bits > 1 else "code", out_bits=g_bits,
                                   relu=act == "relu")
@@ -244,6 +246,7 @@ DEFAULT_VECTORS = {"ln": 2000, "ffn": 300, "attn": 12, "encoder": 8}
 SEQ_LEN = 8            # random configurations: tokens per sequence
 CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
 CKPT_SENTENCES = 8
+CKPT_MACS = 1024
 CONFIG_SEED = 2024     # the random ops are part of the design: fixed, so builds are reused
 
 
@@ -381,7 +384,7 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = 
         block = _block(layer, enc)
         np.savez(tmp, r=r, valid=valid)
     tmp.close()
-    return [(f"{layer} {note}", block, {"inputs": tmp.name})]
+    return [(f"{layer} {note}", block, {"inputs": tmp.name, "burst": 3})]
 
 
 def layer_configs(layer: str, ckpt=None, size: str = "default", sentences: int = CKPT_SENTENCES,
@@ -391,8 +394,10 @@ def layer_configs(layer: str, ckpt=None, size: str = "default", sentences: int =
     if layer not in LAYERS:
         raise BinbertError(f"unknown layer {layer!r}: encoder-level layers are {', '.join(LAYERS)}")
     if ckpt is not None:
-        macs = SIZES[size]["macs"] if size in SIZES else 256
-        return ckpt_configs(layer, ckpt, count=sentences, seq_len=seq_len, macs=max(macs, 64))
+        # a trained layer is BERT-sized: fold it wider than the random default (~1k XNOR lanes
+        # per MVU) so a sentence takes tens of thousands of cycles, not millions
+        macs = CKPT_MACS if size == "default" else SIZES[size]["macs"]
+        return ckpt_configs(layer, ckpt, count=sentences, seq_len=seq_len, macs=macs)
     if size not in SIZES:
         raise BinbertError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
     return [(label, p, {}) for label, p in _random_configs(layer, size)]
@@ -400,12 +405,13 @@ def layer_configs(layer: str, ckpt=None, size: str = "default", sentences: int =
 
 def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int | None = None,
               ckpt=None, vectors: int | None = None, build_dir=None, log=print,
-              size: str = "default") -> list:
+              size: str = "default", **run_kw) -> list:
     """Run every configuration of ``layer`` (attn, ffn, ln, encoder) through its cocotb bench on
     ``sim``; returns the :class:`sim.runner.SimResult` list, raising SimulationError on a mismatch.
 
     With ``ckpt`` (a checkpoint or export directory) the block is that model's layer 0 on
     ``vectors`` real SST-2 dev sentences (default 8) instead of random ops and inputs.
+    ``run_kw`` goes to :func:`sim.runner.run_block` (e.g. ``verbose``).
     """
     from sim.runner import run_block
 
@@ -417,5 +423,60 @@ def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int
         results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,
                                  vectors=DEFAULT_VECTORS[layer] if vectors is None else vectors,
                                  build_dir=build_dir, test_module=LAYERS[layer], extra=extra,
-                                 log=log))
+                                 log=log, **run_kw))
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# `make bitstream LAYER=encoder CONFIG=...`: small layers that fit the FPGAs
+# --------------------------------------------------------------------------------------------
+
+BITSTREAM_CONFIGS = {
+    # ECP5-85k: the CLI's default shape (W1A4 split weights, softmax attention)
+    "tiny": dict(hidden=64, heads=2, ffn=128, seq_len=8, mode="split", macs=128, lanes=2),
+    # ECP5-85k: the same shape as a BiBERT W1A1 layer (Bi-Attention)
+    "tiny-bi": dict(hidden=64, heads=2, ffn=128, seq_len=8, mode="bi", macs=128, lanes=2),
+    # iCE40 UP5K attempt: the smallest BiBERT layer that still folds
+    "micro-bi": dict(hidden=16, heads=2, ffn=32, seq_len=4, mode="bi", macs=16, lanes=1),
+}
+
+
+def bitstream_params(config: str = "tiny", ckpt=None):
+    """EncoderLayerParams of a bitstream configuration: seeded random ops at the preset's shape,
+    or (``ckpt``) layer 0 of an exported model folded with the preset's MAC budget."""
+    from hw.encoder import folding_for
+    from hw.errors import BinbertError
+
+    if config not in BITSTREAM_CONFIGS:
+        raise BinbertError(f"unknown encoder config {config!r}: choose one of {', '.join(BITSTREAM_CONFIGS)}")
+    z = BITSTREAM_CONFIGS[config]
+    if ckpt is not None:
+        params, _meta, _bb = load_export(ckpt)
+        layer = params.layers[0]
+        seq_len = min(z["seq_len"], params.max_len)
+    else:
+        rng = np.random.default_rng(CONFIG_SEED)
+        split, bi = random_layer_pair(rng, hidden=z["hidden"], heads=z["heads"], ffn=z["ffn"],
+                                      max_len=z["seq_len"])
+        layer = bi if z["mode"] == "bi" else split
+        seq_len = z["seq_len"]
+    lanes = z["lanes"] if layer.ln1.n % z["lanes"] == 0 else 1
+    return folding_for(layer, seq_len=seq_len, macs=z["macs"], lanes=lanes)
+
+
+def bitstream_spec(config: str = "tiny", ckpt=None) -> dict:
+    """What hw/flow.py's LayerSpec needs for ``--layer encoder``: the params (``.create()``),
+    XNOR lanes per cycle, activation bits, cycles per token, and a description."""
+    p = bitstream_params(config, ckpt)
+    units = list(p.attention.projections) + [p.attention.out_proj, p.ffn.lin1, p.ffn.lin2]
+    macs = sum(u.pe * u.simd for u in units)
+    lyr = p.layer
+    return {"layer": "encoder", "params": p, "macs_per_cycle": macs,
+            "a_bits": max(lyr.qkv_in.out_bits, lyr.ffn_in_q.out_bits),
+            "cycles_per_vector": -(-p.cycles_per_sequence // p.seq_len),
+            "describe": {"config": config, "hidden": p.hidden, "heads": lyr.attention.heads,
+                         "ffn": lyr.ffn_in.n, "seq_len": p.seq_len, "lanes": p.lanes,
+                         "terms": lyr.query.terms, "attention": type(lyr.attention.probs).__name__,
+                         "pe_simd": {"qkv": [p.pe_qkv, p.simd_qkv], "o": [p.pe_o, p.simd_o],
+                                     "ffn1": [p.pe_ffn1, p.simd_ffn1], "ffn2": [p.pe_ffn2, p.simd_ffn2]},
+                         "cycles_per_sequence": p.cycles_per_sequence}}

@@ -23,7 +23,7 @@ import numpy as np
 from sim.runner import load_bench
 from sim.stream import PlannedModel, StreamBench, pack_lanes, unpack_lanes
 
-BURST = 4
+BURST_DEFAULT = 4
 
 
 def seq_beats(p, r: np.ndarray, valid: np.ndarray) -> list[int]:
@@ -93,25 +93,26 @@ async def sequence_bench(dut, name: str):
     await bench.run([b for seq in beats for b in seq], len(r) * group, max_cycles=len(r) * per_seq_bound)
 
     await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    br, bv = random_sequences(p, nrng, BURST)
+    burst = max(3, int(cfg.extra.get("burst", BURST_DEFAULT)))
+    br, bv = random_sequences(p, nrng, burst)
     by = p.compute(br, bv)
-    bbeats = [seq_beats(p, br[s], bv[s]) for s in range(BURST)]
-    model.plan(bbeats, [expected(p, by[s], len(r) + s) for s in range(BURST)])
+    bbeats = [seq_beats(p, br[s], bv[s]) for s in range(burst)]
+    model.plan(bbeats, [expected(p, by[s], len(r) + s) for s in range(burst)])
     first = len(bench.out_monitor.cycles)
     t0 = bench.cycle()
-    await bench.run([b for seq in bbeats for b in seq], BURST * group, max_cycles=BURST * per_seq_bound)
+    await bench.run([b for seq in bbeats for b in seq], burst * group, max_cycles=burst * per_seq_bound)
     out = bench.out_monitor.cycles[first:]
-    ends = [out[(s + 1) * group - 1] for s in range(BURST)]
-    steady = (ends[-1] - ends[1]) / (BURST - 2)
-    await bench.finish((len(r) + BURST) * group)
+    ends = [out[(s + 1) * group - 1] for s in range(burst)]
+    steady = (ends[-1] - ends[1]) / (burst - 2)
+    await bench.finish((len(r) + burst) * group)
     model_cycles = p.cycles_per_sequence
-    cfg.write_stats(vectors=len(r) + BURST, sequences=len(r) + BURST, source=source,
+    cfg.write_stats(vectors=len(r) + burst, sequences=len(r) + burst, source=source,
                     valid_tokens=int(valid.sum()), cycles_per_group=steady,
                     cycles_per_group_model=model_cycles, first_sequence_cycles=ends[0] - t0,
                     stage_cycles=p.stage_cycles, last_cycle=bench.out_monitor.cycles[-1],
                     unplanned=model.unplanned)
     dut._log.info("%s: %d sequences (%s) matched; steady state %.1f cycles/sequence (model %d); "
-                  "stages %s", name, len(r) + BURST, source, steady, model_cycles, p.stage_cycles)
+                  "stages %s", name, len(r) + burst, source, steady, model_cycles, p.stage_cycles)
     assert steady <= 1.10 * model_cycles, \
         f"throughput: {steady:.1f} cycles/sequence > 1.10 x model {model_cycles}"
 

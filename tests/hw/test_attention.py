@@ -32,6 +32,7 @@ def _run_core(params, q, k, v, valid, *, idle=0.0, stall=0.0):
         return [[int(c) for c in x[s, t, h * d:(h + 1) * d]] for s in range(seqs) for t in range(L) for h in range(H)]
 
     got, stats = [], {}
+    cl = params.ctx_lanes
 
     def producer(port, payloads, seed):
         async def tb(ctx):
@@ -39,7 +40,7 @@ def _run_core(params, q, k, v, valid, *, idle=0.0, stall=0.0):
         return tb
 
     async def cons(ctx):
-        got.extend(await recv(ctx, dut.o, seqs * L * H, np.random.default_rng(9), stall,
+        got.extend(await recv(ctx, dut.o, seqs * L * H * (d // cl), np.random.default_rng(9), stall,
                               convert=lambda x: [int(c) for c in x], stats=stats))
 
     run(dut, producer(dut.q, beats(q), 1), producer(dut.k, beats(k), 2), producer(dut.v, beats(v), 3),
@@ -48,14 +49,14 @@ def _run_core(params, q, k, v, valid, *, idle=0.0, stall=0.0):
     return np.array(got).reshape(seqs, L, a.hidden), stats
 
 
-@pytest.mark.parametrize("mode,bits,seq_len,banks,idle,stall", [
-    ("softmax", 2, 6, 2, 0.2, 0.3), ("bi", 1, 8, 1, 0.1, 0.2), ("softmax", 3, 4, 1, 0.0, 0.0),
-    ("softmax", 1, 5, 2, 0.3, 0.0)])
-def test_attention_core_matches_golden(mode, bits, seq_len, banks, idle, stall):
+@pytest.mark.parametrize("mode,bits,seq_len,banks,ctx_lanes,idle,stall", [
+    ("softmax", 2, 6, 2, None, 0.2, 0.3), ("bi", 1, 8, 1, 2, 0.1, 0.2), ("softmax", 3, 4, 1, 8, 0.0, 0.0),
+    ("softmax", 1, 5, 2, 1, 0.3, 0.0)])
+def test_attention_core_matches_golden(mode, bits, seq_len, banks, ctx_lanes, idle, stall):
     rng = np.random.default_rng(seq_len * 10 + bits)
     layer = random_encoder_layer(rng, hidden=16, heads=2, max_len=8, q_bits=bits, k_bits=bits, v_bits=bits,
                                  mode=mode)
-    params = AttentionCoreParams(att=layer.attention, seq_len=seq_len, banks=banks)
+    params = AttentionCoreParams(att=layer.attention, seq_len=seq_len, banks=banks, ctx_lanes=ctx_lanes)
     q, k, v, valid = _core_inputs(rng, layer.attention, 4, seq_len)
     got, _ = _run_core(params, q, k, v, valid, idle=idle, stall=stall)
     want = np.concatenate([params.compute(q[s:s + 1], k[s:s + 1], v[s:s + 1], valid[s:s + 1]) for s in range(4)])
@@ -71,6 +72,8 @@ def test_attention_core_bad_params():
         AttentionCoreParams(att=layer.attention, seq_len=4, banks=3)
     with pytest.raises(BinbertError, match="att must be"):
         AttentionCoreParams(att=None, seq_len=4)
+    with pytest.raises(BinbertError, match="ctx_lanes=3 does not divide head_dim=8"):
+        AttentionCoreParams(att=layer.attention, seq_len=4, ctx_lanes=3)
     with pytest.raises(BinbertError, match="params must be AttentionCoreParams"):
         AttentionCore(layer.attention)
 

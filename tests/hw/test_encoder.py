@@ -36,11 +36,13 @@ def _run(params, r, valid, *, idle=0.0, stall=0.0):
     return np.array(got).reshape(r.shape), ends
 
 
-@pytest.mark.parametrize("mode,terms,idle,stall", [("softmax", 2, 0.2, 0.3), ("bi", 1, 0.0, 0.0)])
-def test_encoder_layer_matches_golden(mode, terms, idle, stall):
+@pytest.mark.parametrize("mode,terms,head_dim,idle,stall", [("softmax", 2, 4, 0.2, 0.3), ("bi", 1, 8, 0.0, 0.0)])
+def test_encoder_layer_matches_golden(mode, terms, head_dim, idle, stall):
+    """head_dim 4 with 2 heads: Q/K/V are 8 x 16 (width-pruned heads, as DynaBERT exports)."""
     rng = np.random.default_rng(40 + terms)
     layer = random_encoder_layer(rng, hidden=16, heads=2, ffn=32, max_len=8, mode=mode, terms=terms,
-                                 x_bits=1 if mode == "bi" else 2, c_bits=1 if mode == "bi" else 2)
+                                 head_dim=head_dim, x_bits=1 if mode == "bi" else 2,
+                                 c_bits=1 if mode == "bi" else 2)
     params = folding_for(layer, seq_len=6, macs=32, lanes=4)
     seqs = 4
     r = res_inputs(rng, seqs * 6, 16).reshape(seqs, 6, 16)

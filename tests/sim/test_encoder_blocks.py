@@ -43,13 +43,8 @@ def test_encoder_on_verilator():
 
 def _export(tmp_path_factory, variant, hidden, inter):
     """A 1-layer quantized BERT with the MiniLM vocabulary (so real sentences tokenize), exported."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sw"))
-    from chain_models import tiny_quant
-
     from sw.export import export_model
+    from tests.sw.chain_models import tiny_quant
 
     model = tiny_quant(variant, vocab=30522, hidden=hidden, layers=1, heads=2, inter=inter, max_pos=16)
     out = tmp_path_factory.mktemp(f"export-{variant}")
@@ -73,7 +68,7 @@ def _check_export(results, layer):
     assert results[0].tests == 1 and st.get("unplanned", 0) == 0
     if layer in ("encoder", "attn"):
         assert st["source"].endswith(".npz")
-        assert st["valid_tokens"] > 3 * (st["sequences"] - 4) // 2  # real sentences: several tokens each
+        assert st["valid_tokens"] > 3 * (st["sequences"] - 3) // 2  # real sentences: several tokens each
     assert st["cycles_per_group"] <= 1.10 * st["cycles_per_group_model"]
 
 
