@@ -10,7 +10,6 @@ both ArrayLayout(signed(res_bits), lanes), hidden/lanes beats per token.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from hw import arith
 from hw.encoder_params import BinaryLinear
 from hw.errors import BinbertError
-from hw.lut import RequantUnit, RequantUnitParams, code_shape
+from hw.lut import RequantUnitParams, code_shape
 from hw.params import MVUParams
 from hw.streamutil import Regroup
 

@@ -23,7 +23,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.encoder_params import Lut, Requant, signed_bits
+from hw.encoder_params import Lut, Requant
 from hw.errors import BinbertError
 
 __all__ = ["RequantUnitParams", "RequantUnit", "code_shape"]
