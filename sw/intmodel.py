@@ -2,7 +2,7 @@
 
 An export directory is ``manifest.json`` plus one ROM per integer array of the
 :mod:`hw.encoder_params` objects, each in three formats (§2): ``.hex`` (``$readmemh``), ``.mem``
-(the same with a ``// width depth`` header) and ``.bin`` (raw little-endian words, each padded to
+(the same with a ``// width=W depth=D`` header, as hw.rom writes and reads) and ``.bin`` (raw little-endian words, each padded to
 ``ceil(width/8)`` bytes). :func:`save_params` writes it, :func:`load_params` rebuilds the objects
 from it alone, after checking every file's size and sha256 against the manifest; nothing here
 imports torch, so the golden model cannot see the checkpoint it came from.
@@ -37,6 +37,10 @@ BITS_FIELDS = {("BinaryLinear", "weights"): "k", ("Embedding", "word_bits"): "hi
 # memory-init files (§2)
 # --------------------------------------------------------------------------------------------
 
+def _mem_header(width: int, depth: int) -> str:
+    return f"// width={width} depth={depth}"  # hw.rom's header: its read_memfile reads these files
+
+
 def _word_bytes(width: int) -> int:
     return -(-width // 8)
 
@@ -69,7 +73,7 @@ def write_rom(base: Path, words: np.ndarray, width: int) -> dict:
     per = 2 * raw.shape[1]
     lines = [text[i * per + per - digits: (i + 1) * per] for i in range(depth)]
     body = "\n".join(lines) + ("\n" if lines else "")
-    contents = {"hex": body.encode(), "mem": f"// {width} {depth}\n{body}".encode(), "bin": raw.tobytes()}
+    contents = {"hex": body.encode(), "mem": f"{_mem_header(width, depth)}\n{body}".encode(), "bin": raw.tobytes()}
     out = {}
     for fmt in FORMATS:
         path = base.with_name(base.name + "." + fmt)
@@ -163,7 +167,7 @@ def save_params(params: EncoderParams, out_dir, meta: dict | None = None) -> Pat
         "format": FORMAT, "version": VERSION, "contract": "docs/arithmetic.md v2",
         "bit_order": "element k of a packed row is bit k of the ROM word (LSB first, §2)",
         "word_format": {"hex": "one word per line, hex, most significant digit first, "
-                               "ceil(width/4) digits", "mem": "hex lines after a '// width depth' header",
+                               "ceil(width/4) digits", "mem": "hex lines after a '// width=W depth=D' header",
                         "bin": "little-endian, each word padded to ceil(width/8) bytes"},
         "meta": meta or {}, "model": tree, "roms": w.roms,
     }
@@ -201,7 +205,7 @@ def _expected_size(fmt: str, width: int, depth: int) -> int:
     if fmt == "bin":
         return depth * _word_bytes(width)
     line = _hex_digits(width) + 1
-    head = len(f"// {width} {depth}\n") if fmt == "mem" else 0
+    head = len(_mem_header(width, depth)) + 1 if fmt == "mem" else 0
     return head + depth * line
 
 

@@ -35,7 +35,7 @@ def exported(models, tmp_path_factory):
 def _hex_words(path, width):
     lines = path.read_text().splitlines()
     if path.suffix == ".mem":
-        assert lines[0] == f"// {width} {len(lines) - 1}"
+        assert lines[0] == f"// width={width} depth={len(lines) - 1}"
         lines = lines[1:]
     assert all(len(s) == -(-width // 4) for s in lines)
     return [int(s, 16) for s in lines]
@@ -72,6 +72,18 @@ def test_three_formats_hold_the_same_words(exported, variant):
         bn = _bin_words(d / rec["files"]["bin"]["path"], w)
         assert hx == mem == bn and len(hx) == rec["depth"], name
         assert all(0 <= x < (1 << w) for x in hx), name
+
+
+def test_hw_rom_reader_reads_every_export_file(exported):
+    """H1's validated reader (hw.rom.read_memfile) accepts all three formats and agrees."""
+    from hw.rom import read_memfile
+
+    d = exported["split"]
+    m = json.loads((d / "manifest.json").read_text())
+    for name in ("layers.0.query.weights.t0", "layers.1.ln1.gamma", "layers.0.attention.probs.table"):
+        rec = m["roms"][name]
+        words = [read_memfile(d / rec["files"][f]["path"], rec["width"], rec["depth"]) for f in ("hex", "mem", "bin")]
+        assert words[0] == words[1] == words[2] == _bin_words(d / rec["files"]["bin"]["path"], rec["width"])
 
 
 def test_weight_roms_are_the_sign_bits_of_each_split_half(models, exported):
