@@ -136,21 +136,24 @@ class MatrixVectorUnit(wiring.Component):
 
         # control travelling with the data: stage 1 = buffer/ROM data, stage 1+P = popcounts
         ctrl0 = Cat(issue, sf == 0, last_sf & last_plane, plane == A - 1, plane)
-        ctrl1 = _delay(m, ctrl0, 1, en, "ctrl")
+        ctrl1 = _delay(m, ctrl0, 2, en, "ctrl")
+        ctrlx = _delay(m, ctrl0, 1, en, "ctrlx")
         plane1 = ctrl1[4:]
         ctrlP = _delay(m, ctrl1, p.pipeline, en, "ctrlp")
         valid_a, plane_start_a, last_a, plane_a = ctrlP[0], ctrlP[1], ctrlP[2], ctrlP[4:]
         fold_start_a = plane_start_a & ctrlP[3]  # first sf of the sign plane
 
         # ---------------- lanes ----------------
-        xword = rport.data.word_select(plane1, row_bits) if A > 1 else rport.data
+        xword0 = rport.data.word_select(ctrlx[4:], row_bits) if A > 1 else rport.data
         if A > 1:  # the sign plane counts XOR: feed it inverted
-            xword = xword ^ (ctrl1[3].replicate(row_bits))
+            xword0 = xword0 ^ (ctrlx[3].replicate(row_bits))
+        xword = _delay(m, xword0, 1, en, "xw")
+        wdata = _delay(m, wread.data, 1, en, "wd")
         counts = []
         for v in range(MMV):
             for q in range(PE):
                 counts.append(xnor_popcount(
-                    m, xword[v * SIMD:(v + 1) * SIMD], wread.data[q * SIMD:(q + 1) * SIMD],
+                    m, xword[v * SIMD:(v + 1) * SIMD], wdata[q * SIMD:(q + 1) * SIMD],
                     simd=SIMD, pipeline=p.pipeline, en=en, name=f"pc_v{v}_p{q}"))
 
         # ---------------- per-row constants (D, R) ----------------

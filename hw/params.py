@@ -213,8 +213,9 @@ class MVUParams:
     @property
     def latency(self) -> int:
         """Cycles from the issue of the last fold cycle of a vector to its last output beat:
-        buffer/ROM read (1) + PE pipeline + accumulator register (1)."""
-        return 2 + self.pipeline
+        buffer/ROM read (1) + read-data register (1, so the block RAM's unregistered output
+        does not sit in front of the popcount tree: ECP5 Fmax) + PE pipeline + accumulator (1)."""
+        return 3 + self.pipeline
 
     # ---- golden model ---------------------------------------------------------------------
     def packed_weights(self) -> np.ndarray:

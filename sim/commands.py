@@ -1,6 +1,6 @@
 """``binbert sim``: run a block's cocotb bench (RTL == golden model) on Verilator or Icarus.
 
-``binbert sim --layer pe|mvu|lsq [--sim verilator|icarus] [--waves] [--seed N] [--ckpt PATH]``
+``binbert sim --layer pe|mvu|lsq|ln|ffn|attn|encoder [--sim verilator|icarus] [--waves] [--seed N] [--ckpt PATH]``
 
 Each layer runs one or more default configurations (:func:`block_configs`); ``--ckpt`` takes
 the MVU weights from a trained checkpoint instead of seeded random ones. The encoder-level
@@ -99,11 +99,20 @@ def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
     return (w >= 0).astype(np.uint8), f"sign of {pick}[:{n}, :{k}] from {p}"
 
 
+def supported_layers() -> list[str]:
+    """Blocks (pe, mvu, lsq) and encoder-level layers (ln, ffn, attn, encoder), in that order."""
+    from sim.layers import LAYERS
+    from sim.runner import BLOCKS
+
+    return [*BLOCKS, *LAYERS]
+
+
 def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[str, Any]]:
     """(label, params) for every default run of ``layer``."""
-    from sim.runner import check_block_name
+    from sim.runner import BLOCKS
 
-    check_block_name(layer)
+    if layer not in BLOCKS:
+        raise BinbertError(f"unknown layer {layer!r}: supported layers are {', '.join(supported_layers())}")
     if ckpt is not None and layer != "mvu":
         raise BinbertError(f"--ckpt applies to --layer mvu only (it supplies the MVU weights), "
                            f"not to --layer {layer}")
@@ -124,7 +133,7 @@ def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[s
 
 
 def register(subparsers) -> None:
-    from sim.runner import BLOCKS, DEFAULT_VECTORS, SIMULATORS
+    from sim.runner import DEFAULT_VECTORS, SIMULATORS
 
     p = subparsers.add_parser(
         "sim", help="cocotb: check a block's RTL against its golden model (Verilator/Icarus)",
@@ -132,28 +141,42 @@ def register(subparsers) -> None:
                     "random idles and backpressure, and compare every output beat with the "
                     "golden model. Exit status 1 when the RTL disagrees.")
     p.add_argument("--layer", default="mvu",
-                   help=f"block to simulate: {', '.join(BLOCKS)} (default: mvu)")
+                   help=f"block to simulate: {', '.join(supported_layers())} (default: mvu)")
     p.add_argument("--sim", default="verilator",
                    help=f"simulator: {', '.join(SIMULATORS)} (default: verilator)")
     p.add_argument("--waves", action="store_true", help="dump an FST waveform")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of every random stream (default: random, printed)")
-    p.add_argument("--vectors", type=int, default=DEFAULT_VECTORS,
-                   help=f"random vectors per configuration (default: {DEFAULT_VECTORS})")
-    p.add_argument("--ckpt", default=None, help="checkpoint whose weights the MVU uses")
+    p.add_argument("--vectors", type=int, default=None,
+                   help=f"random vectors per configuration (default: {DEFAULT_VECTORS} for "
+                        f"pe/mvu/lsq, per-layer defaults for ln/ffn/attn/encoder)")
+    p.add_argument("--ckpt", default=None,
+                   help="mvu: checkpoint whose weights the MVU uses; ln/ffn/attn/encoder: "
+                        "checkpoint or export directory whose layers run on real SST-2 sentences")
+    p.add_argument("--sentences", type=int, default=None,
+                   help="with --ckpt on ln/ffn/attn/encoder: real SST-2 dev sentences to run")
     p.add_argument("--build-dir", default=None, help="build directory (default: sim_build/)")
     p.add_argument("--verbose", action="store_true", help="show the simulator's own output")
     p.set_defaults(func=cmd_sim)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from sim.runner import SimulationError, check_sim_name, run_block, simulator_env
+    from sim.layers import LAYERS
+    from sim.runner import DEFAULT_VECTORS, SimulationError, check_sim_name, run_block, simulator_env
 
+    if args.vectors is not None and args.vectors < 0:
+        raise BinbertError(f"--vectors {args.vectors}: must be >= 0")
+    if args.sentences is not None and (args.sentences < 1 or args.ckpt is None):
+        raise BinbertError(f"--sentences {args.sentences}: needs --ckpt and a count >= 1")
+    if args.layer in LAYERS:
+        check_sim_name(args.sim)
+        simulator_env(args.sim)
+        return _cmd_layer(args)
     configs = block_configs(args.layer, ckpt=args.ckpt)
     check_sim_name(args.sim)
     simulator_env(args.sim)  # a missing tool fails before any work
-    if args.vectors < 0:
-        raise BinbertError(f"--vectors {args.vectors}: must be >= 0")
+    if args.vectors is None:
+        args.vectors = DEFAULT_VECTORS
     rows = []
     failed = 0
     for i, (label, params) in enumerate(configs, 1):
@@ -173,6 +196,29 @@ def cmd_sim(args: argparse.Namespace) -> int:
     for label, verdict, secs, note in rows:
         print(f"  {verdict:4}  {secs:6.1f}s  {label}" + (f"  [{note}]" if note else ""))
     return 1 if failed else 0
+
+
+def _cmd_layer(args: argparse.Namespace) -> int:
+    """ln/ffn/attn/encoder: random ops, or a checkpoint's layers on real sentences."""
+    from sim.layers import run_layer
+    from sim.runner import SimulationError
+
+    count = args.sentences if args.ckpt is not None and args.sentences is not None else args.vectors
+    t0 = time.monotonic()
+    try:
+        results = run_layer(args.layer, sim=args.sim, waves=args.waves, seed=args.seed,
+                            ckpt=args.ckpt, vectors=count, build_dir=args.build_dir,
+                            verbose=args.verbose, log=lambda msg: print(f"    {msg}", flush=True))
+    except SimulationError as exc:
+        print(f"    FAIL: {exc}", flush=True)
+        print(f"binbert sim --layer {args.layer} --sim {args.sim}: FAIL")
+        return 1
+    print(f"binbert sim --layer {args.layer} --sim {args.sim}: pass "
+          f"({len(results)} configuration(s), {time.monotonic() - t0:.1f}s)")
+    for r in results:
+        note = _summary(r.stats)
+        print(f"  pass  {r.sim_s:6.1f}s sim  {r.build_s:6.1f}s build" + (f"  [{note}]" if note else ""))
+    return 0
 
 
 def _summary(stats: dict) -> str:

@@ -10,7 +10,7 @@ from sw.cli import main
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--layer", "encoder"], "unknown layer 'encoder': supported layers are pe, mvu, lsq"),
+    (["--layer", "decoder"], "unknown layer 'decoder': supported layers are pe, mvu, lsq, ln, ffn, attn, encoder"),
     (["--layer", "pe", "--sim", "xsim"], "unknown simulator 'xsim'"),
     (["--layer", "lsq", "--ckpt", "x"], "--ckpt applies to --layer mvu only"),
     (["--layer", "mvu", "--ckpt", "/nonexistent/ckpt"], "--ckpt /nonexistent/ckpt: no such checkpoint"),
