@@ -242,7 +242,7 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
 # --------------------------------------------------------------------------------------------
 
 LAYERS = {"ln": "sim.tb_ln", "ffn": "sim.tb_ffn", "attn": "sim.tb_attn", "encoder": "sim.tb_encoder"}
-DEFAULT_VECTORS = {"ln": 2000, "ffn": 300, "attn": 12, "encoder": 8}
+DEFAULT_VECTORS = {"ln": 2000, "ffn": 100, "attn": 6, "encoder": 4}
 SEQ_LEN = 8            # random configurations: tokens per sequence
 CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
 CKPT_SENTENCES = 8

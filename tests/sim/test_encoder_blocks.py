@@ -93,3 +93,25 @@ def test_unknown_layer_and_size():
         layer_configs("conv")
     with pytest.raises(BinbertError, match="unknown size 'huge'"):
         layer_configs("ln", size="huge")
+
+
+def test_bitstream_presets():
+    from hw.errors import BinbertError
+    from sim.layers import BITSTREAM_CONFIGS, bitstream_spec
+
+    for name in BITSTREAM_CONFIGS:
+        spec = bitstream_spec(name)
+        p = spec["params"]
+        assert spec["macs_per_cycle"] == sum(u.pe * u.simd for u in (
+            *p.attention.projections, p.attention.out_proj, p.ffn.lin1, p.ffn.lin2))
+        assert spec["cycles_per_vector"] * p.seq_len >= p.cycles_per_sequence
+    with pytest.raises(BinbertError, match="unknown encoder config 'huge'"):
+        bitstream_spec("huge")
+
+
+def test_ckpt_path_errors(tmp_path):
+    from hw.errors import BinbertError
+    from sim.layers import load_export
+
+    with pytest.raises(BinbertError, match="no such checkpoint or export directory"):
+        load_export(tmp_path / "missing")
