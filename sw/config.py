@@ -14,7 +14,7 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
     distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
               loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
-              budget_mb, eval_every}, ...]
+              budget_mb, eval_every, distill: {...overrides...}}, ...]
 """
 from __future__ import annotations
 
@@ -97,6 +97,20 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class DistillOverride:
+    """A stage's own distillation weights: the keys it sets replace the global ``distill``."""
+
+    temperature: Optional[float] = None
+    emb: Optional[float] = None
+    scores: Optional[float] = None
+    mha: Optional[float] = None
+    ffn: Optional[float] = None
+    hidden: Optional[float] = None
+    pred: Optional[float] = None
+    dmd: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class StageConfig:
     name: str
     type: Literal["teacher", "ternary", "split", "binary", "bibert"]
@@ -111,6 +125,7 @@ class StageConfig:
     budget: Optional[float] = None  # split: adaptive budget, share of the full split's extra size
     budget_mb: Optional[float] = None  # split: adaptive budget as an absolute model size (MB)
     eval_every: Optional[int] = None  # overrides train.eval_every for this stage
+    distill: Optional[DistillOverride] = None  # this stage's distillation weights (partial)
 
     @property
     def trains(self) -> bool:
@@ -138,6 +153,14 @@ class Config:
                 return s
         raise BinbertError(f"config: no stage named {name!r} (stages: "
                            f"{', '.join(s.name for s in self.stages)})")
+
+    def stage_distill(self, stage: StageConfig) -> DistillConfig:
+        """The global distillation weights with the stage's own overrides applied."""
+        if stage.distill is None:
+            return self.distill
+        over = {f.name: getattr(stage.distill, f.name) for f in fields(DistillOverride)
+                if getattr(stage.distill, f.name) is not None}
+        return dataclasses.replace(self.distill, **over)
 
     def with_stages(self, names: list[str]) -> "Config":
         """Keep only the named stages (in config order); unknown names are an error."""
@@ -331,6 +354,12 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         seen.add(s.name)
         _positive(ctx, s, w, ("epochs", "steps", "learning_rate"))
         _positive(ctx, s, w, ("eval_every",), allow_zero=True)
+        if s.distill is not None:
+            _positive(ctx, s.distill, f"{w}.distill", ("temperature",))
+            _positive(ctx, s.distill, f"{w}.distill", ("emb", "scores", "mha", "ffn", "hidden",
+                                                       "pred", "dmd"), allow_zero=True)
+            if s.type in ("teacher", "split"):
+                raise ctx.err(_node_of(s, "distill"), f"{w}: a {s.type} stage does not distil")
         if not 0 < s.width <= 1:
             raise ctx.err(_node_of(s, "width"), f"{w}.width must be in (0, 1], not {s.width}")
         if s.width != 1.0 and s.type != "ternary":

@@ -331,6 +331,14 @@ def _fingerprint(cfg: Config, upto: int, max_steps: int | None) -> dict:
     return d
 
 
+def _drop_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    if isinstance(d, list):
+        return [_drop_none(v) for v in d]
+    return d
+
+
 def _diff(a: Any, b: Any, where: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in list(a) + [k for k in b if k not in a]:
@@ -463,9 +471,12 @@ class Trainer:
 
     def _check_ckpt(self, path: Path, idx: int) -> dict:
         state = read_state(path)
-        want = _fingerprint(self.cfg, idx, self.max_steps)
-        if state.get("fingerprint") != want:
-            where = _diff(state.get("fingerprint") or {}, want)
+        # unset (None) keys are left out on both sides, so adding an optional config key
+        # does not orphan checkpoints written before it existed
+        want = _drop_none(_fingerprint(self.cfg, idx, self.max_steps))
+        have = _drop_none(state.get("fingerprint") or {})
+        if have != want:
+            where = _diff(have, want)
             raise BinbertError(f"{path}: checkpoint does not match the config (differs in "
                                f"{where or 'fingerprint'}); use another --out or delete it")
         return state
@@ -737,7 +748,8 @@ class _StageRun:
         if need_trace:
             s.update(embeddings=srec.embeddings, layers=srec.layers)
             t.update(embeddings=trec.embeddings, layers=trec.layers)
-        loss, terms = distill_loss(phase.loss, s, t, batch["attention_mask"], self.cfg.distill,
+        loss, terms = distill_loss(phase.loss, s, t, batch["attention_mask"],
+                                   self.cfg.stage_distill(self.stage),
                                    head_map=getattr(self.model, HEAD_MAP, None))
         if net is not self.model:
             # DDP reduces gradients of everything its output depends on; the intermediate loss

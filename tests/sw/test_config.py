@@ -113,3 +113,20 @@ def test_with_stages():
     assert [s.name for s in cfg.with_stages(["teacher", "binary"]).stages] == ["teacher", "binary"]
     with pytest.raises(BinbertError, match="no stage named 'bin'"):
         cfg.with_stages(["bin"])
+
+
+def test_stage_distill_override():
+    text = BASE.replace("    quant: {act: lsq, act_bits: 4}",
+                        "    quant: {act: lsq, act_bits: 4}\n    distill: {pred: 4.0, temperature: 2}")
+    cfg = config_from_text(text, "x.yaml")
+    d = cfg.stage_distill(cfg.stage("ternary"))
+    assert (d.pred, d.temperature, d.emb) == (4.0, 2.0, cfg.distill.emb)
+    assert cfg.stage_distill(cfg.stage("binary")) == cfg.distill
+    bad = text.replace("pred: 4.0", "pred: -1")
+    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'pred: -1')}: .*distill.pred "
+                                           r"must be >= 0"):
+        config_from_text(bad, "x.yaml")
+    bad = text.replace("pred: 4.0", "prd: 1")
+    with pytest.raises(BinbertError, match=r"unknown key 'prd' in stages\[1\].distill "
+                                           r"\(did you mean 'pred'\?\)"):
+        config_from_text(bad, "x.yaml")
