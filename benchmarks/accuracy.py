@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sw.config import config_to_yaml, load_config  # noqa: E402
+from sw.config import DistillOverride, config_to_yaml, load_config  # noqa: E402
 
 # (variant, config, stage overrides, the stage whose result is reported, label, bits W-E-A)
 VARIANTS = [
@@ -45,6 +45,10 @@ VARIANTS = [
     # ablation: the binary stage with joint (TernaryBERT-style) instead of two-stage distillation
     ("tws-a8-joint", "minilm-sst2-tws-a8.yaml", {"binary": {"loss": "joint"}}, "binary",
      "TWS 1.0x, binary stage with joint distillation (ablation)", "1-1-8"),
+    # ablation: BiBERT with the prediction term weighted 10x against DMD + hidden states
+    ("bibert-pred10", "minilm-sst2-bibert.yaml",
+     {"bibert": {"distill": DistillOverride(pred=10.0)}}, "bibert",
+     "BiBERT, prediction term x10 (ablation)", "1-1-1"),
 ]
 # Variants that report a stage of another variant's run share its output directory.
 RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4"}
