@@ -177,7 +177,7 @@ class MatrixVectorUnit(wiring.Component):
                                                      init=words)
             cread = crom.read_port()
             # address one stage ahead of the accumulator so the data lines up with it
-            nf_at = _delay(m, nf, p.pipeline, en, "nfc")
+            nf_at = _delay(m, nf, p.pipeline + 1, en, "nfc")  # +1: the registered ROM/buffer data stage
             m.d.comb += [cread.addr.eq(nf_at), cread.en.eq(en)]
             d_lane, r_lane = [], []
             for q in range(PE):

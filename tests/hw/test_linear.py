@@ -27,7 +27,8 @@ def _run(params, x, *, idle=0.0, stall=0.0):
 
 
 @pytest.mark.parametrize("terms,in_bits,out,pe,simd,out_lanes", [
-    (1, 1, "code", 4, 8, None), (2, 2, "gelu", 4, 4, 4), (2, 1, "res", 2, 16, 2), (1, 3, "code", 8, 8, 2)])
+    (1, 1, "code", 4, 8, None), (2, 2, "gelu", 4, 4, 4), (2, 1, "res", 2, 16, 2), (1, 3, "code", 8, 8, 2),
+    (2, 4, "code", 2, 32, 4)])   # SF = 1 with A = 4 and per-row MVU constants (a regression)
 def test_linear_matches_golden(terms, in_bits, out, pe, simd, out_lanes):
     rng = np.random.default_rng(terms * 10 + in_bits)
     lin = random_binary_linear(rng, k=32, n=16, terms=terms, in_bits=in_bits, out=out, out_bits=4)
