@@ -136,7 +136,7 @@ class LayerNormUnitParams:
     def latency(self) -> int:
         """Cycles from a token's first input beat to its last output beat (no stalls)."""
         s = self.stage_cycles
-        return s["input"] + 1 + s["mean"] + s["var"] + s["sqrt"] + s["recip"] + s["output"] + C_LATENCY
+        return s["input"] + 2 + s["mean"] + s["var"] + s["sqrt"] + s["recip"] + s["output"] + C_LATENCY
 
     @property
     def auto_slots(self) -> int:
@@ -188,6 +188,8 @@ class LayerNormUnit(wiring.Component):
         m.d.sync += occupied.eq(occupied + inc - dec)
 
         # ---------------- A: input pass ----------------
+        # A0 takes the beat into a register (cuts the path from the upstream adder/FIFO), A1
+        # writes it to the buffer and accumulates Σv, Σv²
         a_slot = Signal(range(slots))
         a_beat = Signal(range(beats))
         s1 = Signal(signed(ln.sum_bits))
@@ -195,24 +197,31 @@ class LayerNormUnit(wiring.Component):
         hand_valid = Signal()                      # (Σv, Σv²) waiting for the mean divider
         hand_s1 = Signal(signed(ln.sum_bits))
         hand_s2 = Signal(unsigned(p.sumsq_acc_bits))
+        a1_valid, a1_last = Signal(), Signal()
+        a1_addr = Signal(range(slots * beats))
+        a1_v = Signal(data.ArrayLayout(signed(ln.in_bits), lanes))
         last_in = a_beat == beats - 1
         can_start = (a_beat != 0) | (occupied < slots)
-        m.d.comb += self.i.ready.eq(can_start & (~last_in | ~hand_valid))
-        beat_sum = sum(self.i.payload[j] for j in range(lanes))
-        beat_sq = sum(self.i.payload[j] * self.i.payload[j] for j in range(lanes))
-        m.d.comb += [
-            wr.addr.eq(a_slot * beats + a_beat),
-            wr.data.eq(self.i.payload.as_value()),
-            wr.en.eq(self.i.valid & self.i.ready),
-        ]
-        with m.If(self.i.valid & self.i.ready):
+        # a token's last beat waits until the hand-over register is free for it
+        m.d.comb += self.i.ready.eq(can_start & (~last_in | (~hand_valid & ~(a1_valid & a1_last))))
+        take = self.i.valid & self.i.ready
+        m.d.sync += a1_valid.eq(take)
+        with m.If(take):
             m.d.comb += inc.eq(a_beat == 0)
+            m.d.sync += [a1_v.eq(self.i.payload), a1_last.eq(last_in), a1_addr.eq(a_slot * beats + a_beat)]
             with m.If(last_in):
-                m.d.sync += [a_beat.eq(0), s1.eq(0), s2.eq(0), hand_valid.eq(1),
-                             hand_s1.eq(s1 + beat_sum), hand_s2.eq(s2 + beat_sq),
-                             a_slot.eq(Mux(a_slot == slots - 1, 0, a_slot + 1))]
+                m.d.sync += [a_beat.eq(0), a_slot.eq(Mux(a_slot == slots - 1, 0, a_slot + 1))]
             with m.Else():
-                m.d.sync += [a_beat.eq(a_beat + 1), s1.eq(s1 + beat_sum), s2.eq(s2 + beat_sq)]
+                m.d.sync += a_beat.eq(a_beat + 1)
+        beat_sum = sum(a1_v[j] for j in range(lanes))
+        beat_sq = sum(a1_v[j] * a1_v[j] for j in range(lanes))
+        m.d.comb += [wr.addr.eq(a1_addr), wr.data.eq(a1_v.as_value()), wr.en.eq(a1_valid)]
+        with m.If(a1_valid):
+            with m.If(a1_last):
+                m.d.sync += [s1.eq(0), s2.eq(0), hand_valid.eq(1),
+                             hand_s1.eq(s1 + beat_sum), hand_s2.eq(s2 + beat_sq)]
+            with m.Else():
+                m.d.sync += [s1.eq(s1 + beat_sum), s2.eq(s2 + beat_sq)]
 
         # ---------------- B: scalar chain ----------------
         tag1 = data.StructLayout({"neg": unsigned(1), "s1": signed(ln.sum_bits),
@@ -232,9 +241,8 @@ class LayerNormUnit(wiring.Component):
             mean.i.payload.tag.s2.eq(hand_s2),
         ]
         with m.If(mean.i.valid & mean.i.ready):
-            # the last input beat may land in this same cycle: it wins (sets hand_valid again)
-            with m.If(~(self.i.valid & self.i.ready & last_in)):
-                m.d.sync += hand_valid.eq(0)
+            # a token's last beat never reaches A1 while hand_valid is set (see i.ready)
+            m.d.sync += hand_valid.eq(0)
 
         mu_bits = p.mu_bits
         mu_store = Signal(data.ArrayLayout(signed(mu_bits), slots))
