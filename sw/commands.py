@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     e.add_argument("--data", default=None, help="GLUE data directory (default: the "
                                                 "checkpoint config's data.dir)")
     e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--integer", action="store_true",
+                   help="also run the integer golden model (as `binbert eval-integer`)")
+    e.add_argument("--export", default=None, help="with --integer: export directory of CKPT")
+    e.add_argument("--limit", type=int, default=None, help="with --integer: first N dev examples")
     e.set_defaults(func=cmd_eval)
 
 
@@ -65,6 +69,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sw.train import evaluate, load_checkpoint
 
     _positive("--batch-size", args.batch_size)
+    if args.integer:  # the integer golden model beside fake-quant: one implementation, two names
+        from sw.chain_commands import cmd_eval_integer
+
+        return cmd_eval_integer(argparse.Namespace(
+            ckpt=args.ckpt, export=args.export, data=args.data, limit=args.limit,
+            batch_size=args.batch_size or 64, no_intsim=False, json=None))
     model, state, cfg = load_checkpoint(args.ckpt)
     d = cfg.data
     spec = task_spec(d.task)

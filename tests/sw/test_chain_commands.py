@@ -69,6 +69,18 @@ def test_eval_integer_reports_all_three_paths(ckpt, exported, capsys, tmp_path):
     assert 0.0 <= rep["golden_vs_fake_quant"]["agreement"] <= 1.0
 
 
+def test_eval_dash_dash_integer_is_eval_integer(ckpt, exported, capsys):
+    rc, out, err = _run(capsys, "eval-integer", "--ckpt", ckpt, "--export", exported, "--data", DATA,
+                        "--limit", 16, "--batch-size", 16)
+    assert rc == 0, err
+    rc2, out2, err2 = _run(capsys, "eval", "--integer", "--ckpt", ckpt, "--export", exported,
+                           "--data", DATA, "--limit", 16, "--batch-size", 16)
+    assert rc2 == 0, err2
+    a, b = json.loads(out), json.loads(out2)
+    a.pop("seconds"), b.pop("seconds")  # wall times differ between runs; everything else must not
+    assert a == b
+
+
 def test_eval_integer_without_export_dir_exports_on_the_fly(ckpt, exported, capsys):
     base = ["eval-integer", "--ckpt", ckpt, "--data", DATA, "--limit", 16, "--no-intsim"]
     rc, out, _ = _run(capsys, *base)
