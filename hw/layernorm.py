@@ -30,7 +30,7 @@ from hw.seqarith import SeqDivider, SeqSqrt, quotient_bits
 
 __all__ = ["LayerNormUnitParams", "LayerNormUnit", "AddNormParams", "AddNorm"]
 
-C_LATENCY = 3  # registers of the output pass: buffer read, d·R, u·γ + β (+ the output register)
+C_LATENCY = 4  # registers of the output pass: buffer read, d, d·R, u·γ + β (+ the output register)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -314,14 +314,23 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += [v1.eq(issue), last1.eq(c_beat == beats - 1),
                          mu1.eq(mu_store[c_slot]), r1.eq(r_now)]
         words = data.View(data.ArrayLayout(signed(ln.in_bits), lanes), rd.data)
+        # stage 1b: d = v·2^E − μ registered (the block RAM's output is unregistered on ECP5)
+        v1b, last1b = Signal(), Signal()
+        r1b = Signal(unsigned(ln.recip_bits))
+        g1b = Signal(gb_layout)
+        dd = [Signal(signed(ln.d_bits), name=f"d{j}") for j in range(lanes)]
+        with m.If(en):
+            m.d.sync += [v1b.eq(v1), last1b.eq(last1), r1b.eq(r1), g1b.eq(gb_rd.data)]
+            for j in range(lanes):
+                m.d.sync += dd[j].eq((words[j] << e) - mu1)
         # stage 2: d·R
         v2, last2 = Signal(), Signal()
         dr = [Signal(signed(ln.d_r_bits), name=f"dr{j}") for j in range(lanes)]
         g2 = Signal(gb_layout)
         with m.If(en):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), g2.eq(gb_rd.data)]
+            m.d.sync += [v2.eq(v1b), last2.eq(last1b), g2.eq(g1b)]
             for j in range(lanes):
-                m.d.sync += dr[j].eq(((words[j] << e) - mu1) * r1)  # R unsigned: zero-extended
+                m.d.sync += dr[j].eq(dd[j] * r1b)  # R unsigned: zero-extended
         # stage 3: u·γ + β
         v3, last3 = Signal(), Signal()
         z = [Signal(signed(ln.z_bits), name=f"z{j}") for j in range(lanes)]
