@@ -314,9 +314,22 @@ def load_export(ckpt) -> tuple[object, dict, str]:
     key = str(path.resolve()) + "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     stamp = hashlib.sha256(key.encode()).hexdigest()[:12]
     out = BUILD_ROOT / "exports" / f"{path.name}-{stamp}"
-    if not (out / "manifest.json").is_file():
-        export_model(model.eval(), out, meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
-    params, meta = load_params(out)
+    params = None
+    if (out / "manifest.json").is_file():
+        try:
+            params, meta = load_params(out)
+        except BinbertError:   # a stale or damaged cache: export again
+            params = None
+    if params is None:
+        import shutil
+        import tempfile
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+        export_model(model.eval(), tmp, meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)  # atomic: a reader never sees half an export
+        params, meta = load_params(out)
     return params, {**meta, "data_dir": cfg.data.dir, "task": cfg.data.task}, cfg.model.backbone
 
 
