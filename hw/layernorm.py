@@ -136,7 +136,7 @@ class LayerNormUnitParams:
     def latency(self) -> int:
         """Cycles from a token's first input beat to its last output beat (no stalls)."""
         s = self.stage_cycles
-        return s["input"] + 2 + s["mean"] + s["var"] + s["sqrt"] + s["recip"] + s["output"] + C_LATENCY
+        return s["input"] + 3 + s["mean"] + s["var"] + s["sqrt"] + s["recip"] + s["output"] + C_LATENCY
 
     @property
     def auto_slots(self) -> int:
@@ -257,8 +257,15 @@ class LayerNormUnit(wiring.Component):
 
         m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=n.bit_length(),
                                             q_bits=p.var_q_bits, divisor=n, steps=p.div_steps)
-        m.d.comb += [var.i.valid.eq(mean.o.valid), mean.o.ready.eq(var.i.ready),
-                     var.i.payload.n.eq(sumd2)]
+        # Σd² is registered on its way to the var divider (two multiplies deep: a long path)
+        sq_valid = Signal()
+        sq_held = Signal(unsigned(p.sumd2_bits))
+        m.d.comb += [mean.o.ready.eq(~sq_valid | var.i.ready),
+                     var.i.valid.eq(sq_valid), var.i.payload.n.eq(sq_held)]
+        with m.If(var.i.valid & var.i.ready):
+            m.d.sync += sq_valid.eq(0)
+        with m.If(mean.o.valid & mean.o.ready):
+            m.d.sync += [sq_valid.eq(1), sq_held.eq(sumd2)]
         with m.If(mean.o.valid & mean.o.ready):
             m.d.sync += [mu_store[b_slot].eq(mu), b_slot.eq(Mux(b_slot == slots - 1, 0, b_slot + 1))]
 
