@@ -161,7 +161,7 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
         "# SST-2 dev accuracy: MiniLM-L6-H384, BinaryBERT and BiBERT recipes",
         "",
         f"Written by `benchmarks/accuracy.py --profile {profile_name}` from the runs under "
-        f"`{out}`. Dev = the {dev_n:,} labelled SST-2 sentences of `data/glue/SST-2/dev.tsv` "
+        f"`{_rel(out)}`. Dev = the {dev_n:,} labelled SST-2 sentences of `data/glue/SST-2/dev.tsv` "
         "(see data/glue/README.md). Each stage's checkpoint is its best dev evaluation (the "
         "configs' `train.select: best`), as in the papers' GLUE dev tables.",
         "",
@@ -190,6 +190,9 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
                          f"matrices split, {p['cost'] / 8 / 2**20:.2f} MB against a budget of "
                          f"{p['budget'] / 8 / 2**20:.2f} MB (all-binary "
                          f"{p['base_cost'] / 8 / 2**20:.2f} MB)")
+    lines += ["", "Wall times are per stage as measured (shared stages counted once per row "
+                  "that uses them) on a machine shared with other jobs whose load varied during "
+                  "the runs: compare them between rows only roughly."]
     lines += ["", "Sizes count every weight at its bit width plus full-precision biases, "
                   "LayerNorms, position/segment embeddings and the classifier (sw.cost, "
                   "COUNT_ALL accounting).", ""]
@@ -198,6 +201,13 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
     tmp.write_text("\n".join(lines))
     os.replace(tmp, dest)
     return dest
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
 
 
 def main(argv=None) -> int:
