@@ -49,6 +49,11 @@ VARIANTS = [
     ("bibert-pred10", "minilm-sst2-bibert.yaml",
      {"bibert": {"distill": DistillOverride(pred=10.0)}}, "bibert",
      "BiBERT, prediction term x10 (ablation)", "1-1-1"),
+    # ablations: BiBERT trained on the task loss alone, and BiBERT trained 3x longer
+    ("bibert-ce", "minilm-sst2-bibert.yaml", {"bibert": {"loss": "ce"}}, "bibert",
+     "BiBERT architecture, task loss only, no distillation (ablation)", "1-1-1"),
+    ("bibert-long", "minilm-sst2-bibert.yaml", {"bibert": {"epochs": 6.0}}, "bibert",
+     "BiBERT, 6 epochs (ablation)", "1-1-1"),
 ]
 # Variants that report a stage of another variant's run share its output directory.
 RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4"}
