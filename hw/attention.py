@@ -250,20 +250,35 @@ class AttentionCore(wiring.Component):
         with m.If(en_p & s1_valid & s1_isq):
             m.d.sync += q_reg.eq(q_rd.data)
         sb = p.probs.score_bits
-        score = Signal(signed(sb))
+        # stage 1b: the K word registered (block RAM data is unregistered on ECP5); q_reg still
+        # holds this row's Q here (the next row's Q lands one cycle after its last K)
+        k_reg = Signal(d * a.k_bits)
+        s1b_valid, s1b_mask = Signal(), Signal()
+        with m.If(en_p):
+            m.d.sync += [k_reg.eq(k_rd.data), s1b_valid.eq(s1_valid & ~s1_isq), s1b_mask.eq(s1_mask)]
+        # stage 2: per-lane products (or XORs) registered; stage 3: their sum, the score
         if a.q_bits == 1 and a.k_bits == 1:
-            diff = q_reg ^ k_rd.data
-            m.d.comb += score.eq(d - 2 * sum(diff[e] for e in range(d)))
+            part_bits = [Signal(name=f"qk{e}") for e in range(d)]
+            with m.If(en_p):
+                m.d.sync += [part_bits[e].eq(q_reg[e] ^ k_reg[e]) for e in range(d)]
+            score = d - 2 * sum(part_bits)
         else:
             qv = _values(m, q_reg, a.q_bits, d, "qv")
-            kv = _values(m, k_rd.data, a.k_bits, d, "kv")
-            m.d.comb += score.eq(sum(_mul_small(m, x, y, max(2, a.k_bits), signed_b=True, name=f"qk{e}")
-                                     for e, (x, y) in enumerate(zip(qv, kv))))
+            kv = _values(m, k_reg, a.k_bits, d, "kv")
+            prods = []
+            for e, (x, y) in enumerate(zip(qv, kv)):
+                pr = Signal(signed(len(x) + max(2, a.k_bits) + 1), name=f"qkp{e}")
+                with m.If(en_p):
+                    m.d.sync += pr.eq(_mul_small(m, x, y, max(2, a.k_bits), signed_b=True, name=f"qk{e}"))
+                prods.append(pr)
+            score = sum(prods)
+        s2_valid, s2_mask = Signal(), Signal()
         s_valid = Signal()
         s_out = Signal(p.probs.score_bits)
         s_mask = Signal()
         with m.If(en_p):
-            m.d.sync += [s_valid.eq(s1_valid & ~s1_isq), s_out.eq(score), s_mask.eq(s1_mask)]
+            m.d.sync += [s2_valid.eq(s1b_valid), s2_mask.eq(s1b_mask),
+                         s_valid.eq(s2_valid), s_out.eq(score), s_mask.eq(s2_mask)]
         m.d.comb += [probs.i.valid.eq(s_valid), probs.i.payload.s.eq(s_out.as_signed()),
                      probs.i.payload.valid.eq(s_mask)]
 
