@@ -11,8 +11,8 @@ Stream contract of :class:`RequantUnit`:
     ``b·lanes + l`` for beat ``b`` of a vector (n / lanes beats per vector) -- the order of an
     MVU whose weight rows interleave the terms (row ``n·T + t``, see hw/linear.py);
   * ``o``: ArrayLayout(signed(out_bits), lanes) (``unsigned(1)`` bits for out_bits = 1).
-A three-register pipeline (constants ROM read, z = Σ acc·M + B, round/clamp; +1 for the Lut
-ROM) that stalls on backpressure: one beat per cycle.
+A four-register pipeline (constants ROM read, its registered copy, z = Σ acc·M + B,
+round/clamp; +1 for the Lut ROM) that stalls on backpressure: one beat per cycle.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class RequantUnitParams:
 
     @property
     def latency(self) -> int:
-        return 3 + self.is_lut
+        return 4 + self.is_lut
 
     def compute(self, accs) -> np.ndarray:
         """(T, ..., n) accumulators -> (..., n) codes."""
@@ -173,15 +173,27 @@ class RequantUnit(wiring.Component):
             m.submodules.consts = rom
             rd = rom.read_port(domain="sync")
             m.d.comb += [rd.addr.eq(beat), rd.en.eq(en)]
-            consts = [([rd.data.m[l][t] for t in range(terms)], rd.data.b[l]) for l in range(lanes)]
+            # stage 1b: the constants registered (block RAM data is unregistered on ECP5 and
+            # feeds the multipliers)
+            held = Signal(layout)
+            with m.If(en):
+                m.d.sync += held.eq(rd.data)
+            consts = [([held.m[l][t] for t in range(terms)], held.b[l]) for l in range(lanes)]
         else:
             consts = [([int(rq.mult[t, 0]) for t in range(terms)], int(rq.bias[0]))] * lanes
+        v1b = Signal()
+        acc1b = [[Signal(signed(p.acc_bits), name=f"accb_{l}_{t}") for t in range(terms)] for l in range(lanes)]
+        with m.If(en):
+            m.d.sync += v1b.eq(v1)
+            for l in range(lanes):
+                for t in range(terms):
+                    m.d.sync += acc1b[l][t].eq(acc1[l][t])
 
         # stage 2 (z) and stage 3 (code)
         v2, v3 = Signal(), Signal()
         with m.If(en):
-            m.d.sync += [v2.eq(v1), v3.eq(v2)]
-        codes = requant_pipeline(m, rq, acc1, consts, en, lanes=lanes, name="rq")
+            m.d.sync += [v2.eq(v1b), v3.eq(v2)]
+        codes = requant_pipeline(m, rq, acc1b, consts, en, lanes=lanes, name="rq")
         if not p.is_lut:
             m.d.comb += self.o.valid.eq(v3)
             for l in range(lanes):
