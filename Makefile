@@ -29,7 +29,7 @@ CKPT_ARG := $(if $(CKPT),--ckpt $(CKPT),)
 WAVES_ARG := $(if $(filter 1 yes true,$(WAVES)),--waves,)
 VECTORS_ARG := $(if $(VECTORS),--vectors $(VECTORS),)
 
-.PHONY: help setup test test-all demo sim bitstream train export e2e bench bench-hw clean
+.PHONY: help setup test test-all demo sim bitstream train eval export e2e bench bench-hw bench-accuracy clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -71,6 +71,12 @@ export: setup  ## CKPT -> packed ROM images + manifest
 
 e2e: setup  ## train a small model, export it, real SST-2 sentences through the RTL encoder
 	$(BINBERT) e2e --config $(CONFIG) --out $(OUT)/e2e
+
+eval: setup  ## dev metrics of CKPT (fake-quant; add --integer via binbert eval for the golden model)
+	$(BINBERT) eval --ckpt $(CKPT)
+
+bench-accuracy: setup  ## SST-2 dev comparison of the MiniLM recipes (hours on CPU; resumable; not in bench)
+	$(PY) benchmarks/accuracy.py --profile cpu
 
 bench-hw: setup  ## benchmarks/hw: SIMD x PE sweep on both targets + golden GEMM speed
 	$(PY) benchmarks/hw.py --jobs $(JOBS)
