@@ -23,7 +23,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.encoder_params import Attention, BinaryLinear, EncoderLayer, LayerNorm, Requant
+from hw.encoder_params import Attention, EncoderLayer, LayerNorm
 from hw.errors import BinbertError
 from hw.layernorm import AddNormParams, LayerNormUnitParams
 from hw.linear import LinearUnitParams
@@ -31,7 +31,8 @@ from hw.lut import RequantUnitParams, code_shape, requant_pipeline
 from hw.softmax import ProbsParams
 from hw.streamutil import Fork, Regroup, StreamFifo
 
-__all__ = ["AttentionCoreParams", "AttentionCore", "AttentionParams", "AttentionBlock", "block_layout"]
+__all__ = ["AttentionCoreParams", "AttentionCore", "LayerFolding", "AttentionParams", "AttentionBlock",
+           "block_layout"]
 
 
 def _pos(owner, name, v):
@@ -380,17 +381,13 @@ class AttentionCore(wiring.Component):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class AttentionParams:
-    """The attention half of one encoder layer (§11) plus its folding: ``lanes`` residual
-    features per beat, the Q/K/V MVUs' PE x SIMD (each of the three), the output MVU's."""
+class LayerFolding:
+    """An encoder ``layer`` (the golden op) over sequences of ``seq_len`` tokens with ``lanes``
+    residual features per beat and the folding of its attention half: the Q/K/V MVUs' PE x SIMD
+    (each of the three), the output MVU's, ``banks`` sequence buffers. Shared by the attention
+    block and the whole layer (hw/encoder.py adds the FFN's folding)."""
 
-    qkv_in: Requant
-    query: BinaryLinear
-    key: BinaryLinear
-    value: BinaryLinear
-    attention: Attention
-    attn_out: BinaryLinear
-    ln: LayerNorm
+    layer: EncoderLayer
     seq_len: int
     lanes: int
     pe_qkv: int
@@ -400,66 +397,71 @@ class AttentionParams:
     banks: int = 2
 
     def __post_init__(self):
-        o = "AttentionParams"
-        for name, cls in (("qkv_in", Requant), ("query", BinaryLinear), ("key", BinaryLinear),
-                          ("value", BinaryLinear), ("attention", Attention), ("attn_out", BinaryLinear),
-                          ("ln", LayerNorm)):
-            if not isinstance(getattr(self, name), cls):
-                raise BinbertError(f"{o}: {name} must be a hw.encoder_params.{cls.__name__}")
+        o = type(self).__name__
+        if not isinstance(self.layer, EncoderLayer):
+            raise BinbertError(f"{o}: layer must be a hw.encoder_params.EncoderLayer, got {type(self.layer).__name__}")
         _pos(o, "lanes", self.lanes)
         if self.hidden % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide hidden={self.hidden}")
-        # heads·head_dim may be below hidden (DynaBERT width-pruned heads)
-        ah = self.attention.hidden
-        for name, lin in (("query", self.query), ("key", self.key), ("value", self.value)):
-            if lin.k != self.hidden or lin.n != ah or lin.in_bits != self.qkv_in.out_bits:
-                raise BinbertError(f"{o}: {name} is {lin.n}x{lin.k} on {lin.in_bits}-bit codes, expected "
-                                   f"{ah}x{self.hidden} on the qkv_in codes")
-        if self.attn_out.k != ah or self.attn_out.n != self.hidden:
-            raise BinbertError(f"{o}: attn_out is {self.attn_out.n}x{self.attn_out.k}, expected {self.hidden}x{ah}")
-        self.core, self.projections, self.out_proj, self.addnorm, self.qin  # noqa: B018
-
-    @classmethod
-    def from_layer(cls, layer: EncoderLayer, **folding) -> "AttentionParams":
-        if not isinstance(layer, EncoderLayer):
-            raise BinbertError(f"AttentionParams.from_layer: expected an EncoderLayer, got {type(layer).__name__}")
-        return cls(qkv_in=layer.qkv_in, query=layer.query, key=layer.key, value=layer.value,
-                   attention=layer.attention, attn_out=layer.attn_out, ln=layer.ln1, **folding)
 
     @property
     def hidden(self) -> int:
-        return self.ln.n
+        return self.layer.ln1.n
 
     @property
     def res_bits(self) -> int:
-        return self.attn_out.out.out_bits
+        """The residual stream's width (the block's input lanes)."""
+        return self.layer.qkv_in.acc_bits
 
     @property
     def beats(self) -> int:
         return self.hidden // self.lanes
 
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AttentionParams(LayerFolding):
+    """The attention half of ``layer`` (§11): qkv_in, Q/K/V, the core, attn_out, + r, ln1.
+    EncoderLayer already checks that the ops chain; this adds their fit to the residual width."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        lyr, o = self.layer, "AttentionParams"
+        for name in ("query", "key", "value"):
+            k = getattr(lyr, name).k
+            if k != self.hidden:
+                raise BinbertError(f"{o}: {name} reads {k} features, expected hidden={self.hidden}")
+        if lyr.attn_out.n != self.hidden:
+            raise BinbertError(f"{o}: attn_out has {lyr.attn_out.n} rows, expected hidden={self.hidden}")
+        self.core, self.projections, self.out_proj, self.addnorm, self.qin  # noqa: B018
+
+    @property
+    def ln(self) -> LayerNorm:
+        """ln1: the block's output op (sim/tb_encoder.py reads its out_bits)."""
+        return self.layer.ln1
+
     @property
     def qin(self) -> RequantUnitParams:
-        return RequantUnitParams(op=self.qkv_in, n=self.hidden, lanes=self.lanes)
+        return RequantUnitParams(op=self.layer.qkv_in, n=self.hidden, lanes=self.lanes)
 
     @property
     def projections(self) -> tuple[LinearUnitParams, ...]:
-        d = self.attention.head_dim
-        return tuple(LinearUnitParams(lin=lin, pe=self.pe_qkv, simd=self.simd_qkv, out_lanes=d)
-                     for lin in (self.query, self.key, self.value))
+        lyr = self.layer
+        return tuple(LinearUnitParams(lin=lin, pe=self.pe_qkv, simd=self.simd_qkv, out_lanes=lyr.attention.head_dim)
+                     for lin in (lyr.query, lyr.key, lyr.value))
 
     @property
     def core(self) -> AttentionCoreParams:
-        return AttentionCoreParams(att=self.attention, seq_len=self.seq_len, banks=self.banks)
+        return AttentionCoreParams(att=self.layer.attention, seq_len=self.seq_len, banks=self.banks)
 
     @property
     def out_proj(self) -> LinearUnitParams:
-        return LinearUnitParams(lin=self.attn_out, pe=self.pe_o, simd=self.simd_o, out_lanes=self.lanes)
+        return LinearUnitParams(lin=self.layer.attn_out, pe=self.pe_o, simd=self.simd_o, out_lanes=self.lanes)
 
     @property
     def addnorm(self) -> AddNormParams:
+        """ln1 of attn_out's output (a) + the residual (b)."""
         return AddNormParams(norm=LayerNormUnitParams(ln=self.ln, lanes=self.lanes),
-                             a_bits=self.res_bits, b_bits=self.qkv_in.acc_bits)
+                             a_bits=self.layer.attn_out.out.out_bits, b_bits=self.res_bits)
 
     @property
     def stage_cycles(self) -> dict[str, int]:
@@ -491,11 +493,12 @@ class AttentionParams:
                 + self.core.latency + self.out_proj.latency * L + self.addnorm.latency * L + 50)
 
     def compute(self, r, valid) -> np.ndarray:
-        """(B, L, hidden) residual, (B, L) mask -> (B, L, hidden) ln1 output."""
-        r = np.asarray(r, dtype=np.int64)
-        x = self.qkv_in.compute(r[None])
-        c = self.attention.compute(self.query.compute(x), self.key.compute(x), self.value.compute(x), valid)
-        return self.ln.compute(self.attn_out.compute(c) + r)
+        """(B, L, hidden) residual, (B, L) mask -> (B, L, hidden) ln1 output: the first half of
+        EncoderLayer.compute."""
+        lyr, r = self.layer, np.asarray(r, dtype=np.int64)
+        x = lyr.qkv_in.compute(r[None])
+        c = lyr.attention.compute(lyr.query.compute(x), lyr.key.compute(x), lyr.value.compute(x), valid)
+        return lyr.ln1.compute(lyr.attn_out.compute(c) + r)
 
     def create(self):
         return AttentionBlock(self)
@@ -544,20 +547,19 @@ class AttentionBlock(wiring.Component):
             raise BinbertError(f"AttentionBlock: params must be AttentionParams, got {type(params).__name__}")
         self.params = params
         super().__init__({
-            "i": In(stream.Signature(block_layout(params.qkv_in.acc_bits, params.lanes))),
+            "i": In(stream.Signature(block_layout(params.res_bits, params.lanes))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(params.ln.out_bits), params.lanes))),
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        a = p.attention
-        r_layout = data.ArrayLayout(signed(p.qkv_in.acc_bits), p.lanes)
-        m.submodules.split = split = TokenMask(block_layout(p.qkv_in.acc_bits, p.lanes), p.beats)
+        r_layout = data.ArrayLayout(signed(p.res_bits), p.lanes)
+        m.submodules.split = split = TokenMask(block_layout(p.res_bits, p.lanes), p.beats)
         m.submodules.fork_r = fork_r = Fork(r_layout, 2)
         m.submodules.rfifo = rfifo = StreamFifo(r_layout, p.fifo_tokens * p.beats)
         m.submodules.qin = qin = p.qin.create()
-        x_shape = code_shape(p.qkv_in.out_bits)
+        x_shape = code_shape(p.layer.qkv_in.out_bits)
         m.submodules.to_simd = to_simd = Regroup(x_shape, p.lanes, p.simd_qkv)
         m.submodules.fork_x = fork_x = Fork(data.ArrayLayout(x_shape, p.simd_qkv), 3)
         m.submodules.core = core = p.core.create()
@@ -573,7 +575,7 @@ class AttentionBlock(wiring.Component):
             m.submodules[f"proj_{name}"] = unit
             wiring.connect(m, fork_x.outs()[idx], unit.i)
             wiring.connect(m, unit.o, getattr(core, name))
-        m.submodules.to_o = to_o = Regroup(code_shape(a.context.out_bits), p.core.ctx_lanes, p.simd_o)
+        m.submodules.to_o = to_o = Regroup(code_shape(p.layer.attention.context.out_bits), p.core.ctx_lanes, p.simd_o)
         m.submodules.out_proj = out_proj = p.out_proj.create()
         m.submodules.addnorm = addnorm = p.addnorm.create()
         wiring.connect(m, core.o, to_o.i)

@@ -12,14 +12,14 @@ lanes)), the layer output in the same order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.attention import AttentionParams, block_layout
+from hw.attention import AttentionParams, LayerFolding, block_layout
 from hw.encoder_params import EncoderLayer
 from hw.errors import BinbertError
 from hw.ffn import FfnParams
@@ -28,52 +28,28 @@ __all__ = ["EncoderLayerParams", "EncoderLayerUnit", "folding_for"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class EncoderLayerParams:
-    """``layer`` (the golden op) over sequences of ``seq_len`` tokens, with the folding of its
-    five MVU kinds (PE x SIMD) and ``lanes`` residual features per beat."""
+class EncoderLayerParams(LayerFolding):
+    """``layer`` (the golden op) over sequences of ``seq_len`` tokens: the attention block's
+    folding (:class:`hw.attention.LayerFolding`) plus the FFN's two MVUs (PE x SIMD)."""
 
-    layer: EncoderLayer
-    seq_len: int
-    lanes: int
-    pe_qkv: int
-    simd_qkv: int
-    pe_o: int
-    simd_o: int
     pe_ffn1: int
     simd_ffn1: int
     pe_ffn2: int
     simd_ffn2: int
-    banks: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.layer, EncoderLayer):
-            raise BinbertError(f"EncoderLayerParams: layer must be a hw.encoder_params.EncoderLayer, "
-                               f"got {type(self.layer).__name__}")
+        super().__post_init__()
         self.attention, self.ffn  # noqa: B018  (their checks name a bad folding)
 
     @property
     def attention(self) -> AttentionParams:
-        return AttentionParams.from_layer(self.layer, seq_len=self.seq_len, lanes=self.lanes,
-                                          pe_qkv=self.pe_qkv, simd_qkv=self.simd_qkv, pe_o=self.pe_o,
-                                          simd_o=self.simd_o, banks=self.banks)
+        return AttentionParams(**{f.name: getattr(self, f.name) for f in fields(LayerFolding)})
 
     @property
     def ffn(self) -> FfnParams:
         return FfnParams.from_layer(self.layer, lanes=self.lanes, pe1=self.pe_ffn1, simd1=self.simd_ffn1,
                                     pe2=self.pe_ffn2, simd2=self.simd_ffn2,
                                     fifo_tokens=4)
-
-    @property
-    def hidden(self) -> int:
-        return self.layer.ln1.n
-
-    @property
-    def res_bits(self) -> int:
-        return self.layer.qkv_in.acc_bits
-
-    @property
-    def beats(self) -> int:
-        return self.hidden // self.lanes
 
     @property
     def stage_cycles(self) -> dict[str, int]:

@@ -1,13 +1,16 @@
 """AttentionCore == Attention.compute (§13-§15: softmax or Heaviside, P·V, context requant) and
 AttentionBlock == the layer's attention half (qkv_in, Q/K/V projections, core, attn_out, + r,
 ln1), with masks (padding, no valid key), idles and backpressure; cycles per sequence."""
+import dataclasses
+
 import numpy as np
 import pytest
 
-from hw.attention import AttentionCore, AttentionCoreParams
+from hw.attention import AttentionBlock, AttentionCore, AttentionCoreParams, AttentionParams
 from hw.errors import BinbertError
-from sim.layers import random_codes, random_encoder_layer
-from tests.hw.hwsim import recv, run, send  # noqa: F401
+from sim.layers import random_binary_linear, random_codes, random_encoder_layer
+from tests.hw.hwsim import recv, run, send
+from tests.hw.seqsim import masked_residuals, run_sequences, steady_cycles
 
 
 def _core_inputs(rng, att, seqs, seq_len):
@@ -78,69 +81,53 @@ def test_attention_core_bad_params():
         AttentionCore(layer.attention)
 
 
-def _run_block(params, r, valid, *, idle=0.0, stall=0.0):
-    dut = params.create()
-    lanes = params.lanes
-    seqs, L, hidden = r.shape
-    payloads = [{"r": [int(x) for x in r[s, t, j:j + lanes]], "valid": int(valid[s, t])}
-                for s in range(seqs) for t in range(L) for j in range(0, hidden, lanes)]
-    got, stats = [], {}
-
-    async def prod(ctx):
-        await send(ctx, dut.i, payloads, np.random.default_rng(1), idle)
-
-    async def cons(ctx):
-        # like hwsim.recv, but keeps the cycle of every beat (sequence ends give the steady state)
-        rng, cycle, ends = np.random.default_rng(2), 0, []
-        while len(got) < len(payloads):
-            ready = not (stall and rng.random() < stall)
-            ctx.set(dut.o.ready, ready)
-            _, _, ok, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            cycle += 1
-            if ready and ok:
-                got.append([int(c) for c in payload])
-                if len(got) % (L * params.beats) == 0:
-                    ends.append(cycle)
-        stats["ends"] = ends
-
-    run(dut, prod, cons, deadline_cycles=4 * seqs * params.latency + 5000)
-    return np.array(got).reshape(r.shape), stats
-
-
 def _block_case(seed, **kw):
-    from sim.layers import res_inputs
     rng = np.random.default_rng(seed)
     layer = random_encoder_layer(rng, hidden=16, heads=2, max_len=8, **kw)
-    seqs, L = 3, 6
-    r = res_inputs(rng, seqs * L, 16).reshape(seqs, L, 16)
-    valid = rng.random((seqs, L)) < 0.8
-    valid[:, 0] = True
-    return layer, r, valid
+    return layer, *masked_residuals(rng, 3, 6, 16)
 
 
 @pytest.mark.parametrize("mode,terms,banks,idle,stall", [("softmax", 1, 2, 0.2, 0.3), ("bi", 2, 1, 0.0, 0.3)])
 def test_attention_block_matches_golden(mode, terms, banks, idle, stall):
-    from hw.attention import AttentionParams
     layer, r, valid = _block_case(5 + terms, mode=mode, terms=terms)
-    params = AttentionParams.from_layer(layer, seq_len=6, lanes=4, pe_qkv=4 * terms, simd_qkv=8,
-                                        pe_o=2 * terms, simd_o=16, banks=banks)
-    got, _ = _run_block(params, r, valid, idle=idle, stall=stall)
+    params = AttentionParams(layer=layer, seq_len=6, lanes=4, pe_qkv=4 * terms, simd_qkv=8,
+                             pe_o=2 * terms, simd_o=16, banks=banks)
+    got, _ = run_sequences(params, r, valid, idle=idle, stall=stall)
     want = params.compute(r, valid)
     assert np.array_equal(got, want)
 
 
 def test_attention_block_throughput():
-    from hw.attention import AttentionParams
-    from sim.layers import res_inputs
     rng = np.random.default_rng(21)
     layer = random_encoder_layer(rng, hidden=16, heads=2, max_len=8)
-    params = AttentionParams.from_layer(layer, seq_len=8, lanes=2, pe_qkv=4, simd_qkv=8, pe_o=4, simd_o=8)
-    seqs = 5
-    r = res_inputs(rng, seqs * 8, 16).reshape(seqs, 8, 16)
-    valid = np.ones((seqs, 8), dtype=bool)
-    got, stats = _run_block(params, r, valid)
+    params = AttentionParams(layer=layer, seq_len=8, lanes=2, pe_qkv=4, simd_qkv=8, pe_o=4, simd_o=8)
+    r, valid = masked_residuals(rng, 5, 8, 16, keep=1.0)
+    got, ends = run_sequences(params, r, valid)
     assert np.array_equal(got, params.compute(r, valid))
-    ends = stats["ends"]
-    per_seq = (ends[-1] - ends[1]) / (seqs - 2)
+    per_seq = steady_cycles(ends)
     print(f"attention: {per_seq:.1f} cycles/sequence, model {params.cycles_per_sequence} {params.stage_cycles}")
     assert per_seq <= 1.10 * params.cycles_per_sequence
+
+
+def test_attention_block_bad_params():
+    layer = random_encoder_layer(np.random.default_rng(0), hidden=16, heads=2, max_len=8)
+    fold = dict(seq_len=4, pe_qkv=4, simd_qkv=8, pe_o=4, simd_o=8)
+    with pytest.raises(BinbertError, match="AttentionParams: layer must be a hw.encoder_params.EncoderLayer"):
+        AttentionParams(layer=layer.attention, lanes=4, **fold)
+    with pytest.raises(BinbertError, match="AttentionParams: lanes=3 does not divide hidden=16"):
+        AttentionParams(layer=layer, lanes=3, **fold)
+    with pytest.raises(BinbertError, match="AttentionParams: lanes=0 must be an integer >= 1"):
+        AttentionParams(layer=layer, lanes=0, **fold)
+    # Q/K/V and attn_out chain with the attention (EncoderLayer checks that) but not with ln1's width
+    rng = np.random.default_rng(1)
+    q = layer.query
+    wide_q = random_binary_linear(rng, k=24, n=q.n, terms=q.terms, in_bits=q.in_bits, out="code",
+                                  out_bits=q.out.out_bits)
+    with pytest.raises(BinbertError, match="AttentionParams: query reads 24 features, expected hidden=16"):
+        AttentionParams(layer=dataclasses.replace(layer, query=wide_q), lanes=4, **fold)
+    o = layer.attn_out
+    tall_o = random_binary_linear(rng, k=o.k, n=24, terms=o.terms, in_bits=o.in_bits, out="res")
+    with pytest.raises(BinbertError, match="AttentionParams: attn_out has 24 rows, expected hidden=16"):
+        AttentionParams(layer=dataclasses.replace(layer, attn_out=tall_o), lanes=4, **fold)
+    with pytest.raises(BinbertError, match="params must be AttentionParams"):
+        AttentionBlock(layer)

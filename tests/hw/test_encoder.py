@@ -5,35 +5,8 @@ import pytest
 
 from hw.encoder import EncoderLayerParams, EncoderLayerUnit, folding_for
 from hw.errors import BinbertError
-from sim.layers import random_encoder_layer, res_inputs
-from tests.hw.hwsim import run, send
-
-
-def _run(params, r, valid, *, idle=0.0, stall=0.0):
-    dut = params.create()
-    lanes = params.lanes
-    seqs, L, hidden = r.shape
-    payloads = [{"r": [int(x) for x in r[s, t, j:j + lanes]], "valid": int(valid[s, t])}
-                for s in range(seqs) for t in range(L) for j in range(0, hidden, lanes)]
-    got, ends = [], []
-
-    async def prod(ctx):
-        await send(ctx, dut.i, payloads, np.random.default_rng(1), idle)
-
-    async def cons(ctx):
-        rng, cycle = np.random.default_rng(2), 0
-        while len(got) < len(payloads):
-            ready = not (stall and rng.random() < stall)
-            ctx.set(dut.o.ready, ready)
-            _, _, ok, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            cycle += 1
-            if ready and ok:
-                got.append([int(c) for c in payload])
-                if len(got) % (L * params.beats) == 0:
-                    ends.append(cycle)
-
-    run(dut, prod, cons, deadline_cycles=4 * seqs * params.latency + 5000)
-    return np.array(got).reshape(r.shape), ends
+from sim.layers import random_encoder_layer
+from tests.hw.seqsim import masked_residuals, run_sequences, steady_cycles
 
 
 @pytest.mark.parametrize("mode,terms,head_dim,idle,stall", [("softmax", 2, 4, 0.2, 0.3), ("bi", 1, 8, 0.0, 0.0)])
@@ -44,14 +17,11 @@ def test_encoder_layer_matches_golden(mode, terms, head_dim, idle, stall):
                                  head_dim=head_dim, x_bits=1 if mode == "bi" else 2,
                                  c_bits=1 if mode == "bi" else 2)
     params = folding_for(layer, seq_len=6, macs=32, lanes=4)
-    seqs = 4
-    r = res_inputs(rng, seqs * 6, 16).reshape(seqs, 6, 16)
-    valid = rng.random((seqs, 6)) < 0.8
-    valid[:, 0] = True
-    got, ends = _run(params, r, valid, idle=idle, stall=stall)
+    r, valid = masked_residuals(rng, 4, 6, 16)
+    got, ends = run_sequences(params, r, valid, idle=idle, stall=stall)
     assert np.array_equal(got, params.compute(r, valid))
     if not idle and not stall:
-        per_seq = (ends[-1] - ends[1]) / (seqs - 2)
+        per_seq = steady_cycles(ends)
         print(f"encoder: {per_seq:.1f} cycles/sequence, model {params.cycles_per_sequence} {params.stage_cycles}")
         assert per_seq <= 1.10 * params.cycles_per_sequence
 
