@@ -8,20 +8,15 @@ random scales with random idles and backpressure, then a burst with neither.
 """
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 
 from sim.layers import ln_inputs
 from sim.runner import load_bench
-from sim.stream import StreamBench, pack_lanes, unpack_lanes
+from sim.stream import unpack_lanes
+from sim.tbutil import burst, check_throughput, expected_beats, lane_beats, lane_bench
 
 BURST = 16
-
-
-def token_beats(p, row) -> list[int]:
-    return [pack_lanes(row[b * p.lanes:(b + 1) * p.lanes], p.ln.in_bits) for b in range(p.beats)]
 
 
 class LNModel:
@@ -39,25 +34,18 @@ class LNModel:
             return []
         row = np.array([v for b in self.pending for v in unpack_lanes(b, p.ln.in_bits, p.lanes)])
         self.pending = []
-        y = p.compute(row[None])[0]
         t = self.tokens
         self.tokens += 1
-        return [(pack_lanes(y[b * p.lanes:(b + 1) * p.lanes], p.ln.out_bits), f"token {t} beat {b}")
-                for b in range(p.beats)]
+        return expected_beats(p.compute(row[None])[0], p.ln.out_bits, p.lanes, f"token {t}")
 
 
 @cocotb.test()
 async def ln_matches_golden(dut):
     cfg = load_bench()
     p = cfg.params
-    rng = random.Random(cfg.seed)
     nrng = np.random.default_rng(cfg.seed)
-    bench = StreamBench(dut, model=LNModel(p), rng=rng,
-                        out_lanes=lambda w: unpack_lanes(w, p.ln.out_bits, p.lanes),
-                        idle_prob=cfg.extra.get("idle_prob", 0.2),
-                        ready_prob=cfg.extra.get("ready_prob", 0.75))
-    bench.i.expect_width(p.ln.in_bits * p.lanes, f"{p.lanes} lanes of signed({p.ln.in_bits})")
-    bench.o.expect_width(p.ln.out_bits * p.lanes, f"{p.lanes} lanes of signed({p.ln.out_bits})")
+    ib = p.ln.in_bits
+    bench = lane_bench(dut, cfg, LNModel(p), in_bits=ib, out_bits=p.ln.out_bits)
     await bench.start()
     path = cfg.extra.get("inputs")
     if path:
@@ -65,17 +53,12 @@ async def ln_matches_golden(dut):
             rows = f["v"].astype(np.int64)
     else:
         rows = ln_inputs(p.ln, nrng, cfg.vectors)
-    beats = [b for row in rows for b in token_beats(p, row)]
+    beats = [b for row in rows for b in lane_beats(row, ib, p.lanes)]
     await bench.run(beats, len(beats), max_cycles=6 * len(rows) * p.latency + 1000)
 
-    await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    burst = ln_inputs(p.ln, nrng, BURST)[-BURST:]
-    first = len(bench.out_monitor.cycles)
-    t0 = bench.cycle()
-    await bench.run([b for row in burst for b in token_beats(p, row)], BURST * p.beats,
-                    max_cycles=2 * BURST * p.latency + 1000)
-    out = bench.out_monitor.cycles[first:]
-    ends = [out[(t + 1) * p.beats - 1] for t in range(BURST)]
+    rows_b = ln_inputs(p.ln, nrng, BURST)[-BURST:]
+    ends, t0 = await burst(bench, [lane_beats(row, ib, p.lanes) for row in rows_b],
+                           max_cycles=2 * BURST * p.latency + 1000)
     steady = (ends[-1] - ends[0]) / (BURST - 1)
     latency = ends[0] - t0
     await bench.finish((len(rows) + BURST) * p.beats)
@@ -85,4 +68,4 @@ async def ln_matches_golden(dut):
                     last_cycle=bench.out_monitor.cycles[-1])
     dut._log.info("ln: %d tokens matched; steady state %.2f cycles/token (model %d), first token "
                   "after %d cycles (model %d)", len(rows) + BURST, steady, model, latency, p.latency)
-    assert steady <= 1.10 * model, f"throughput: {steady:.2f} cycles/token > 1.10 x model {model}"
+    check_throughput(steady, model, "token")
