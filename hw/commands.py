@@ -20,9 +20,20 @@ def register(subparsers) -> None:
         "bitstream", help="synthesize, place and route a layer: bitstream + report.json/.md",
         description="Build LAYER behind an 8-bit byte-stream top (hw/top.py) for TARGET with "
                     "Yosys + nextpnr + icepack/ecppack; write the bitstream, report.json and "
-                    "report.md (LUT4, FF, BRAM, DSP, Fmax, cycles per vector, MAC/s, LUT4/MAC).")
-    p.add_argument("--layer", default="mvu", help="mvu (default) or pe")
-    p.add_argument("--target", default="ecp5-85k", help="ice40-up5k, ecp5-85k or all")
+                    "report.md (LUT4, FF, BRAM, DSP, Fmax, cycles per vector or per sequence, "
+                    "MAC/s or sequences/s, LUT4/MAC). A design too big for the device still "
+                    "gets its report (synthesis utilisation) and exits with status 2.")
+    p.add_argument("--layer", default="mvu", help="mvu (default), pe or encoder")
+    p.add_argument("--target", default=None,
+                   help="ice40-up5k, ecp5-85k or all (default: the encoder preset's target, "
+                        "else ecp5-85k)")
+    p.add_argument("--config", default=None,
+                   help="--layer encoder: hardware preset, a models/hw/encoder-*.yaml path or its "
+                        "name (tiny, tiny-bi, micro-bi; default tiny)")
+    p.add_argument("--export", type=Path, default=None,
+                   help="--layer encoder: a checkpoint or `binbert export` directory: its trained "
+                        "layer (the preset's layer_index, default 0) folded at the preset's MAC "
+                        "budget instead of seeded random ops")
     p.add_argument("--pe", type=int, default=16, help="MVU rows per cycle (default 16)")
     p.add_argument("--simd", type=int, default=64, help="columns per cycle (default 64)")
     p.add_argument("--k", type=int, default=None, help="MVU input length (default 4*SIMD)")
@@ -45,23 +56,47 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from hw import flow
+    from hw.errors import BinbertError
 
-    if args.target == "all":
+    target_name = args.target
+    if target_name is None:
+        target_name = "ecp5-85k"
+        if args.layer == "encoder":
+            from hw.presets import load_preset
+            target_name = load_preset("tiny" if args.config is None else args.config).target
+    if target_name == "all":
         targets = list(flow.TARGETS.values())
     else:
-        targets = [flow.get_target(args.target)]
+        targets = [flow.get_target(target_name)]
     opts = None if args.synth_opts is None else tuple(args.synth_opts.split())
+    export = None if args.export is None else str(args.export)
+    if export is not None and args.layer == "encoder" and not args.export.exists():
+        raise BinbertError(f"--export {export}: no such checkpoint or export directory")
+    no_fit = []
     for target in targets:
         spec = flow.make_layer(args.layer, pe=args.pe, simd=args.simd, k=args.k, n=args.n,
                                a_bits=args.a_bits, mmv=args.mmv, pipeline=args.pipeline,
-                               target=target)
+                               target=target, config=args.config, ckpt=export)
         out = args.out / target.name if len(targets) > 1 else args.out
-        r = flow.build(spec, target, out, freq_mhz=args.freq, seeds=args.seeds,
-                       synth_opts=opts, rom=args.rom)
-        print(f"{target.name}: {r['layer']} {r['core']['lut4']} LUT4 "
-              f"({r['lut4_per_mac']:.2f}/MAC), {r['core']['ff']} FF, {r['total']['bram']} BRAM, "
-              f"Fmax {r['fmax_mhz']:.1f} MHz ({'met' if r['timing_met'] else 'not met'} at "
-              f"{r['requested_mhz']:g}) -> {out / r['bitstream']}")
+        try:
+            r = flow.build(spec, target, out, freq_mhz=args.freq, seeds=args.seeds,
+                           synth_opts=opts, rom=args.rom)
+        except flow.DoesNotFit as exc:
+            print(f"{target.name}: {exc} (report: {out / 'report.md'})")
+            no_fit.append(str(exc))
+            continue
+        timing = (f"Fmax {r['fmax_mhz']:.1f} MHz ({'met' if r['timing_met'] else 'not met'} at "
+                  f"{r['requested_mhz']:g})")
+        if r.get("cycles_per_sequence"):
+            speed = (f"{r['cycles_per_sequence']} cycles/sequence, "
+                     f"{r['sequences_per_s']:,.0f} sequences/s")
+        else:
+            speed = f"{r['lut4_per_mac']:.2f} LUT4/MAC"
+        print(f"{target.name}: {r['layer']} {r['total']['lut4']} LUT4, {r['total']['ff']} FF, "
+              f"{r['total']['bram']} BRAM, {r['total']['dsp']} DSP, {timing}, {speed} "
+              f"-> {out / r['bitstream'] if r['bitstream'] else out}")
+    if no_fit:
+        raise BinbertError("; ".join(no_fit))
     return 0
 
 

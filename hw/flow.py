@@ -63,6 +63,7 @@ class Target:
     pnr_dsp: str = ""
     luts_available: int = 0
     brams_available: int = 0
+    dsps_available: int = 0
     bram_width: int = 0  # widest port of one block RAM (ROM fit estimate)
     bram_depth_at_width: int = 0
     pipeline: int = 1  # default PE register stages: the fewest that reach freq_mhz (measured)
@@ -85,7 +86,7 @@ TARGETS: dict[str, Target] = {
         pack_env="ICEPACK", pack_default="yowasp-icepack", ext=".bin",
         lut_cells={"SB_LUT4": 1}, ff_prefix="SB_DFF", bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
         dsp_cells=("SB_MAC16",), pnr_lut="ICESTORM_LC", pnr_bram="ICESTORM_RAM",
-        pnr_dsp="ICESTORM_DSP", luts_available=5280, brams_available=30,
+        pnr_dsp="ICESTORM_DSP", luts_available=5280, brams_available=30, dsps_available=8,
         bram_width=16, bram_depth_at_width=256, pipeline=4),
     "ecp5-85k": Target(
         name="ecp5-85k", family="ecp5", board="amaranth_boards.ulx3s:ULX3S_85F_Platform",
@@ -96,9 +97,33 @@ TARGETS: dict[str, Target] = {
         lut_cells={"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4}, ff_prefix="TRELLIS_FF",
         bram_cells=("DP16KD", "PDPW16KD"), dsp_cells=("MULT18X18D", "ALU54B"),
         pnr_lut="TRELLIS_COMB", pnr_bram="DP16KD", pnr_dsp="MULT18X18D",
-        luts_available=83640, brams_available=208, bram_width=36, bram_depth_at_width=512,
+        luts_available=83640, brams_available=208, dsps_available=156, bram_width=36,
+        bram_depth_at_width=512,
         pipeline=2),
 }
+
+
+class DoesNotFit(BinbertError):
+    """The design needs more of a resource than the device has. ``partial``: what the flow
+    measured before stopping (synthesis figures), for the report of a failed build."""
+
+    def __init__(self, message: str, partial: dict):
+        super().__init__(message)
+        self.partial = partial
+
+
+def utilisation(total: dict, target: Target) -> dict[str, list[int]]:
+    """{resource: [used, available]} after synthesis (LUT4, block RAM, DSP)."""
+    return {"lut4": [total["lut4"], target.luts_available],
+            "bram": [total["bram"], target.brams_available],
+            "dsp": [total["dsp"], target.dsps_available]}
+
+
+def over_capacity(util: dict[str, list[int]]) -> str:
+    """'14094 LUT4 after synthesis > 5280 available, ...' for every resource above capacity."""
+    names = {"lut4": "LUT4", "bram": "block RAM", "dsp": "DSP"}
+    return ", ".join(f"{used} {names[k]} after synthesis > {avail} available"
+                     for k, (used, avail) in util.items() if used > avail)
 
 
 def get_target(name: str) -> Target:
@@ -298,9 +323,14 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
     stat = json.loads((out / "stat.json").read_text())
     core = summarize_cells(_module_cells(stat, CORE_MODULE), target)
     total = summarize_cells(stat["design"]["num_cells_by_type"], target)
-    if total["lut4"] > target.luts_available:
-        raise BinbertError(f"design does not fit {target.name}: {total['lut4']} LUT4 after "
-                           f"synthesis > {target.luts_available} available")
+    util = utilisation(total, target)
+    partial = {"target": target.name, "device": f"{platform.device} {platform.package}",
+               "board": type(platform).__name__, "synth_opts": " ".join(opts), "rom": rom,
+               "core": core, "total": total, "utilisation": util,
+               "seconds": {"elaborate": round(t_elab, 1), "synth": round(t_synth, 1)}}
+    over = over_capacity(util)
+    if over:
+        raise DoesNotFit(f"design does not fit {target.name}: {over}", partial)
 
     runs = []
     t_pnr = 0.0
@@ -317,7 +347,8 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
             text = pnr_log.read_text(errors="replace") if pnr_log.exists() else str(exc)
             over = overused(text)
             if over:
-                raise BinbertError(f"design does not fit {target.name}: {over}") from None
+                raise DoesNotFit(f"design does not fit {target.name}: {over} (nextpnr)",
+                                 partial) from None
             raise BinbertError(f"nextpnr ({target.name}, seed {seed}): {last_error(text)}") from None
         rep = parse_nextpnr_report(json.loads((out / f"pnr_seed{seed}.json").read_text()), target)
         runs.append({"seed": seed, **rep})
@@ -350,6 +381,7 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
         "critical_path": crit,
         "core": core,
         "total": total,
+        "utilisation": util,
         "pnr": {k: best[k] for k in ("pnr_lut", "pnr_bram", "pnr_dsp", "pnr_io")},
         "bitstream": bit_path.name if bit_path else None,
         "seconds": {"elaborate": round(t_elab, 1), "synth": round(t_synth, 1),
@@ -361,31 +393,58 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
 # Layers: what `binbert bitstream --layer` builds
 # ---------------------------------------------------------------------------------------------
 
-LAYERS = ("mvu", "pe")
+LAYERS = ("mvu", "pe", "encoder")
+
+# Encoder layers on ECP5 (Yosys 0.70): -nowidelut as for the MVU sweep, and no -abc9 flag: with
+# it abc9 asserted (ABC_OPS_REINTEGRATE) on the tiny preset; without it the same run synthesises,
+# routes and packs (measured, docs/encoder_rtl.md).
+ENCODER_SYNTH = {"ecp5": ("-nowidelut",)}
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     """A block to implement plus the figures the report derives from its parameters."""
     layer: str
-    params: object  # PEParams or MVUParams: .create() elaborates the block
+    params: object  # PEParams, MVUParams or EncoderLayerParams: .create() elaborates the block
     macs_per_cycle: int  # binary MACs the datapath does per clock (PE·SIMD·MMV, or SIMD)
     a_bits: int
     cycles_per_vector: int
     rom_width: int = 0
     rom_depth: int = 0
     describe: dict = field(default_factory=dict)
+    # encoder layers: tokens per sequence and the params' cycle model per sequence
+    seq_len: int = 0
+    cycles_per_sequence: int = 0
+    synth_opts: dict = field(default_factory=dict)  # family -> synth flags for this layer
+    rom_note: str = "no weight ROM (weights arrive on the input stream)"
+
+
+def make_encoder(config="tiny", *, ckpt=None) -> LayerSpec:
+    """An encoder layer from a hardware preset (models/hw/*.yaml, see hw/presets.py): seeded
+    random ops, or ``ckpt`` (a checkpoint or export directory): its trained layer folded at the
+    preset's MAC budget."""
+    from hw.presets import bitstream_spec
+
+    d = bitstream_spec(config, ckpt)
+    p = d["params"]
+    return LayerSpec("encoder", p, macs_per_cycle=d["macs_per_cycle"], a_bits=d["a_bits"],
+                     cycles_per_vector=d["cycles_per_vector"], describe=d["describe"],
+                     seq_len=p.seq_len, cycles_per_sequence=p.cycles_per_sequence,
+                     synth_opts=ENCODER_SYNTH,
+                     rom_note="weight and constant ROMs (memories named *rom*) in block RAM")
 
 
 def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None,
                n: int | None = None, a_bits: int = 1, mmv: int = 1, pipeline: int | None = None,
-               target: Target | None = None, seed: int = 0) -> LayerSpec:
-    """Parameters of ``layer`` ('mvu' or 'pe') from the CLI's knobs.
+               target: Target | None = None, seed: int = 0, config=None,
+               ckpt=None) -> LayerSpec:
+    """Parameters of ``layer`` ('mvu', 'pe' or 'encoder') from the CLI's knobs.
 
     MVU defaults: K = 4·SIMD, N = 4·PE, i.e. a 16-word weight ROM for every (PE, SIMD), so the
     sweep compares datapaths, not ROM depths. Weights are seeded random bits.
     ``pipeline`` None: the target's default (:attr:`Target.pipeline`, capped at the tree depth;
-    1 without a target).
+    1 without a target). ``encoder``: ``config`` (a hardware preset name or path, default
+    tiny) and ``ckpt``, see :func:`make_encoder`; the other knobs do not apply.
     """
     import numpy as np
 
@@ -393,6 +452,11 @@ def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None
 
     if layer not in LAYERS:
         raise BinbertError(f"--layer {layer!r} unknown: choose one of {', '.join(LAYERS)}")
+    if layer == "encoder":
+        return make_encoder("tiny" if config is None else config, ckpt=ckpt)
+    for opt, v in (("--config", config), ("--export", ckpt)):
+        if v is not None:
+            raise BinbertError(f"{opt} applies to --layer encoder only (got --layer {layer})")
     if pipeline is None:
         deepest = PEParams(simd=simd, pipeline=0).max_pipeline
         pipeline = min(target.pipeline if target else 1, deepest)
@@ -420,7 +484,9 @@ def choose_rom(spec: LayerSpec, target: Target, rom: str = "auto") -> tuple[str,
     if rom not in ("auto", "bram", "logic"):
         raise BinbertError(f"--rom {rom!r}: choose auto, bram or logic")
     if not spec.rom_width:
-        return "bram", "no weight ROM (weights arrive on the input stream)"
+        if rom == "logic":
+            return "logic", "ROMs (memories named *rom*) in LUTs (requested)"
+        return "bram", spec.rom_note
     fits, blocks = rom_fits_bram(spec.rom_width, spec.rom_depth, target)
     shape = f"{spec.rom_depth} x {spec.rom_width} bit ROM"
     if rom == "logic":
@@ -431,25 +497,51 @@ def choose_rom(spec: LayerSpec, target: Target, rom: str = "auto") -> tuple[str,
                      f"{target.brams_available} x {target.bram_width}-bit of the {target.name}")
 
 
+def _layer_figures(spec: LayerSpec) -> dict:
+    """Throughput figures of ``spec`` at 1 MHz (scaled by Fmax in the report)."""
+    r = {"cycles_per_vector": spec.cycles_per_vector, "macs_per_cycle": spec.macs_per_cycle}
+    if spec.cycles_per_sequence:
+        r.update(seq_len=spec.seq_len, cycles_per_sequence=spec.cycles_per_sequence)
+    return r
+
+
 def build(spec: LayerSpec, target: Target, out, *, freq_mhz: float | None = None,
           seeds: tuple[int, ...] = (1,), synth_opts: tuple[str, ...] | None = None,
           rom: str = "auto", bitstream: bool = True) -> dict:
-    """Implement ``spec`` on ``target`` in ``out``; write report.json + report.md; return it."""
+    """Implement ``spec`` on ``target`` in ``out``; write report.json + report.md; return it.
+
+    A design that does not fit still gets its report (synthesis figures, ``fits: false``)
+    before the :class:`DoesNotFit` error propagates.
+    """
     out = Path(out)
     rom_kind, rom_why = choose_rom(spec, target, rom)
-    res = run_flow(spec.params.create, target, out, freq_mhz=freq_mhz, seeds=seeds,
-                   synth_opts=synth_opts, rom=rom_kind, bitstream=bitstream)
+    if synth_opts is None:
+        synth_opts = spec.synth_opts.get(target.family)
+    try:
+        res = run_flow(spec.params.create, target, out, freq_mhz=freq_mhz, seeds=seeds,
+                       synth_opts=synth_opts, rom=rom_kind, bitstream=bitstream)
+    except DoesNotFit as exc:
+        report = {"layer": spec.layer, "params": spec.describe, "fits": False, "error": str(exc),
+                  **exc.partial, "weights": rom_why, **_layer_figures(spec)}
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "report.md").write_text(report_markdown(report))
+        raise
     fmax = res["fmax_mhz"]
     report = {
         "layer": spec.layer,
         "params": spec.describe,
+        "fits": True,
         **res,
         "weights": rom_why,
-        "cycles_per_vector": spec.cycles_per_vector,
-        "macs_per_cycle": spec.macs_per_cycle,
+        **_layer_figures(spec),
         "mac_per_s": spec.macs_per_cycle * fmax * 1e6 / spec.a_bits,
         "lut4_per_mac": res["core"]["lut4"] / spec.macs_per_cycle,
     }
+    if spec.cycles_per_sequence:
+        report["sequences_per_s"] = fmax * 1e6 / spec.cycles_per_sequence
+        report["tokens_per_s"] = report["sequences_per_s"] * spec.seq_len
+        report["seeds_sequences_per_s"] = {s: round(f * 1e6 / spec.cycles_per_sequence, 1)
+                                           for s, f in res["seeds"].items()}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
     return report
@@ -464,31 +556,67 @@ def describe_path(c: dict) -> str:
     return f"{c['from']} → {c['to']}: {c['ns']:.2f} ns = {parts} ({c['logic_levels']} logic)"
 
 
+def _fmt_params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
 def report_markdown(r: dict) -> str:
-    """The human-readable report.md of one build."""
-    c, t, p = r["core"], r["total"], r["pnr"]
-    params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+    """The human-readable report.md of one build (or of a design that did not fit)."""
+    c, t = r["core"], r["total"]
+    title = f"# {r['layer']} on {r['target']} ({r['device']}, {r['board']})"
+    util = r.get("utilisation", {})
+    names = {"lut4": "LUT4", "bram": "block RAM", "dsp": "DSP"}
+    if not r.get("fits", True):
+        rows = [(f"{names[k]} after synthesis (used / available)",
+                 f"{u} / {a}{f' ({100 * u / a:.0f} %)' if a else ''}{' **over**' if u > a else ''}")
+                for k, (u, a) in util.items()]
+        rows += [("FF (block / whole design)", f"{c['ff']} / {t['ff']}"),
+                 ("LUT4 (block / whole design)", f"{c['lut4']} / {t['lut4']}"),
+                 ("weights", r["weights"]),
+                 ("synthesis", f"synth_{'ice40' if 'ice40' in r['target'] else 'ecp5'} "
+                               f"{r['synth_opts']}"),
+                 ("tool time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()))]
+        if r.get("cycles_per_sequence"):
+            rows.append(("cycles per sequence (model)", f"{r['cycles_per_sequence']}"))
+        lines = [title, "", f"**Does not fit**: {r['error']}", "",
+                 f"Parameters: {_fmt_params(r['params'])}", "", "| quantity | value |", "|---|---|"]
+        return "\n".join(lines + [f"| {a} | {b} |" for a, b in rows] + [""])
+    p = r["pnr"]
     rows = [
-        ("LUT4 (block / whole design)", f"{c['lut4']} / {t['lut4']}"),
+        ("LUT4 (block / whole design)", f"{c['lut4']} / {t['lut4']}"
+         + (f" ({100 * t['lut4'] / util['lut4'][1]:.0f} % of {util['lut4'][1]})" if util else "")),
         ("FF (block / whole design)", f"{c['ff']} / {t['ff']}"),
         ("block RAM (block / whole design)", f"{c['bram']} / {t['bram']}"),
-        ("DSP", f"{t['dsp']}"),
+        ("DSP", f"{t['dsp']}" + (f" of {util['dsp'][1]}" if util else "")),
         ("nextpnr cells (logic / BRAM / DSP / IO)",
          f"{p['pnr_lut']} / {p['pnr_bram']} / {p['pnr_dsp']} / {p['pnr_io']}"),
         ("Fmax (nextpnr)", f"{r['fmax_mhz']:.1f} MHz at a {r['requested_mhz']:g} MHz constraint "
                            f"({'met' if r['timing_met'] else 'NOT met'}; seed {r['seed']}; "
                            f"seeds {r['seeds']})"),
         ("critical path", describe_path(r.get("critical_path", {}))),
-        ("cycles per vector", f"{r['cycles_per_vector']}"),
-        ("MAC/s at Fmax (PE·SIMD·MMV·Fmax/A)", f"{r['mac_per_s'] / 1e9:.2f} G"),
+    ]
+    if r.get("cycles_per_sequence"):
+        rows += [
+            ("cycles per sequence (params' cycle model)",
+             f"{r['cycles_per_sequence']} ({r['seq_len']} tokens; "
+             f"{r['cycles_per_vector']} per token)"),
+            ("sequences per second at Fmax", f"{r['sequences_per_s']:,.0f} "
+                                             f"({r['tokens_per_s']:,.0f} tokens/s; per seed "
+                                             f"{r['seeds_sequences_per_s']})"),
+            ("peak MAC/s at Fmax (Σ PE·SIMD · Fmax / A)", f"{r['mac_per_s'] / 1e9:.2f} G"),
+        ]
+    else:
+        rows += [("cycles per vector", f"{r['cycles_per_vector']}"),
+                 ("MAC/s at Fmax (PE·SIMD·MMV·Fmax/A)", f"{r['mac_per_s'] / 1e9:.2f} G")]
+    rows += [
         ("LUT4 per binary MAC (block only)", f"{r['lut4_per_mac']:.2f}"),
         ("weights", r["weights"]),
         ("synthesis", f"synth_{'ice40' if 'ice40' in r['target'] else 'ecp5'} {r['synth_opts']}"),
         ("bitstream", r["bitstream"] or "(not packed)"),
         ("tool time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items())),
     ]
-    lines = [f"# {r['layer']} on {r['target']} ({r['device']}, {r['board']})", "",
-             f"Parameters: {params}", "", "| quantity | value |", "|---|---|"]
+    lines = [title, "", f"Parameters: {_fmt_params(r['params'])}", "", "| quantity | value |",
+             "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     lines += ["", "Block = the layer's own module (kept as a separate hierarchy level); whole "
               "design adds the 8-bit byte-stream converters, pins and reset logic of hw/top.py. "

@@ -62,24 +62,95 @@ def test_cli_ice40_bitstream_and_report(ice40_build):
 
 
 def test_ecp5_flow(tmp_path):
-    spec = flow.make_layer("pe", simd=16)
+    """A PE given a layer's per-family synthesis flags and per-sequence figures (as an encoder
+    layer's spec carries them): the flags reach yosys, the report scales them by Fmax."""
+    spec = dataclasses.replace(flow.make_layer("pe", simd=16), seq_len=4, cycles_per_sequence=10,
+                               synth_opts={"ecp5": ("-nowidelut",)})
     r = flow.build(spec, flow.TARGETS["ecp5-85k"], tmp_path)
     assert (tmp_path / "top.bit").stat().st_size > 1000
     stat = json.loads((tmp_path / "stat.json").read_text())
     cells = stat["modules"]["\\" + flow.CORE_MODULE]["num_cells_by_type"]
     assert r["core"]["lut4"] == cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
     assert r["fmax_mhz"] > 0 and r["pnr"]["pnr_io"] == _pins("ecp5") + 1
-    assert r["synth_opts"] == " ".join(flow.TARGETS["ecp5-85k"].synth_opts)
+    assert r["synth_opts"] == "-nowidelut"
+    assert "synth_ecp5 -top top -nowidelut" in (tmp_path / "synth.ys").read_text()
+    assert r["fits"] and r["utilisation"]["lut4"] == [r["total"]["lut4"], 83640]
+    assert r["sequences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / 10)
+    assert r["tokens_per_s"] == pytest.approx(4 * r["sequences_per_s"])
+    # per seed: from the report's Fmax per seed (0.01 MHz)
+    assert r["seeds_sequences_per_s"] == {1: pytest.approx(r["seeds"][1] * 1e5, abs=0.1)}
+    md = (tmp_path / "report.md").read_text()
+    assert "| cycles per sequence (params' cycle model) | 10 (4 tokens; 1 per token) |" in md
+    assert f"| sequences per second at Fmax | {r['sequences_per_s']:,.0f} (" in md
 
 
 def test_design_too_big_is_an_error(tmp_path):
-    tiny = dataclasses.replace(flow.TARGETS["ice40-up5k"], luts_available=10)
-    with pytest.raises(BinbertError, match="does not fit ice40-up5k: .* LUT4 .* > 10"):
+    """Every resource over capacity is named (used > available); the report is still written."""
+    tiny = dataclasses.replace(flow.TARGETS["ice40-up5k"], luts_available=10, dsps_available=0)
+    with pytest.raises(flow.DoesNotFit, match="does not fit ice40-up5k: .* LUT4 .* > 10") as exc:
         flow.build(flow.make_layer("pe", simd=16), tiny, tmp_path, bitstream=False)
+    r = json.loads((tmp_path / "report.json").read_text())
+    used = r["utilisation"]["lut4"][0]
+    assert str(exc.value) == (f"design does not fit ice40-up5k: {used} LUT4 after synthesis "
+                              f"> 10 available")  # 0 DSP used: not over
+    assert r["fits"] is False and r["error"] == str(exc.value) and used == r["total"]["lut4"]
+    assert (tmp_path / "report.md").read_text().count("**over**") == 1
+    assert not (tmp_path / "nextpnr_seed1.log").exists()
+
+
+@pytest.mark.parametrize("util,msg", [
+    ({"lut4": [5, 4], "bram": [3, 3], "dsp": [9, 8]},
+     "5 LUT4 after synthesis > 4 available, 9 DSP after synthesis > 8 available"),
+    ({"lut4": [1, 4], "bram": [31, 30], "dsp": [0, 8]}, "31 block RAM after synthesis > 30 available"),
+    ({"lut4": [4, 4], "bram": [0, 30], "dsp": [8, 8]}, ""),
+])
+def test_over_capacity(util, msg):
+    assert flow.over_capacity(util) == msg
+
+
+def test_encoder_spec():
+    """--layer encoder: the preset's spec (hw/presets.py) with its cycle model, ECP5 flags
+    without -abc9, ROMs in block RAM; MVU/PE knobs and encoder options do not mix."""
+    from hw.presets import bitstream_spec
+
+    ecp = flow.TARGETS["ecp5-85k"]
+    spec = flow.make_layer("encoder", config="tiny-bi", target=ecp)
+    d = bitstream_spec("tiny-bi")
+    assert spec.layer == "encoder" and spec.describe == d["describe"]
+    assert (spec.macs_per_cycle, spec.a_bits, spec.cycles_per_vector) == (
+        d["macs_per_cycle"], d["a_bits"], d["cycles_per_vector"])
+    p = spec.params
+    assert (spec.seq_len, spec.cycles_per_sequence) == (p.seq_len, p.cycles_per_sequence)
+    assert spec.cycles_per_vector * p.seq_len >= p.cycles_per_sequence
+    assert flow.make_layer("encoder").describe["config"] == "tiny"
+    assert "-abc9" not in spec.synth_opts["ecp5"] and "-nowidelut" in spec.synth_opts["ecp5"]
+    kind, why = flow.choose_rom(spec, ecp)
+    assert kind == "bram" and "*rom*" in why
+    assert flow.choose_rom(spec, ecp, "logic")[0] == "logic"
+    with pytest.raises(BinbertError, match="--config applies to --layer encoder only"):
+        flow.make_layer("mvu", config="tiny")
+    with pytest.raises(BinbertError, match="--export applies to --layer encoder only"):
+        flow.make_layer("pe", ckpt="x")
+
+
+@pytest.mark.slow  # ~10 min on a loaded 2-core machine; test_ecp5_flow + tests/hw/test_commands.py cover the parts
+def test_encoder_tiny_on_ecp5(tmp_path):
+    """The tiny preset fits, routes and packs on the ECP5-85k; its report's throughput is the
+    params' cycle model at the routed Fmax."""
+    spec = flow.make_layer("encoder", config="tiny")
+    target = flow.TARGETS["ecp5-85k"]
+    r = flow.build(spec, target, tmp_path)
+    assert r["fits"] and (tmp_path / "top.bit").stat().st_size > 1000
+    for used, avail in r["utilisation"].values():
+        assert used <= avail
+    assert r["total"]["bram"] > 0 and r["fmax_mhz"] > 0
+    assert r["cycles_per_sequence"] == spec.params.cycles_per_sequence
+    assert r["sequences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["cycles_per_sequence"])
+    assert r["synth_opts"] == "-nowidelut"
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--layer", "attention"], "--layer 'attention' unknown"),
+    (["--layer", "attention"], "--layer 'attention' unknown: choose one of mvu, pe, encoder"),
     (["--target", "ice40-hx8k"], "--target 'ice40-hx8k' unknown"),
     (["--layer", "mvu", "--k", "100", "--simd", "64"], "simd=64 does not divide k=100"),
     (["--layer", "mvu", "--k", "0"], "--k 0"),
