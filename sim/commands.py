@@ -1,10 +1,12 @@
 """``binbert sim``: run a block's cocotb bench (RTL == golden model) on Verilator or Icarus.
 
 ``binbert sim --layer pe|mvu|lsq|ln|ffn|attn|encoder [--sim verilator|icarus] [--waves] [--seed N] [--ckpt PATH]``
+``binbert sim --layer model --ckpt EXPORT [--sentences 20] [--json PATH] [--jobs 2] [--backpressure]``
 
 Each layer runs one or more default configurations (:func:`block_configs`); ``--ckpt`` takes
 the MVU weights from a trained checkpoint instead of seeded random ones. The encoder-level
-layers (attn, ffn, ln, encoder) are added by issue 4.
+layers (attn, ffn, ln, encoder) are added by issue 4; ``model`` chains every encoder layer of
+an export through the RTL and compares hidden states and predictions (sim/e2e.py).
 """
 from __future__ import annotations
 
@@ -100,11 +102,12 @@ def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
 
 
 def supported_layers() -> list[str]:
-    """Blocks (pe, mvu, lsq) and encoder-level layers (ln, ffn, attn, encoder), in that order."""
+    """Blocks (pe, mvu, lsq), encoder-level layers (ln, ffn, attn, encoder) and the whole
+    model's encoder (model), in that order."""
     from sim.layers import LAYERS
     from sim.runner import BLOCKS
 
-    return [*BLOCKS, *LAYERS]
+    return [*BLOCKS, *LAYERS, "model"]
 
 
 def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[str, Any]]:
@@ -139,7 +142,11 @@ def register(subparsers) -> None:
         "sim", help="cocotb: check a block's RTL against its golden model (Verilator/Icarus)",
         description="Build the block's RTL, drive seeded random vectors (edge cases first) with "
                     "random idles and backpressure, and compare every output beat with the "
-                    "golden model. Exit status 1 when the RTL disagrees.")
+                    "golden model. --layer model --ckpt EXPORT runs every encoder layer of the "
+                    "export in RTL on real dev sentences, each layer fed the previous layer's RTL "
+                    "output, and checks the hidden states bit for bit and the logits and "
+                    "predictions against the golden full model. Exit status 1 when the RTL "
+                    "disagrees.")
     p.add_argument("--layer", default="mvu",
                    help=f"block to simulate: {', '.join(supported_layers())} (default: mvu)")
     p.add_argument("--sim", default="verilator",
@@ -154,7 +161,20 @@ def register(subparsers) -> None:
                    help="mvu: checkpoint whose weights the MVU uses; ln/ffn/attn/encoder: "
                         "checkpoint or export directory whose layers run on real SST-2 sentences")
     p.add_argument("--sentences", type=int, default=None,
-                   help="with --ckpt on ln/ffn/attn/encoder: real SST-2 dev sentences to run")
+                   help="with --ckpt: real SST-2 dev sentences to run (default: model 20; "
+                        "ln/ffn/attn/encoder 8 on verilator, 2 on icarus; --vectors is an alias)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="with --ckpt: tokens per sequence the RTL is built for; longer sentences "
+                        "are skipped (default 16, at most the model's position table)")
+    p.add_argument("--json", default=None,
+                   help="model: write the summary (per layer beats, cycles, build/sim seconds; "
+                        "predictions RTL vs golden vs label) to this file")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="model: layer RTL builds run this many at a time, overlapping the "
+                        "simulation of earlier layers (default 2)")
+    p.add_argument("--backpressure", action="store_true",
+                   help="model: random idles and backpressure on the streams (default: back to "
+                        "back, the sentences themselves give the cycles per sequence)")
     p.add_argument("--build-dir", default=None, help="build directory (default: sim_build/)")
     p.add_argument("--verbose", action="store_true", help="show the simulator's own output")
     p.set_defaults(func=cmd_sim)
@@ -168,6 +188,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
         raise BinbertError(f"--vectors {args.vectors}: must be >= 0")
     if args.sentences is not None and (args.sentences < 1 or args.ckpt is None):
         raise BinbertError(f"--sentences {args.sentences}: needs --ckpt and a count >= 1")
+    if args.seq_len is not None and (args.seq_len < 1 or args.ckpt is None):
+        raise BinbertError(f"--seq-len {args.seq_len}: needs --ckpt and a length >= 1")
+    if args.layer != "model":
+        for flag, bad in (("--json", args.json is not None), ("--backpressure", args.backpressure)):
+            if bad:
+                raise BinbertError(f"{flag} applies to --layer model only, not to --layer {args.layer}")
+    if args.layer == "model":
+        check_sim_name(args.sim)
+        simulator_env(args.sim)
+        return _cmd_model(args)
     if args.layer in LAYERS:
         check_sim_name(args.sim)
         simulator_env(args.sim)
@@ -204,11 +234,12 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     from sim.runner import SimulationError
 
     count = args.sentences if args.ckpt is not None and args.sentences is not None else args.vectors
+    kw = {} if args.seq_len is None else {"seq_len": args.seq_len}
     t0 = time.monotonic()
     try:
         results = run_layer(args.layer, sim=args.sim, waves=args.waves, seed=args.seed,
                             ckpt=args.ckpt, vectors=count, build_dir=args.build_dir,
-                            verbose=args.verbose, log=lambda msg: print(f"    {msg}", flush=True))
+                            verbose=args.verbose, log=lambda msg: print(f"    {msg}", flush=True), **kw)
     except SimulationError as exc:
         print(f"    FAIL: {exc}", flush=True)
         print(f"binbert sim --layer {args.layer} --sim {args.sim}: FAIL")
@@ -218,6 +249,44 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     for r in results:
         note = _summary(r.stats)
         print(f"  pass  {r.sim_s:6.1f}s sim  {r.build_s:6.1f}s build" + (f"  [{note}]" if note else ""))
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    """Every encoder layer of an export in RTL, chained; hidden states and predictions vs golden."""
+    from sim.e2e import DEFAULT_SENTENCES, check_model_args, run_model
+    from sim.runner import SimulationError
+
+    if args.waves:
+        raise BinbertError("--waves: not supported with --layer model (run one layer with "
+                           "--layer encoder --ckpt ... --waves)")
+    if args.vectors is not None and args.sentences is not None:
+        raise BinbertError("--layer model: give --sentences or --vectors, not both")
+    sentences = args.sentences if args.sentences is not None else args.vectors
+    sentences = DEFAULT_SENTENCES if sentences is None else sentences
+    seq_len = args.seq_len
+    check_model_args(args.ckpt, sentences=sentences, seq_len=1 if seq_len is None else seq_len, jobs=args.jobs)
+    t0 = time.monotonic()
+    try:
+        s = run_model(args.ckpt, sim=args.sim, sentences=sentences, seq_len=seq_len, seed=args.seed,
+                      jobs=args.jobs, backpressure=args.backpressure, build_dir=args.build_dir,
+                      json_path=args.json, verbose=args.verbose,
+                      log=lambda msg: print(f"    {msg}", flush=True))
+    except SimulationError as exc:
+        print(f"    FAIL: {exc}", flush=True)
+        print(f"binbert sim --layer model --sim {args.sim}: FAIL" + (f" (summary {args.json})" if args.json else ""))
+        return 1
+    print(f"binbert sim --layer model --sim {args.sim}: pass ({len(s['layers'])} layers, "
+          f"{s['sentences']} sentences, {time.monotonic() - t0:.1f}s)")
+    for row in s["layers"]:
+        print(f"  layer {row['layer']}: bit-exact {row['beats_out']} beats, {row['cycles_per_sequence']:g} "
+              f"cycles/sequence (model {row['cycles_per_sequence_model']}), build {row['build_s']:.1f}s"
+              f"{'' if row['built'] else ' (reused)'}, sim {row['sim_s']:.1f}s ({row['kcycles_per_s']:g} kcycles/s)")
+    agree = sum(p["rtl"] == p["golden"] for p in s["predictions"])
+    print(f"  predictions: RTL == golden on {agree}/{len(s['predictions'])} sentences, logits equal: "
+          f"{s['logits_equal']}; accuracy vs labels {s['accuracy_rtl']:.3f} (golden {s['accuracy_golden']:.3f})")
+    if args.json:
+        print(f"  summary: {args.json}")
     return 0
 
 

@@ -246,6 +246,9 @@ DEFAULT_VECTORS = {"ln": 2000, "ffn": 100, "attn": 6, "encoder": 4}
 SEQ_LEN = 8            # random configurations: tokens per sequence
 CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
 CKPT_SENTENCES = 8
+# checkpoint runs by default: Icarus interprets a BERT-sized layer ~100x slower than Verilator
+# runs it, so it gets fewer sentences (--sentences / VECTORS= sets any count on either)
+CKPT_SENTENCES_BY_SIM = {"verilator": CKPT_SENTENCES, "icarus": 2}
 CKPT_MACS = 1024
 CONFIG_SEED = 2024     # the random ops are part of the design: fixed, so builds are reused
 
@@ -333,33 +336,58 @@ def load_export(ckpt) -> tuple[object, dict, str]:
     return params, {**meta, "data_dir": cfg.data.dir, "task": cfg.data.task}, cfg.model.backbone
 
 
-def sentence_inputs(params, meta: dict, backbone: str, *, seq_len: int, count: int):
-    """Real SST-2 dev sentences of at most ``seq_len`` tokens: (input_ids, token types, mask)."""
+def dev_sentences(params, meta: dict, backbone: str, *, seq_len: int, count: int,
+                  exact: bool = False) -> dict:
+    """The first ``count`` dev sentences of the export's task that fit ``seq_len`` tokens of the
+    model's vocabulary: ``ids``, ``types``, ``valid`` (S, seq_len) padded arrays, ``labels``,
+    ``index`` (position in the dev set) and ``text``.
+
+    ``exact``: a BinbertError (before any simulation) unless exactly ``count`` are found, naming
+    the dev set's size or how many sentences fit; otherwise fewer are returned (at least one).
+    """
     from hw.errors import BinbertError
     from sw import backbone as bb
     from sw.data import load_split
 
     task = meta.get("task", "sst2")
+    if seq_len > params.max_len:
+        raise BinbertError(f"seq_len {seq_len}: longer than the model's maximum of {params.max_len} "
+                           f"tokens (its position table)")
     examples = load_split(meta.get("data_dir", "data/glue"), task, "dev")
+    if exact and count > len(examples):
+        raise BinbertError(f"--sentences {count}: the {task} dev set has only {len(examples)} sentences")
     tok = bb.load_tokenizer(backbone)
-    ids, types, masks = [], [], []
-    for e in examples:
+    rows = {k: [] for k in ("ids", "types", "valid", "labels", "index", "text")}
+    for i, e in enumerate(examples):
         enc = tok(e.text_a, e.text_b, truncation=False, return_token_type_ids=True)
         n = len(enc["input_ids"])
         if n > seq_len or max(enc["input_ids"]) >= params.embedding.vocab:
             continue
         pad = seq_len - n
-        ids.append(enc["input_ids"] + [tok.pad_token_id or 0] * pad)
-        types.append(enc["token_type_ids"] + [0] * pad)
-        masks.append([1] * n + [0] * pad)
-        if len(ids) == count:
+        rows["ids"].append(enc["input_ids"] + [tok.pad_token_id or 0] * pad)
+        rows["types"].append(enc["token_type_ids"] + [0] * pad)
+        rows["valid"].append([1] * n + [0] * pad)
+        rows["labels"].append(e.label)
+        rows["index"].append(i)
+        rows["text"].append(e.text_a if e.text_b is None else f"{e.text_a} / {e.text_b}")
+        if len(rows["ids"]) == count:
             break
-    if not ids:
-        raise BinbertError(f"no {task} dev sentence fits {seq_len} tokens of this model's vocabulary")
-    return np.array(ids), np.array(types), np.array(masks, dtype=bool)
+    found = len(rows["ids"])
+    if not found or (exact and found < count):
+        raise BinbertError(f"--sentences {count}: only {found} of the {len(examples)} {task} dev "
+                           f"sentences fit {seq_len} tokens of this model's vocabulary")
+    return {"ids": np.array(rows["ids"]), "types": np.array(rows["types"]),
+            "valid": np.array(rows["valid"], dtype=bool), "labels": np.array(rows["labels"]),
+            "index": np.array(rows["index"]), "text": rows["text"]}
 
 
-def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = CKPT_SENTENCES,
+def sentence_inputs(params, meta: dict, backbone: str, *, seq_len: int, count: int):
+    """Real SST-2 dev sentences of at most ``seq_len`` tokens: (input_ids, token types, mask)."""
+    d = dev_sentences(params, meta, backbone, seq_len=seq_len, count=count)
+    return d["ids"], d["types"], d["valid"]
+
+
+def ckpt_configs(layer: str, ckpt, *, seq_len: int | None = None, count: int = CKPT_SENTENCES,
                  layer_index: int = 0, macs: int = 256) -> list[tuple[str, object, dict]]:
     """The exported layer ``layer_index`` of a checkpoint on real sentences: the block's params
     and an .npz of its inputs (the residual stream the golden model feeds that block)."""
@@ -372,7 +400,8 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = 
     params, meta, backbone = load_export(ckpt)
     if not 0 <= layer_index < len(params.layers):
         raise BinbertError(f"--ckpt {ckpt}: layer {layer_index} out of range ({len(params.layers)} layers)")
-    seq_len = min(seq_len, params.max_len)
+    # the default fits the model; an explicit length beyond its position table is an error
+    seq_len = min(CKPT_SEQ_LEN, params.max_len) if seq_len is None else seq_len
     ids, types, valid = sentence_inputs(params, meta, backbone, seq_len=seq_len, count=count)
     states = params.hidden_states(ids, valid, types)
     lyr = params.layers[layer_index]
@@ -401,7 +430,7 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int = CKPT_SEQ_LEN, count: int = 
 
 
 def layer_configs(layer: str, ckpt=None, size: str = "default", sentences: int = CKPT_SENTENCES,
-                  seq_len: int = CKPT_SEQ_LEN) -> list[tuple[str, object, dict]]:
+                  seq_len: int | None = None) -> list[tuple[str, object, dict]]:
     from hw.errors import BinbertError
 
     if layer not in LAYERS:
@@ -418,19 +447,22 @@ def layer_configs(layer: str, ckpt=None, size: str = "default", sentences: int =
 
 def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int | None = None,
               ckpt=None, vectors: int | None = None, build_dir=None, log=print,
-              size: str = "default", **run_kw) -> list:
+              size: str = "default", seq_len: int | None = None, **run_kw) -> list:
     """Run every configuration of ``layer`` (attn, ffn, ln, encoder) through its cocotb bench on
     ``sim``; returns the :class:`sim.runner.SimResult` list, raising SimulationError on a mismatch.
 
     With ``ckpt`` (a checkpoint or export directory) the block is that model's layer 0 on
-    ``vectors`` real SST-2 dev sentences (default 8) instead of random ops and inputs.
+    ``vectors`` real SST-2 dev sentences (default ``CKPT_SENTENCES_BY_SIM[sim]``) of at most
+    ``seq_len`` tokens (default 16, or the model's maximum when shorter) instead of random ops
+    and inputs.
     ``run_kw`` goes to :func:`sim.runner.run_block` (e.g. ``verbose``).
     """
-    from sim.runner import run_block
+    from sim.runner import check_sim_name, run_block
 
+    check_sim_name(sim)
     results = []
-    sentences = CKPT_SENTENCES if vectors is None or ckpt is None else max(1, vectors)
-    for label, params, extra in layer_configs(layer, ckpt, size, sentences=sentences):
+    sentences = CKPT_SENTENCES_BY_SIM[sim] if vectors is None or ckpt is None else max(1, vectors)
+    for label, params, extra in layer_configs(layer, ckpt, size, sentences=sentences, seq_len=seq_len):
         if log:
             log(f"{label}")
         results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,

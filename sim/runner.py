@@ -8,6 +8,12 @@
   3. runs the block's cocotb test module (``sim.tb_<block>``) and reads ``results.xml``:
      a failing bench raises :class:`SimulationError`.
 
+:func:`build_block` does step 1 alone (e.g. to build several designs concurrently before
+running them). The Verilog is regenerated only when the params or the generator sources (hw/)
+changed; Verilator exposes only the top-level ports to VPI (``--no-public-flat-rw`` + a
+control file): cocotb touches nothing else, and private internals let Verilator optimise them
+(a smaller, faster model that compiles in a fraction of the time).
+
 One seed (random when not given) is logged and drives every RNG of the bench (python
 ``random``, numpy, cocotb's own seed). ``waves=True`` dumps a trace: FST from Icarus (the
 build directory's ``top.fst``), VCD from Verilator (``run/dump.vcd``; its FST writer needs
@@ -244,6 +250,12 @@ def _with_clock(component: Any) -> Any:
     return ClockedTop(component)
 
 
+# Verilator: only the top-level ports are visible to VPI (see the module docstring).
+PUBLIC_VLT = f'''`verilator_config
+public_flat_rw -module "{TOPLEVEL}" -var "*"
+'''
+
+
 _TIME0_REG = re.compile(r"^(\s*reg (\\\$auto\$verilog_backend\S*) )\s*= 0;$", re.M)
 
 
@@ -269,6 +281,20 @@ def icarus_time0_fix(text: str) -> str:
     return "".join(out)
 
 
+def generator_key(params: Any, sim: str) -> str:
+    """What the Verilog of ``params`` depends on: the params, the generator sources (hw/),
+    Amaranth's version and the simulator (Icarus gets a time-0 fix)."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(params_key(params).encode())
+    hw = Path(__file__).resolve().parents[1] / "hw"
+    for f in sorted(hw.rglob("*.py")):
+        h.update(f.relative_to(hw).as_posix().encode() + b"\0" + f.read_bytes())
+    h.update(Path(__file__).read_bytes())  # _with_clock, icarus_time0_fix
+    h.update(f"amaranth {version('amaranth')} {sim}".encode())
+    return h.hexdigest()
+
+
 def generate_verilog(params: Any, path: Path, *, sim: str = "verilator") -> bool:
     """Write ``params.create()`` as Verilog to ``path``; False when the file was already identical."""
     from amaranth.back import verilog
@@ -288,6 +314,42 @@ def generate_verilog(params: Any, path: Path, *, sim: str = "verilator") -> bool
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    """Where :func:`build_block` left a compiled design, and what it cost."""
+
+    block: str
+    sim: str
+    directory: Path
+    build_s: float
+    built: bool  # False when a previous compile was reused
+
+
+def _prepare(block: str, sim: str, build_dir: str | Path | None, waves: bool,
+             params: Any) -> tuple[dict[str, str], Path]:
+    check_sim_name(sim)
+    env = simulator_env(sim)
+    root = Path(build_dir) if build_dir is not None else BUILD_ROOT
+    if sim == "verilator":
+        # Reuse the Verilator runtime objects across designs (see sim/objcache.py).
+        env["OBJCACHE"] = f"{sys.executable} {Path(__file__).with_name('objcache.py')}"
+        env["BINBERT_OBJCACHE_DIR"] = str(BUILD_ROOT / ".objcache")
+    work = root / f"{block}-{params_key(params)}" / (sim + ("-waves" if waves else ""))
+    return env, work
+
+
+def build_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = False,
+                build_dir: str | Path | None = None,
+                log: Callable[[str], None] | None = print) -> BuildResult:
+    """Generate and compile ``params.create()`` for ``sim`` (reusing an up-to-date build) without
+    running a bench; a later :func:`run_block` of the same params then starts at once.
+    Thread-safe across designs: several builds may run concurrently."""
+    env, work = _prepare(block, sim, build_dir, waves, params)
+    say = log or (lambda _msg: None)
+    with _locked(work), _patched_environ(env):
+        return _build_locked(params, block=block, sim=sim, waves=waves, work=work, say=say)
+
+
 def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = False,
               seed: int | None = None, vectors: int = DEFAULT_VECTORS,
               build_dir: str | Path | None = None, test_module: str | None = None,
@@ -305,23 +367,55 @@ def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = 
     check_sim_name(sim)
     if int(vectors) < 0:
         raise BinbertError(f"vectors={vectors}: must be >= 0")
-    env = simulator_env(sim)
+    env, work = _prepare(block, sim, build_dir, waves, params)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
     say = log or (lambda _msg: None)
-
-    root = Path(build_dir) if build_dir is not None else BUILD_ROOT
-    if sim == "verilator":
-        # Reuse the Verilator runtime objects across designs (see sim/objcache.py).
-        env["OBJCACHE"] = f"{sys.executable} {Path(__file__).with_name('objcache.py')}"
-        env["BINBERT_OBJCACHE_DIR"] = str(BUILD_ROOT / ".objcache")
-    design_dir = root / f"{block}-{params_key(params)}"
-    work = design_dir / (sim + ("-waves" if waves else ""))
     with _locked(work):
         return _run_locked(params, block=block, sim=sim, waves=waves, seed=seed,
                            vectors=int(vectors), module=module, env=env,
                            work=work, extra=extra or {}, verbose=verbose, say=say)
+
+
+def _build_locked(params: Any, *, block: str, sim: str, waves: bool, work: Path,
+                  say: Callable[[str], None]) -> BuildResult:
+    """Steps 1 of the module docstring; the caller holds the lock and the environment."""
+    from cocotb_tools.runner import get_runner
+
+    source = work / f"{TOPLEVEL}.v"
+    t0 = time.monotonic()
+    key_file = work / "source.key"
+    key = generator_key(params, sim)
+    if not (source.exists() and key_file.exists() and key_file.read_text() == key):
+        key_file.unlink(missing_ok=True)
+        generate_verilog(params, source, sim=sim)
+        key_file.write_text(key)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    stamp = work / "build.stamp"
+    exe = work / ("sim.vvp" if sim == "icarus" else TOPLEVEL)
+    if stamp.exists() and stamp.read_text() == digest and exe.exists():
+        return BuildResult(block=block, sim=sim, directory=work, build_s=time.monotonic() - t0, built=False)
+    build_log = work / "build.log"
+    say(f"sim: compiling {block} for {sim} ...")
+    stamp.unlink(missing_ok=True)
+    sources: list[Path] = [source]
+    build_args: list[str] = []
+    if sim == "verilator":
+        # Verilator warns about Amaranth's unused bits; warnings are not errors here.
+        build_args += ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--no-public-flat-rw"]
+        vlt = work / "public.vlt"
+        vlt.write_text(PUBLIC_VLT)
+        sources.append(vlt)
+    try:
+        get_runner(sim).build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=work,
+                              build_args=build_args, timescale=TIMESCALE, waves=waves,
+                              always=True, log_file=build_log)
+    except (RuntimeError, SystemExit, ValueError) as exc:
+        raise SimulationError(f"{sim} failed to compile {block} ({exc}); "
+                              f"log {build_log}:\n{_tail(build_log)}") from None
+    stamp.write_text(digest)
+    return BuildResult(block=block, sim=sim, directory=work, build_s=time.monotonic() - t0, built=True)
 
 
 def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, vectors: int,
@@ -329,14 +423,9 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
                 extra: dict[str, Any], verbose: bool, say: Callable[[str], None]) -> SimResult:
     from cocotb_tools.runner import get_runner
 
-    source = work / f"{TOPLEVEL}.v"
-    t0 = time.monotonic()
-    generate_verilog(params, source, sim=sim)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    stamp = work / "build.stamp"
-    exe = work / ("sim.vvp" if sim == "icarus" else TOPLEVEL)
-    built = not (stamp.exists() and stamp.read_text() == digest and exe.exists())
-
+    say(f"sim: {block} on {sim}, seed {seed}, {vectors} random vectors, build dir {work}")
+    with _patched_environ(env):
+        b = _build_locked(params, block=block, sim=sim, waves=waves, work=work, say=say)
     run_dir = work / "run"
     run_dir.mkdir(exist_ok=True)
     sim_log = None if verbose else run_dir / "sim.log"
@@ -349,26 +438,9 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
            "extra": extra}
     (run_dir / "bench.json").write_text(json.dumps(cfg, indent=1, default=_jsonable))
     results = run_dir / "results.xml"
-    build_log = work / "build.log"
 
-    say(f"sim: {block} on {sim}, seed {seed}, {vectors} random vectors, build dir {work}")
     with _patched_environ(env):
         runner = get_runner(sim)
-        if built:
-            say(f"sim: compiling {block} for {sim} ...")
-            stamp.unlink(missing_ok=True)
-            build_args: list[str] = []
-            # Verilator warns about Amaranth's unused bits; warnings are not errors here.
-            if sim == "verilator":
-                build_args += ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
-            try:
-                runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=work,
-                             build_args=build_args, timescale=TIMESCALE, waves=waves,
-                             always=True, log_file=build_log)
-            except (RuntimeError, SystemExit, ValueError) as exc:
-                raise SimulationError(f"{sim} failed to compile {block} ({exc}); "
-                                      f"log {build_log}:\n{_tail(build_log)}") from None
-            stamp.write_text(digest)
         t1 = time.monotonic()
         tail = _Follow(sim_log, say) if sim_log else None
         try:
@@ -397,10 +469,10 @@ def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, ve
     stats_path = run_dir / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     wave = _find_waves(work, run_dir) if waves else None
-    say(f"sim: {block} on {sim} passed {tests} tests (build {t1 - t0:.1f}s"
-        f"{'' if built else ', reused'}, sim {t2 - t1:.1f}s)" + (f", waves {wave}" if wave else ""))
+    say(f"sim: {block} on {sim} passed {tests} tests (build {b.build_s:.1f}s"
+        f"{'' if b.built else ', reused'}, sim {t2 - t1:.1f}s)" + (f", waves {wave}" if wave else ""))
     return SimResult(block=block, sim=sim, seed=seed, vectors=vectors, tests=tests,
-                     build_s=t1 - t0, sim_s=t2 - t1, built=built, directory=work,
+                     build_s=b.build_s, sim_s=t2 - t1, built=b.built, directory=work,
                      results_xml=results, waves=wave, stats=stats)
 
 

@@ -29,7 +29,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, Event, FallingEdge, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, Event, FallingEdge, RisingEdge, Timer, with_timeout
 from cocotb.triggers import SimTimeoutError
 
 # --------------------------------------------------------------------------- lane packing
@@ -121,11 +121,47 @@ def _bit(handle: Any) -> bool:
         raise AssertionError(f"{name} is {value} (X/Z) after reset") from None
 
 
-class StreamDriver:
+def current_cycle(period_ns: int) -> int:
+    """Index of the clock cycle now running (cycle c spans rising edge c .. rising edge c+1)."""
+    return int(get_sim_time("ps")) // (period_ns * 1000)
+
+
+async def until_cycle(clk: Any, cycle: int, period_ns: int) -> None:
+    """Return just after rising edge ``cycle`` with two wakeups however far away it is.
+
+    ``ClockCycles`` resumes Python on every edge; a Timer to a quarter period before the
+    edge (a time no clock or signal edge uses), then the edge itself, skips the cycles between.
+    """
+    period_ps = period_ns * 1000
+    wait_ps = cycle * period_ps - period_ps // 4 - int(get_sim_time("ps"))
+    if wait_ps > 0:
+        await Timer(wait_ps, "ps")
+    await RisingEdge(clk)
+
+
+class Agent:
+    """A cocotb coroutine (:meth:`_run`) that :meth:`start` launches and :meth:`stop` cancels."""
+
+    _task = None
+
+    def start(self) -> None:
+        self._task = cocotb.start_soon(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:  # pragma: no cover - every agent defines its own
+        raise NotImplementedError
+
+
+class StreamDriver(Agent):
     """Drives ``payload``/``valid`` of a DUT input stream from a queue of beats.
 
     With probability ``idle_prob`` the driver inserts 1..``max_idle`` idle cycles (valid low)
-    before a beat; ``idle_prob = 0`` gives back-to-back beats.
+    before a beat; ``idle_prob = 0`` gives back-to-back beats. Python runs once per beat and
+    when the DUT's ready rises, never per cycle of a stall.
     """
 
     def __init__(self, port: StreamPort, clk: Any, *, rng: random.Random,
@@ -137,7 +173,6 @@ class StreamDriver:
         self._empty = Event()
         self._empty.set()
         self.sent = 0
-        self._task = None
         port.valid.value = 0
 
     def send(self, beats: Iterable[int]) -> None:
@@ -149,14 +184,6 @@ class StreamDriver:
     async def wait_sent(self) -> None:
         """Return when every queued beat has been transferred."""
         await self._empty.wait()
-
-    def start(self) -> None:
-        self._task = cocotb.start_soon(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     async def _run(self) -> None:
         port = self.port
@@ -183,17 +210,25 @@ class StreamDriver:
             self.sent += 1
 
 
-class Backpressure:
+class Backpressure(Agent):
     """Drives ``ready`` of a DUT output stream: runs of 1..``max_run`` cycles, each run ready
-    with probability ``ready_prob``. ``ready_prob = 1`` holds ready high (no backpressure)."""
+    with probability ``ready_prob``. ``ready_prob = 1`` holds ready high (no backpressure).
+
+    The runs are a function of the cycle number alone (drawn lazily, in order), but ``ready`` is
+    only driven while the output is valid: ready cannot matter in a cycle whose valid is low
+    (a stream's valid never waits for ready), so the agent sleeps until valid rises instead of
+    waking Python every cycle of a long compute phase. The transfers are therefore exactly
+    those of an agent that toggled ready every cycle, on any simulator.
+    """
 
     def __init__(self, port: StreamPort, clk: Any, *, rng: random.Random,
-                 ready_prob: float = 1.0, max_run: int = 4):
+                 ready_prob: float = 1.0, max_run: int = 4, period_ns: int = 10):
         self.port, self.clk, self.rng = port, clk, rng
-        self.max_run = max_run
+        self.max_run, self.period_ns = max_run, period_ns
         self._prob = ready_prob
         self._changed = Event()
-        self._task = None
+        self._run_end = 0      # first cycle after the current run
+        self._run_value = 1
         port.ready.value = 1 if ready_prob >= 1 else 0
 
     @property
@@ -205,28 +240,36 @@ class Backpressure:
         self._prob = prob
         self._changed.set()
 
-    def start(self) -> None:
-        self._task = cocotb.start_soon(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    def value_at(self, cycle: int) -> int:
+        """``ready`` during ``cycle``: draws the runs up to the one covering it (in order)."""
+        while cycle >= self._run_end:
+            self._run_value = int(self.rng.random() < self._prob)
+            self._run_end += self.rng.randint(1, self.max_run)
+        return self._run_value
 
     async def _run(self) -> None:
+        port, clk = self.port, self.clk
+        self._run_end = current_cycle(self.period_ns)
         while True:
             if self._prob >= 1:
-                self.port.ready.value = 1
+                port.ready.value = 1
                 self._changed.clear()
                 await self._changed.wait()
-                await RisingEdge(self.clk)
+                await RisingEdge(clk)
+                self._run_end = current_cycle(self.period_ns)  # runs restart here
                 continue
-            self.port.ready.value = int(self.rng.random() < self._prob)
-            await ClockCycles(self.clk, self.rng.randint(1, self.max_run))
+            cycle = current_cycle(self.period_ns)   # just after rising edge `cycle`
+            port.ready.value = self.value_at(cycle)
+            await FallingEdge(clk)                  # settled: can this cycle transfer?
+            if not _bit(port.valid):
+                await RisingEdge(port.valid)        # after the edge that raised it
+                continue
+            await until_cycle(clk, self._run_end, self.period_ns)
 
 
-class StreamMonitor:
-    """Records every beat transferred on a stream port (and its cycle) and calls ``callback``."""
+class StreamMonitor(Agent):
+    """Records every beat transferred on a stream port (and its cycle) and calls ``callback``.
+    Python wakes once per transfer and on the rising edges of valid/ready, not per idle cycle."""
 
     def __init__(self, port: StreamPort, clk: Any, *, period_ns: int,
                  callback: Callable[[int], None] | None = None):
@@ -234,15 +277,6 @@ class StreamMonitor:
         self.callback = callback
         self.beats: list[int] = []
         self.cycles: list[int] = []  # cycle index (sim time / period) of each transfer
-        self._task = None
-
-    def start(self) -> None:
-        self._task = cocotb.start_soon(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     async def _run(self) -> None:
         port = self.port
@@ -257,7 +291,7 @@ class StreamMonitor:
                 continue
             beat = port.read_payload()
             self.beats.append(beat)
-            self.cycles.append(int(get_sim_time("ns")) // self.period_ns)
+            self.cycles.append(current_cycle(self.period_ns))
             if self.callback is not None:
                 self.callback(beat)
 
@@ -412,7 +446,7 @@ class StreamBench:
         self.driver = StreamDriver(self.i, self.clk, rng=random.Random(rng.getrandbits(64)),
                                    idle_prob=idle_prob)
         self.backpressure = Backpressure(self.o, self.clk, rng=random.Random(rng.getrandbits(64)),
-                                         ready_prob=ready_prob)
+                                         ready_prob=ready_prob, period_ns=period_ns)
         self.in_monitor = StreamMonitor(self.i, self.clk, period_ns=period_ns,
                                         callback=self._on_input)
         self.out_monitor = StreamMonitor(self.o, self.clk, period_ns=period_ns,
@@ -436,10 +470,14 @@ class StreamBench:
         """Change the random idles/backpressure and wait until the old setting has run out."""
         self.driver.idle_prob = idle_prob
         self.backpressure.ready_prob = ready_prob
-        await ClockCycles(self.clk, max(self.backpressure.max_run, self.driver.max_idle) + 2)
+        await self.cycles(max(self.backpressure.max_run, self.driver.max_idle) + 2)
 
     def cycle(self) -> int:
-        return int(get_sim_time("ns")) // self.period_ns
+        return current_cycle(self.period_ns)
+
+    async def cycles(self, count: int) -> None:
+        """Wait ``count`` clock cycles (call right after a rising edge), without per-cycle wakeups."""
+        await until_cycle(self.clk, self.cycle() + count, self.period_ns)
 
     async def run(self, beats: Sequence[int], out_beats: int, *, max_cycles: int) -> None:
         """Send ``beats``, wait for ``out_beats`` more output beats (at most ``max_cycles``).
@@ -460,7 +498,7 @@ class StreamBench:
 
     async def finish(self, total: int, drain_cycles: int = 20) -> None:
         """Let stray beats surface, stop the agents and check the scoreboard."""
-        await ClockCycles(self.clk, drain_cycles)
+        await self.cycles(drain_cycles)
         for agent in (self.driver, self.backpressure, self.in_monitor, self.out_monitor):
             agent.stop()
         self.scoreboard.check(total)

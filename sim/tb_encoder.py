@@ -12,6 +12,11 @@ sequence; ``o`` payload = ArrayLayout(signed(out_bits), lanes), same order. Stim
 sequences of ``extra["inputs"]`` (an .npz with ``r`` (S, L, H) and ``valid`` (S, L), e.g. real
 SST-2 sentences through the exported embedding) when given, else seeded random residuals with
 padded tails; random idles and backpressure; then a burst with neither for the throughput.
+
+``extra`` knobs (set by sim.layers / sim.e2e): ``idle_prob``, ``ready_prob`` (the stimulus
+traffic), ``burst`` (random sequences for the throughput; 0 measures it on the stimulus itself,
+which then must run without idles or backpressure), ``outputs`` (an .npz path: the observed
+output of the stimulus sequences, (S, L, H) as ``y``, for chaining layers).
 """
 from __future__ import annotations
 
@@ -90,29 +95,41 @@ async def sequence_bench(dut, name: str):
     model.plan(beats, [expected(p, y[s], s) for s in range(len(r))])
     await bench.start()
     per_seq_bound = 4 * p.latency + 4 * group + 1000
-    await bench.run([b for seq in beats for b in seq], len(r) * group, max_cycles=len(r) * per_seq_bound)
-
-    await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    burst = max(3, int(cfg.extra.get("burst", BURST_DEFAULT)))
-    br, bv = random_sequences(p, nrng, burst)
-    by = p.compute(br, bv)
-    bbeats = [seq_beats(p, br[s], bv[s]) for s in range(burst)]
-    model.plan(bbeats, [expected(p, by[s], len(r) + s) for s in range(burst)])
-    first = len(bench.out_monitor.cycles)
+    burst = int(cfg.extra.get("burst", BURST_DEFAULT))
     t0 = bench.cycle()
-    await bench.run([b for seq in bbeats for b in seq], burst * group, max_cycles=burst * per_seq_bound)
+    await bench.run([b for seq in beats for b in seq], len(r) * group, max_cycles=len(r) * per_seq_bound)
+    if cfg.extra.get("outputs"):
+        ys = np.array([unpack_lanes(w, ob, p.lanes) for w in bench.out_monitor.beats[:len(r) * group]])
+        np.savez(cfg.extra["outputs"], y=ys.reshape(len(r), p.seq_len, -1))
+
+    if burst == 0:
+        # the stimulus itself ran back to back: its output ends give the throughput
+        assert bench.driver.idle_prob == 0 and bench.backpressure.ready_prob >= 1 and len(r) >= 3, \
+            "burst 0 needs idle_prob 0, ready_prob 1 and at least 3 sequences"
+        measured, first, total = len(r), 0, len(r)
+    else:
+        await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
+        burst = max(3, burst)
+        br, bv = random_sequences(p, nrng, burst)
+        by = p.compute(br, bv)
+        bbeats = [seq_beats(p, br[s], bv[s]) for s in range(burst)]
+        model.plan(bbeats, [expected(p, by[s], len(r) + s) for s in range(burst)])
+        first = len(bench.out_monitor.cycles)
+        t0 = bench.cycle()
+        await bench.run([b for seq in bbeats for b in seq], burst * group, max_cycles=burst * per_seq_bound)
+        measured, total = burst, len(r) + burst
     out = bench.out_monitor.cycles[first:]
-    ends = [out[(s + 1) * group - 1] for s in range(burst)]
-    steady = (ends[-1] - ends[1]) / (burst - 2)
-    await bench.finish((len(r) + burst) * group)
+    ends = [out[(s + 1) * group - 1] for s in range(measured)]
+    steady = (ends[-1] - ends[1]) / (measured - 2)
+    await bench.finish(total * group)
     model_cycles = p.cycles_per_sequence
-    cfg.write_stats(vectors=len(r) + burst, sequences=len(r) + burst, source=source,
+    cfg.write_stats(vectors=total, sequences=total, source=source,
                     valid_tokens=int(valid.sum()), cycles_per_group=steady,
                     cycles_per_group_model=model_cycles, first_sequence_cycles=ends[0] - t0,
                     stage_cycles=p.stage_cycles, last_cycle=bench.out_monitor.cycles[-1],
                     unplanned=model.unplanned)
     dut._log.info("%s: %d sequences (%s) matched; steady state %.1f cycles/sequence (model %d); "
-                  "stages %s", name, len(r) + burst, source, steady, model_cycles, p.stage_cycles)
+                  "stages %s", name, total, source, steady, model_cycles, p.stage_cycles)
     assert steady <= 1.10 * model_cycles, \
         f"throughput: {steady:.1f} cycles/sequence > 1.10 x model {model_cycles}"
 

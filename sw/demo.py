@@ -18,9 +18,10 @@ def register(subparsers) -> None:
         "demo", help="train on CONFIG, export, integer eval, RTL sims vs golden, bitstream + report",
         description="The main job on shipped defaults: a short BinaryBERT training (teacher -> "
                     "half-width ternary -> split -> binary), export to ROM images, the integer "
-                    "golden model against the fake-quant model on SST-2 dev, the MVU and the "
+                    "golden model against the fake-quant model on SST-2 dev, the MVU and every "
                     "encoder layer in Verilator against the golden model (bit for bit, real "
-                    "sentences), and an ECP5 bitstream of the MVU with its report.")
+                    "sentences, layers chained, predictions compared), and an ECP5 bitstream of "
+                    "the MVU with its report.")
     _common(d)
     d.add_argument("--target", default="ecp5-85k", help="bitstream target (default ecp5-85k)")
     d.add_argument("--skip-bitstream", action="store_true", help="stop after the simulations")
@@ -28,9 +29,11 @@ def register(subparsers) -> None:
 
     e = subparsers.add_parser(
         "e2e", help="train a small model, export it, real SST-2 sentences through the RTL encoder",
-        description="Train CONFIG, export it, and run real SST-2 dev sentences through the RTL "
-                    "encoder layer(s) in the simulator: hidden states must equal the golden "
-                    "model's bit for bit and predictions the golden full model's.")
+        description="Train CONFIG, export it, and run real SST-2 dev sentences through every "
+                    "RTL encoder layer in the simulator (layer l+1 fed layer l's RTL output): "
+                    "hidden states must equal the golden model's bit for bit and the logits and "
+                    "predictions (golden pooler/classifier on the RTL's last hidden states) the "
+                    "golden full model's. Summary: OUT/e2e_rtl.json.")
     _common(e)
     e.set_defaults(func=cmd_e2e)
 
@@ -92,9 +95,12 @@ def _e2e_steps(steps: _Steps, args, ckpt: Path, export: Path) -> None:
     steps.run("integer golden model vs fake-quant on SST-2 dev",
               ["eval-integer", "--ckpt", str(ckpt), "--export", str(export),
                "--json", str(Path(args.out) / "eval_integer.json")])
-    steps.run(f"RTL encoder vs golden on {args.sentences} real SST-2 sentences ({args.sim})",
-              ["sim", "--layer", "encoder", "--sim", args.sim, "--ckpt", str(export),
-               "--sentences", str(args.sentences), "--seed", str(args.seed)])
+    # every layer in RTL, each fed the previous layer's RTL output; hidden states bit-exact,
+    # then logits/predictions of the golden head on the RTL's states == the golden full model's
+    steps.run(f"all RTL encoder layers, chained, vs golden on {args.sentences} real SST-2 sentences ({args.sim})",
+              ["sim", "--layer", "model", "--sim", args.sim, "--ckpt", str(export),
+               "--sentences", str(args.sentences), "--seed", str(args.seed),
+               "--json", str(Path(args.out) / "e2e_rtl.json")])
 
 
 def cmd_e2e(args) -> int:
