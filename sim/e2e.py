@@ -8,7 +8,8 @@ final hidden states into logits, which must equal the golden full model's (sw.in
 and so must the predictions. Anything else is a :class:`ModelMismatch` naming layer, sentence,
 token and feature.
 
-The layers' RTL builds run concurrently (``jobs``) while earlier layers simulate. By default the
+The layers' RTL builds run concurrently (``jobs`` worker processes) while earlier layers
+simulate. By default the
 stream traffic is back to back (no random idles/backpressure: the sentences themselves give the
 steady-state cycles per sequence); ``backpressure=True`` keeps the random traffic of ``binbert
 sim --layer encoder`` and adds its random throughput burst.
@@ -18,7 +19,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -123,8 +125,10 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
             Path(json_path).write_text(json.dumps(summary, indent=1))
         return summary
 
-    # The env holds for the whole run: concurrent builds then never see it half restored.
-    with _patched_environ(simulator_env(sim)), ThreadPoolExecutor(max_workers=jobs) as pool:
+    # Builds run in worker processes: the Verilog generation is pure Python (the GIL would
+    # serialise threads), the compile a subprocess; layer l simulates while l+1 still builds.
+    ctx = multiprocessing.get_context("spawn")   # no fork of a process that has threads
+    with _patched_environ(simulator_env(sim)), ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         builds = [pool.submit(build_block, f, block="encoder", sim=sim, build_dir=build_dir, log=None)
                   for f in folds]
         r = states[0]
@@ -143,7 +147,7 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
                 extra.update(idle_prob=0.0, ready_prob=1.0)
             try:
                 res = run_block(fold, block="encoder", sim=sim, seed=seed, vectors=len(r), build_dir=build_dir,
-                                test_module=TB, extra=extra, verbose=verbose,
+                                test_module=TB, extra=extra, verbose=verbose, prebuilt=b,
                                 log=(lambda m, i=layer: say(f"layer {i}: {m}")))
             except SimulationError as exc:
                 finish("fail", f"layer {layer}: {exc}")

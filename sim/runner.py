@@ -354,14 +354,17 @@ def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = 
               seed: int | None = None, vectors: int = DEFAULT_VECTORS,
               build_dir: str | Path | None = None, test_module: str | None = None,
               extra: dict[str, Any] | None = None, verbose: bool = False,
-              log: Callable[[str], None] | None = print) -> SimResult:
+              log: Callable[[str], None] | None = print,
+              prebuilt: BuildResult | None = None) -> SimResult:
     """Build ``params.create()`` and run its cocotb bench; raise SimulationError if it fails.
 
     ``block`` picks the bench (``BLOCKS``) unless ``test_module`` names another one;
     ``vectors`` is the number of random vectors the bench checks after its edge cases;
     ``extra`` is a JSON-able dict handed to the bench as ``BenchConfig.extra``;
     ``verbose`` streams the simulator's output instead of writing it to ``run/sim.log``;
-    ``log`` receives the one-line progress messages (None: silent).
+    ``log`` receives the one-line progress messages (None: silent);
+    ``prebuilt``: what :func:`build_block` returned for these params, run as it was built
+    (not even the Verilog is regenerated, should hw/ have changed since).
     """
     module = test_module or check_block_name(block)
     check_sim_name(sim)
@@ -375,7 +378,7 @@ def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = 
     with _locked(work):
         return _run_locked(params, block=block, sim=sim, waves=waves, seed=seed,
                            vectors=int(vectors), module=module, env=env,
-                           work=work, extra=extra or {}, verbose=verbose, say=say)
+                           work=work, extra=extra or {}, verbose=verbose, say=say, prebuilt=prebuilt)
 
 
 def _build_locked(params: Any, *, block: str, sim: str, waves: bool, work: Path,
@@ -420,12 +423,17 @@ def _build_locked(params: Any, *, block: str, sim: str, waves: bool, work: Path,
 
 def _run_locked(params: Any, *, block: str, sim: str, waves: bool, seed: int, vectors: int,
                 module: str, env: dict[str, str], work: Path,
-                extra: dict[str, Any], verbose: bool, say: Callable[[str], None]) -> SimResult:
+                extra: dict[str, Any], verbose: bool, say: Callable[[str], None],
+                prebuilt: BuildResult | None = None) -> SimResult:
     from cocotb_tools.runner import get_runner
 
-    say(f"sim: {block} on {sim}, seed {seed}, {vectors} random vectors, build dir {work}")
-    with _patched_environ(env):
-        b = _build_locked(params, block=block, sim=sim, waves=waves, work=work, say=say)
+    say(f"sim: {block} on {sim}, seed {seed}, {vectors} vectors, build dir {work}")
+    exe = work / ("sim.vvp" if sim == "icarus" else TOPLEVEL)
+    if prebuilt is not None and prebuilt.directory == work and exe.exists():
+        b = prebuilt
+    else:
+        with _patched_environ(env):
+            b = _build_locked(params, block=block, sim=sim, waves=waves, work=work, say=say)
     run_dir = work / "run"
     run_dir.mkdir(exist_ok=True)
     sim_log = None if verbose else run_dir / "sim.log"
