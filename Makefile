@@ -13,7 +13,7 @@ LAYER   ?= mvu
 SIM     ?= verilator
 WAVES   ?= 0
 SEED    ?=
-TARGET  ?= ecp5-85k
+TARGET  ?=
 CONFIG  ?= models/demo.yaml
 CKPT    ?=
 OUT     ?= out
@@ -28,6 +28,11 @@ SEED_ARG := $(if $(SEED),--seed $(SEED),)
 CKPT_ARG := $(if $(CKPT),--ckpt $(CKPT),)
 WAVES_ARG := $(if $(filter 1 yes true,$(WAVES)),--waves,)
 VECTORS_ARG := $(if $(VECTORS),--vectors $(VECTORS),)
+TARGET_ARG := $(if $(TARGET),--target $(TARGET),)
+# CONFIG names a training config for train/demo/e2e; for `bitstream LAYER=encoder` a hardware
+# preset (models/hw/*.yaml), so its default there is the tiny ECP5 layer unless CONFIG is given.
+HWCONFIG := $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),models/hw/encoder-tiny.yaml)
+HWCONFIG_ARG := $(if $(filter encoder,$(LAYER)),--config $(HWCONFIG) $(if $(CKPT),--export $(CKPT),),)
 
 .PHONY: help setup test test-all demo sim bitstream train eval export e2e bench bench-hw bench-accuracy clean
 
@@ -60,8 +65,8 @@ demo: setup  ## the main job on shipped defaults: train, export, sim vs golden, 
 sim: setup  ## cocotb: RTL == golden, LAYER=pe|mvu|lsq|attn|ffn|ln|encoder SIM=verilator|icarus WAVES=1 SEED=n CKPT=path
 	$(BINBERT) sim --layer $(LAYER) --sim $(SIM) $(WAVES_ARG) $(SEED_ARG) $(CKPT_ARG) $(VECTORS_ARG)
 
-bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|encoder TARGET=ice40-up5k|ecp5-85k
-	$(BINBERT) bitstream --layer $(LAYER) --target $(TARGET) --out $(OUT)/bitstream
+bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|encoder TARGET=ice40-up5k|ecp5-85k CONFIG=models/hw/<preset>.yaml CKPT=export
+	$(BINBERT) bitstream --layer $(LAYER) $(TARGET_ARG) $(HWCONFIG_ARG) --out $(OUT)/bitstream
 
 train: setup  ## train the stages of CONFIG (teacher, ternary, split, binary or BiBERT)
 	$(BINBERT) train --config $(CONFIG) --out $(OUT)/train
