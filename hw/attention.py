@@ -13,6 +13,9 @@ Q/K/V requantizers and the output projection. Golden: ``Attention.compute(q, k, 
 :class:`AttentionBlock` -- the attention half of an encoder layer (§11): qkv_in requant, the
 Q/K/V projections (three LinearUnits on H1's MVU), the core, the output projection, the
 residual add and ln1. Golden: the layer's ops composed as in ``EncoderLayer.compute``.
+:class:`LayerFolding` -- an EncoderLayer plus the attention half's folding: the base of both
+:class:`AttentionParams` and hw/encoder.py's ``EncoderLayerParams``, so the ops and their checks
+live once, in the golden ``EncoderLayer``.
 """
 from __future__ import annotations
 
