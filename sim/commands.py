@@ -159,7 +159,8 @@ def register(subparsers) -> None:
                         f"pe/mvu/lsq, per-layer defaults for ln/ffn/attn/encoder)")
     p.add_argument("--ckpt", default=None,
                    help="mvu: checkpoint whose weights the MVU uses; ln/ffn/attn/encoder: "
-                        "checkpoint or export directory whose layers run on real SST-2 sentences")
+                        "checkpoint or export directory whose layer 0 runs on real SST-2 "
+                        "sentences; model (required): the export whose every layer runs")
     p.add_argument("--sentences", type=int, default=None,
                    help="with --ckpt: real SST-2 dev sentences to run (default: model 20; "
                         "ln/ffn/attn/encoder 8 on verilator, 2 on icarus; --vectors is an alias)")
@@ -168,7 +169,8 @@ def register(subparsers) -> None:
                         "are skipped (default 16, at most the model's position table)")
     p.add_argument("--json", default=None,
                    help="model: write the summary (per layer beats, cycles, build/sim seconds; "
-                        "predictions RTL vs golden vs label) to this file")
+                        "predictions RTL vs golden vs label) to this file, the RTL's hidden "
+                        "states beside it (.npz)")
     p.add_argument("--jobs", type=int, default=2,
                    help="model: layer RTL builds run this many at a time, overlapping the "
                         "simulation of earlier layers (default 2)")

@@ -93,7 +93,7 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
     """Run every layer of ``ckpt`` through its RTL on ``sentences`` real dev sentences, chained
     (see the module docstring). Returns the summary (also written to ``json_path``); raises
     :class:`ModelMismatch` / SimulationError after writing the summary when anything differs."""
-    from sim.runner import _patched_environ, build_block, check_sim_name, run_block, simulator_env
+    from sim.runner import check_sim_name, simulator_env
 
     say = log or (lambda _msg: None)
     check_sim_name(sim)
@@ -101,8 +101,8 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
     simulator_env(sim)
     t_start = time.monotonic()
     prep = prepare(ckpt, sentences=sentences, seq_len=seq_len, macs=macs)
-    params, d, states, folds = prep["params"], prep["sentences"], prep["states"], prep["folds"]
-    n_layers, valid = len(folds), d["valid"]
+    params, d = prep["params"], prep["sentences"]
+    n_layers, valid = len(prep["folds"]), d["valid"]
     say(f"model: {n_layers} layers of {ckpt}, {len(d['ids'])} {prep['task']} dev sentences "
         f"({int(valid.sum())} tokens, seq_len {prep['seq_len']}), {sim}, builds {jobs} at a time")
     if seed is None:
@@ -113,7 +113,7 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
                "sentences": len(d["ids"]), "tokens": int(valid.sum()), "traffic":
                "random idles + backpressure" if backpressure else "back to back", "layers": [],
                "status": "running"}
-    work = Path(tempfile.mkdtemp(prefix="binbert-model-"))
+    rtl_states: list[np.ndarray] = []
 
     def finish(status: str, error: str | None = None) -> dict:
         summary["status"] = status
@@ -121,10 +121,51 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
         if error:
             summary["error"] = error
         if json_path is not None:
-            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_path).write_text(json.dumps(summary, indent=1))
+            path = Path(json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if rtl_states:  # the RTL's hidden states, for a closer look at any difference
+                np.savez_compressed(path.with_suffix(".npz"), **{f"layer{i}": y for i, y in enumerate(rtl_states)})
+                summary["hidden_states"] = str(path.with_suffix(".npz"))
+            path.write_text(json.dumps(summary, indent=1))
         return summary
 
+    with tempfile.TemporaryDirectory(prefix="binbert-model-") as tmp:
+        r = _run_layers(Path(tmp), prep, summary, rtl_states, finish, sim=sim, seed=seed, jobs=jobs,
+                        backpressure=backpressure, build_dir=build_dir, verbose=verbose, say=say)
+
+    logits_rtl = head_logits(params, r)
+    logits = prep["logits"]
+    pred_rtl, pred_gold = logits_rtl.argmax(-1), logits.argmax(-1)
+    labels = d["labels"]
+    scale = float(1 << params.logit_frac)
+    summary["predictions"] = [
+        {"dev_index": int(d["index"][s]), "text": d["text"][s], "label": _num(labels[s]),
+         "golden": int(pred_gold[s]), "rtl": int(pred_rtl[s]),
+         "logits_golden": [v / scale for v in logits[s].tolist()],
+         "logits_rtl": [v / scale for v in logits_rtl[s].tolist()]} for s in range(len(labels))]
+    summary["logits_equal"] = bool(np.array_equal(logits_rtl, logits))
+    summary["predictions_equal"] = bool(np.array_equal(pred_rtl, pred_gold))
+    summary["accuracy_rtl"] = float(np.mean(pred_rtl == labels))
+    summary["accuracy_golden"] = float(np.mean(pred_gold == labels))
+    if not summary["logits_equal"] or not summary["predictions_equal"]:
+        s = int(np.argwhere((logits_rtl != logits).any(-1))[0][0])
+        msg = (f"logits: sentence {s} (dev #{int(d['index'][s])}) RTL {logits_rtl[s].tolist()} "
+               f"!= golden full model {logits[s].tolist()} (predictions {pred_rtl[s]} vs {pred_gold[s]})")
+        finish("fail", msg)
+        raise ModelMismatch(msg)
+    say(f"model: logits and predictions of all {len(labels)} sentences equal the golden full model's; "
+        f"accuracy {summary['accuracy_rtl']:.3f} (labels)")
+    return finish("pass")
+
+
+def _run_layers(work: Path, prep: dict, summary: dict, rtl_states: list, finish, *, sim: str, seed: int,
+                jobs: int, backpressure: bool, build_dir, verbose: bool, say) -> np.ndarray:
+    """Build every layer (worker processes) and simulate them in order, each fed the previous
+    layer's RTL output; returns the last layer's RTL output."""
+    from sim.runner import _patched_environ, build_block, run_block, simulator_env
+
+    d, states, folds = prep["sentences"], prep["states"], prep["folds"]
+    valid = d["valid"]
     # Builds run in worker processes: the Verilog generation is pure Python (the GIL would
     # serialise threads), the compile a subprocess; layer l simulates while l+1 still builds.
     ctx = multiprocessing.get_context("spawn")   # no fork of a process that has threads
@@ -154,6 +195,7 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
                 raise SimulationError(f"layer {layer} (RTL != golden layer on the RTL's input): {exc}") from None
             with np.load(outp) as f:
                 y = f["y"].astype(np.int64)
+            rtl_states.append(y)
             st = res.stats
             row = {"layer": layer, "beats_in": int(len(r) * fold.seq_len * fold.beats),
                    "beats_out": int(y.size // fold.lanes), "sequences": int(st.get("sequences", len(r))),
@@ -178,30 +220,7 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
                 f"{row['cycles_per_sequence']:g} cycles/sequence (model {row['cycles_per_sequence_model']}), "
                 f"sim {res.sim_s:.1f}s")
             r = y   # the RTL's output is the next layer's input
-
-    logits_rtl = head_logits(params, r)
-    logits = prep["logits"]
-    pred_rtl, pred_gold = logits_rtl.argmax(-1), logits.argmax(-1)
-    labels = d["labels"]
-    scale = float(1 << params.logit_frac)
-    summary["predictions"] = [
-        {"dev_index": int(d["index"][s]), "text": d["text"][s], "label": _num(labels[s]),
-         "golden": int(pred_gold[s]), "rtl": int(pred_rtl[s]),
-         "logits_golden": [v / scale for v in logits[s].tolist()],
-         "logits_rtl": [v / scale for v in logits_rtl[s].tolist()]} for s in range(len(labels))]
-    summary["logits_equal"] = bool(np.array_equal(logits_rtl, logits))
-    summary["predictions_equal"] = bool(np.array_equal(pred_rtl, pred_gold))
-    summary["accuracy_rtl"] = float(np.mean(pred_rtl == labels))
-    summary["accuracy_golden"] = float(np.mean(pred_gold == labels))
-    if not summary["logits_equal"] or not summary["predictions_equal"]:
-        s = int(np.argwhere((logits_rtl != logits).any(-1))[0][0])
-        msg = (f"logits: sentence {s} (dev #{int(d['index'][s])}) RTL {logits_rtl[s].tolist()} "
-               f"!= golden full model {logits[s].tolist()} (predictions {pred_rtl[s]} vs {pred_gold[s]})")
-        finish("fail", msg)
-        raise ModelMismatch(msg)
-    say(f"model: logits and predictions of all {len(labels)} sentences equal the golden full model's; "
-        f"accuracy {summary['accuracy_rtl']:.3f} (labels)")
-    return finish("pass")
+    return r
 
 
 def _num(v):

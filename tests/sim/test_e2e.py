@@ -134,6 +134,8 @@ def test_chain_on_icarus(export2, tmp_path):
     assert s["logits_equal"] and s["predictions_equal"]
     assert [p["rtl"] for p in s["predictions"]] == [p["golden"] for p in s["predictions"]]
     assert s["accuracy_rtl"] == pytest.approx(np.mean([p["rtl"] == p["label"] for p in s["predictions"]]))
+    with np.load(s["hidden_states"]) as f:  # the RTL's hidden states, kept next to the summary
+        assert sorted(f.files) == ["layer0", "layer1"] and f["layer1"].shape == (3, 16, 16)
 
 
 def test_chain_names_the_first_difference(export2, tmp_path, monkeypatch):
