@@ -75,7 +75,8 @@ class Target:
 
 
 # Synthesis flags (measured, Yosys 0.70, PE SIMD 64 pipeline 4 on ECP5): abc9 is already the
-# default LUT mapper of synth_ice40 / synth_ecp5 here, so -abc9 changes nothing (kept explicit);
+# default LUT mapper of synth_ice40 / synth_ecp5 here, so -abc9 changes nothing (kept explicit;
+# the encoder's tiny preset gives the same cell counts with and without it);
 # -nowidelut (no PFUMX LUT5/6) gives 203 instead of 227 LUT4 on ECP5 at equal Fmax.
 TARGETS: dict[str, Target] = {
     "ice40-up5k": Target(
@@ -395,12 +396,6 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
 
 LAYERS = ("mvu", "pe", "encoder")
 
-# Encoder layers on ECP5 (Yosys 0.70): -nowidelut as for the MVU sweep, and no -abc9 flag: with
-# it abc9 asserted (ABC_OPS_REINTEGRATE) on the tiny preset; without it the same run synthesises,
-# routes and packs (measured, docs/encoder_rtl.md).
-ENCODER_SYNTH = {"ecp5": ("-nowidelut",)}
-
-
 @dataclass(frozen=True)
 class LayerSpec:
     """A block to implement plus the figures the report derives from its parameters."""
@@ -415,7 +410,6 @@ class LayerSpec:
     # encoder layers: tokens per sequence and the params' cycle model per sequence
     seq_len: int = 0
     cycles_per_sequence: int = 0
-    synth_opts: dict = field(default_factory=dict)  # family -> synth flags for this layer
     rom_note: str = "no weight ROM (weights arrive on the input stream)"
 
 
@@ -430,7 +424,6 @@ def make_encoder(config="tiny", *, ckpt=None) -> LayerSpec:
     return LayerSpec("encoder", p, macs_per_cycle=d["macs_per_cycle"], a_bits=d["a_bits"],
                      cycles_per_vector=d["cycles_per_vector"], describe=d["describe"],
                      seq_len=p.seq_len, cycles_per_sequence=p.cycles_per_sequence,
-                     synth_opts=ENCODER_SYNTH,
                      rom_note="weight and constant ROMs (memories named *rom*) in block RAM")
 
 
@@ -515,8 +508,6 @@ def build(spec: LayerSpec, target: Target, out, *, freq_mhz: float | None = None
     """
     out = Path(out)
     rom_kind, rom_why = choose_rom(spec, target, rom)
-    if synth_opts is None:
-        synth_opts = spec.synth_opts.get(target.family)
     try:
         res = run_flow(spec.params.create, target, out, freq_mhz=freq_mhz, seeds=seeds,
                        synth_opts=synth_opts, rom=rom_kind, bitstream=bitstream)

@@ -62,11 +62,10 @@ def test_cli_ice40_bitstream_and_report(ice40_build):
 
 
 def test_ecp5_flow(tmp_path):
-    """A PE given a layer's per-family synthesis flags and per-sequence figures (as an encoder
-    layer's spec carries them): the flags reach yosys, the report scales them by Fmax."""
-    spec = dataclasses.replace(flow.make_layer("pe", simd=16), seq_len=4, cycles_per_sequence=10,
-                               synth_opts={"ecp5": ("-nowidelut",)})
-    r = flow.build(spec, flow.TARGETS["ecp5-85k"], tmp_path)
+    """A PE given per-sequence figures (as an encoder layer's spec carries them): the report
+    scales them by Fmax; --synth-opts flags reach yosys."""
+    spec = dataclasses.replace(flow.make_layer("pe", simd=16), seq_len=4, cycles_per_sequence=10)
+    r = flow.build(spec, flow.TARGETS["ecp5-85k"], tmp_path, synth_opts=("-nowidelut",))
     assert (tmp_path / "top.bit").stat().st_size > 1000
     stat = json.loads((tmp_path / "stat.json").read_text())
     cells = stat["modules"]["\\" + flow.CORE_MODULE]["num_cells_by_type"]
@@ -109,8 +108,8 @@ def test_over_capacity(util, msg):
 
 
 def test_encoder_spec():
-    """--layer encoder: the preset's spec (hw/presets.py) with its cycle model, ECP5 flags
-    without -abc9, ROMs in block RAM; MVU/PE knobs and encoder options do not mix."""
+    """--layer encoder: the preset's spec (hw/presets.py) with its cycle model, ROMs in block
+    RAM; MVU/PE knobs and encoder options do not mix."""
     from hw.presets import bitstream_spec
 
     ecp = flow.TARGETS["ecp5-85k"]
@@ -123,7 +122,6 @@ def test_encoder_spec():
     assert (spec.seq_len, spec.cycles_per_sequence) == (p.seq_len, p.cycles_per_sequence)
     assert spec.cycles_per_vector * p.seq_len >= p.cycles_per_sequence
     assert flow.make_layer("encoder").describe["config"] == "tiny"
-    assert "-abc9" not in spec.synth_opts["ecp5"] and "-nowidelut" in spec.synth_opts["ecp5"]
     kind, why = flow.choose_rom(spec, ecp)
     assert kind == "bram" and "*rom*" in why
     assert flow.choose_rom(spec, ecp, "logic")[0] == "logic"
@@ -146,7 +144,7 @@ def test_encoder_tiny_on_ecp5(tmp_path):
     assert r["total"]["bram"] > 0 and r["fmax_mhz"] > 0
     assert r["cycles_per_sequence"] == spec.params.cycles_per_sequence
     assert r["sequences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["cycles_per_sequence"])
-    assert r["synth_opts"] == "-nowidelut"
+    assert r["synth_opts"] == " ".join(target.synth_opts)
 
 
 @pytest.mark.parametrize("argv,match", [
