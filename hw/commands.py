@@ -87,14 +87,15 @@ def run(args) -> int:
             continue
         timing = (f"Fmax {r['fmax_mhz']:.1f} MHz ({'met' if r['timing_met'] else 'not met'} at "
                   f"{r['requested_mhz']:g})")
-        if r.get("cycles_per_sequence"):
-            speed = (f"{r['cycles_per_sequence']} cycles/sequence, "
-                     f"{r['sequences_per_s']:,.0f} sequences/s")
+        if r.get("cycles_per_sequence"):  # a whole layer: its size and sequences per second
+            print(f"{target.name}: {r['layer']} {r['total']['lut4']} LUT4, {r['total']['ff']} FF, "
+                  f"{r['total']['bram']} BRAM, {r['total']['dsp']} DSP, {timing}, "
+                  f"{r['cycles_per_sequence']} cycles/sequence, {r['sequences_per_s']:,.0f} "
+                  f"sequences/s -> {out / r['bitstream']}")
         else:
-            speed = f"{r['lut4_per_mac']:.2f} LUT4/MAC"
-        print(f"{target.name}: {r['layer']} {r['total']['lut4']} LUT4, {r['total']['ff']} FF, "
-              f"{r['total']['bram']} BRAM, {r['total']['dsp']} DSP, {timing}, {speed} "
-              f"-> {out / r['bitstream'] if r['bitstream'] else out}")
+            print(f"{target.name}: {r['layer']} {r['core']['lut4']} LUT4 "
+                  f"({r['lut4_per_mac']:.2f}/MAC), {r['core']['ff']} FF, {r['total']['bram']} "
+                  f"BRAM, {timing} -> {out / r['bitstream']}")
     if no_fit:
         raise BinbertError("; ".join(no_fit))
     return 0
