@@ -236,15 +236,20 @@ def last_error(log: str) -> str:
 # The flow
 # ---------------------------------------------------------------------------------------------
 
-def _run(cmd: list[str], cwd: Path, log: Path, what: str) -> float:
+def _run(cmd: list[str], cwd: Path, log: Path, what: str, tool_log: Path | None = None) -> float:
+    """Run a tool, its output appended to ``log``; a failure names the tool's first ERROR line
+    (from ``tool_log`` when the tool writes its own log, as yosys -q -l does)."""
     t0 = time.monotonic()
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        text = log.read_text(errors="replace")
-        raise BinbertError(f"{what} failed: {last_error(text)} (log: {log})")
+        text = "\n".join(ln for ln in log.read_text(errors="replace").splitlines()
+                         if not ln.startswith("$ "))  # the tools' output, not our command lines
+        if tool_log is not None and tool_log.exists():
+            text = tool_log.read_text(errors="replace") + "\n" + text
+        raise BinbertError(f"{what} failed: {last_error(text)} (log: {tool_log or log})")
     return time.monotonic() - t0
 
 
@@ -320,7 +325,8 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
         "write_json top.json",
     ]
     (out / "synth.ys").write_text("\n".join(script) + "\n")
-    t_synth = _run([yosys, "-q", "-l", "yosys.log", "synth.ys"], out, log, "yosys")
+    t_synth = _run([yosys, "-q", "-l", "yosys.log", "synth.ys"], out, log, "yosys",
+                   tool_log=out / "yosys.log")
     stat = json.loads((out / "stat.json").read_text())
     core = summarize_cells(_module_cells(stat, CORE_MODULE), target)
     total = summarize_cells(stat["design"]["num_cells_by_type"], target)

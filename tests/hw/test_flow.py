@@ -97,6 +97,13 @@ def test_design_too_big_is_an_error(tmp_path):
     assert not (tmp_path / "nextpnr_seed1.log").exists()
 
 
+def test_tool_failure_names_its_error_line(tmp_path):
+    """A yosys failure is reported with yosys' own ERROR line (it logs with -q -l yosys.log)."""
+    with pytest.raises(BinbertError, match=r"^yosys failed: ERROR: .*\(log: .*yosys.log\)$"):
+        flow.build(flow.make_layer("pe", simd=4), flow.TARGETS["ecp5-85k"], tmp_path,
+                   synth_opts=("-no-such-flag",))
+
+
 @pytest.mark.parametrize("util,msg", [
     ({"lut4": [5, 4], "bram": [3, 3], "dsp": [9, 8]},
      "5 LUT4 after synthesis > 4 available, 9 DSP after synthesis > 8 available"),
