@@ -14,7 +14,7 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
     distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
               loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
-              budget_mb, eval_every, distill: {...overrides...}}, ...]
+              budget_mb, eval_every, dropout, distill: {...overrides...}}, ...]
 """
 from __future__ import annotations
 
@@ -126,6 +126,8 @@ class StageConfig:
     budget_mb: Optional[float] = None  # split: adaptive budget as an absolute model size (MB)
     eval_every: Optional[int] = None  # overrides train.eval_every for this stage
     distill: Optional[DistillOverride] = None  # this stage's distillation weights (partial)
+    # hidden/attention/classifier dropout of this stage's student (None keeps the model's)
+    dropout: Optional[float] = None
 
     @property
     def trains(self) -> bool:
@@ -174,7 +176,10 @@ class Config:
 STAGE_QUANT = {
     "ternary": {"weight": "twn", "act": "uniform", "act_bits": 8},
     "binary": {"weight": "bwn", "act": "uniform", "act_bits": 8},
-    "bibert": {"weight": "bwn", "act": "sign", "attention": "bi"},
+    # BiBERT's official code binarises every weight row-wise around its row mean (alpha = the
+    # row's mean|w|): per-row scales, centred signs
+    "bibert": {"weight": "bwn", "act": "sign", "attention": "bi", "weight_per_row": True,
+               "centered": True},
 }
 
 
@@ -354,6 +359,13 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         seen.add(s.name)
         _positive(ctx, s, w, ("epochs", "steps", "learning_rate"))
         _positive(ctx, s, w, ("eval_every",), allow_zero=True)
+        if s.dropout is not None:
+            if not 0 <= s.dropout < 1:
+                raise ctx.err(_node_of(s, "dropout"), f"{w}.dropout must be in [0, 1), not "
+                                                      f"{s.dropout}")
+            if not s.trains:
+                raise ctx.err(_node_of(s, "dropout"), f"{w}: a {s.type} stage does not train "
+                                                      f"(dropout has no effect)")
         if s.distill is not None:
             _positive(ctx, s.distill, f"{w}.distill", ("temperature",))
             _positive(ctx, s.distill, f"{w}.distill", ("emb", "scores", "mha", "ffn", "hidden",

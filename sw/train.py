@@ -404,6 +404,21 @@ def _size_mb(model: nn.Module) -> float | None:
         return None
 
 
+def set_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Set every dropout of ``model`` (hidden, attention, classifier) to ``p``, in its HF config
+    too, so a checkpoint of it (resume, final) rebuilds with the same rate."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise BinbertError(f"dropout={p!r} must be a number in [0, 1)")
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = float(p)
+    cfg = model.config
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = float(p)
+    if getattr(cfg, "classifier_dropout", None) is not None:
+        cfg.classifier_dropout = float(p)
+    return model
+
+
 def _trainable(model: nn.Module) -> nn.Module:
     for p in model.parameters():  # copies of the (frozen) teacher
         p.requires_grad_(True)
@@ -494,6 +509,12 @@ class Trainer:
     # -- stage model construction -------------------------------------------------------------
 
     def _init_student(self, stage: StageConfig, prev: nn.Module | None) -> nn.Module:
+        model = self._build_student(stage, prev)
+        if stage.dropout is not None:
+            set_dropout(model, stage.dropout)
+        return model
+
+    def _build_student(self, stage: StageConfig, prev: nn.Module | None) -> nn.Module:
         from sw.qbert import quant_config_of, quantize_bert
 
         if stage.type == "teacher":

@@ -130,3 +130,28 @@ def test_stage_distill_override():
     with pytest.raises(BinbertError, match=r"unknown key 'prd' in stages\[1\].distill "
                                            r"\(did you mean 'pred'\?\)"):
         config_from_text(bad, "x.yaml")
+
+
+def test_stage_dropout():
+    text = BASE.replace("    type: binary\n", "    type: binary\n    dropout: 0.0\n")
+    cfg = config_from_text(text, "x.yaml")
+    assert cfg.stage("binary").dropout == 0.0 and cfg.stage("ternary").dropout is None
+    for bad, message in (("dropout: 1.0", r"stages\[3\] \(binary\).dropout must be in \[0, 1\)"),
+                         ("dropout: -0.1", r".*dropout must be in \[0, 1\), not -0.1")):
+        t = text.replace("dropout: 0.0", bad)
+        with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(t, 'dropout')}: {message}"):
+            config_from_text(t, "x.yaml")
+    t = BASE.replace("    type: split\n", "    type: split\n    dropout: 0.0\n")
+    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(t, 'dropout')}: .*a split stage "
+                                           r"does not train"):
+        config_from_text(t, "x.yaml")
+
+
+def test_bibert_stage_defaults_to_centred_per_row_binarisation():
+    """BiBERT's official code centres every weight row before its sign, with per-row scales."""
+    from sw.config import stage_quant_dict
+
+    cfg = config_from_text("stages:\n  - {name: t, type: teacher}\n  - {name: b, type: bibert}\n")
+    q = stage_quant_dict(cfg.stage("b"))
+    assert (q["weight"], q["act"], q["attention"]) == ("bwn", "sign", "bi")
+    assert q["weight_per_row"] is True and q["centered"] is True

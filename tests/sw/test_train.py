@@ -194,6 +194,39 @@ def test_bibert_and_pair_tasks(tmp_path, task):
     assert s["bibert"]["dev"]["main"] == s["bibert"]["dev"][main]
 
 
+def test_stage_dropout_reaches_the_student_only(tmp_path):
+    """A stage's dropout sets every dropout of its student (and its checkpoint), not the
+    teacher's: the binarised BiBERT student trains without dropout (models/minilm-sst2-bibert)."""
+    text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue")).replace(
+        "{name: bibert, type: bibert, steps: 3}", "{name: bibert, type: bibert, steps: 3, dropout: 0.0}")
+    cfg = config_from_text(text)
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.run()
+    drops = lambda m: {float(d.p) for d in m.modules() if isinstance(d, torch.nn.Dropout)}
+    assert drops(tr.teacher) == {0.1}
+    student, _, _ = load_checkpoint(tmp_path / "bibert" / "final")
+    assert drops(student) == {0.0}
+    assert student.config.hidden_dropout_prob == student.config.attention_probs_dropout_prob == 0.0
+    # the student's training forward is deterministic (no dropout masks)
+    batch = next(iter(torch.utils.data.DataLoader(tr.train_ds, batch_size=4,
+                                                  collate_fn=tr.train_ds.collate)))
+    student.train()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.equal(student(**inputs).logits, student(**inputs).logits)
+
+
+def test_set_dropout_rejects_bad_rates():
+    from sw.train import set_dropout
+    from sw.backbone import build_model
+    from sw.config import ModelConfig
+
+    m = build_model(ModelConfig(backbone="tiny"), "sst2")
+    for bad in (1.0, -0.5, "0.1", True):
+        with pytest.raises(BinbertError, match=r"dropout=.* must be a number in \[0, 1\)"):
+            set_dropout(m, bad)
+
+
 def test_bwn_direct_binary_stage(tmp_path):
     text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue")).replace(
         "{name: bibert, type: bibert, steps: 3}",
