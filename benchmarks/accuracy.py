@@ -131,14 +131,29 @@ def device() -> str:
     return f"{cpu}, {os.cpu_count()} cores (shared), torch {torch.__version__} CPU, 1 thread per run"
 
 
-def collect(out: Path) -> list[dict]:
+def is_stale(run: Path, cfg_file: str, over: dict, stage: str, profile: dict | None) -> bool:
+    """True when the run was trained with another config than the variant's config has now
+    (the stages up to ``stage``, and the model/data/train/distill sections): its number is
+    from an older recipe until the variant is run again."""
+    if not (run / "config.yaml").is_file():
+        return False
+    have = load_config(run / "config.yaml")
+    want = apply_profile(load_config(ROOT / "models" / cfg_file), profile, over)
+    upto = [s.name for s in want.stages].index(stage) + 1
+    return (have.stages[:upto] != want.stages[:upto]
+            or (have.model, have.data, have.train, have.distill)
+            != (want.model, want.data, want.train, want.distill))
+
+
+def collect(out: Path, profile: dict | None = None) -> list[dict]:
     rows = []
     for name, cfg_file, over, stage, label, bits in VARIANTS:
         run = run_dir(out, name)
         f = run / stage / "metrics.json"
         cfg_path = out / "configs" / f"{RUN_OF.get(name, name)}.yaml"
         row = {"variant": name, "label": label, "bits": bits, "stage": stage, "config": cfg_file,
-               "done": f.is_file()}
+               "done": f.is_file(), "stale": f.is_file() and is_stale(run, cfg_file, over, stage,
+                                                                       profile)}
         if f.is_file():
             m = json.loads(f.read_text())["summary"]
             cfg = load_config(cfg_path)
@@ -179,11 +194,16 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
     for r in rows:
         if r["done"]:
             size = f"{r['size_mb']:.2f}" if r.get("size_mb") is not None else "-"
-            lines.append(f"| {r['label']} | {r['bits']} | `models/{r['config']}` | "
+            label = r["label"] + (" **[older config: re-run]**" if r.get("stale") else "")
+            lines.append(f"| {label} | {r['bits']} | `models/{r['config']}` | "
                          f"{100 * r['acc']:.2f} | {size} | {r['epochs']} | "
                          f"{r['wall_s'] / 60:.1f} min |")
         else:
             lines.append(f"| {r['label']} | {r['bits']} | `models/{r['config']}` | not run yet | | | |")
+    if any(r.get("stale") for r in rows):
+        lines += ["", "**[older config: re-run]** marks rows whose runs were trained with an earlier "
+                      "version of their config (before a recipe change): their numbers are not "
+                      "those of the config as it is now."]
     if profile_name == "cpu":
         lines += ["", "CPU reductions against the configs (applied to every variant alike):", ""]
         lines += [f"- {n}" for n in CPU_NOTES]
@@ -250,8 +270,8 @@ def main(argv=None) -> int:
                                   "--no-progress"], env=env, cwd=ROOT)
             print(f"== {run_name}: rc {rc} after {time.time() - t0:.0f} s", flush=True)
             done_runs.add(run_name)
-            write_report(out, collect(out), args.profile, _dev_n())
-    rows = collect(out)
+            write_report(out, collect(out, profile), args.profile, _dev_n())
+    rows = collect(out, profile)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     print(write_report(out, rows, args.profile, _dev_n()))
     return 0

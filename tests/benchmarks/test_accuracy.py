@@ -1,0 +1,41 @@
+"""benchmarks/accuracy.py: a row whose run used an earlier config is flagged, not reported as
+the current recipe's number."""
+import dataclasses
+from pathlib import Path
+
+from benchmarks import accuracy
+from sw.config import config_to_yaml, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write_run(run: Path, cfg) -> None:
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(config_to_yaml(cfg))
+
+
+def test_run_with_the_current_config_is_not_stale(tmp_path):
+    cfg_file = "minilm-sst2-bibert.yaml"
+    cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file), accuracy.CPU_PROFILE, {})
+    _write_run(tmp_path / "run", cfg)
+    assert not accuracy.is_stale(tmp_path / "run", cfg_file, {}, "bibert", accuracy.CPU_PROFILE)
+    # the same run read against another profile or another stage override is stale
+    assert accuracy.is_stale(tmp_path / "run", cfg_file, {}, "bibert", None)
+    assert accuracy.is_stale(tmp_path / "run", cfg_file, {"bibert": {"loss": "ce"}}, "bibert",
+                             accuracy.CPU_PROFILE)
+    # a change after the reported stage does not matter
+    assert not accuracy.is_stale(tmp_path / "run", cfg_file, {"bibert": {"loss": "ce"}},
+                                 "teacher", accuracy.CPU_PROFILE)
+
+
+def test_run_with_an_older_recipe_is_stale(tmp_path):
+    cfg_file = "minilm-sst2-bibert.yaml"
+    cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file), accuracy.CPU_PROFILE, {})
+    old = dataclasses.replace(cfg, stages=tuple(
+        dataclasses.replace(s, dropout=None, quant={k: v for k, v in s.quant.items()
+                                                    if k != "centered"})
+        for s in cfg.stages))
+    _write_run(tmp_path / "run", old)
+    assert accuracy.is_stale(tmp_path / "run", cfg_file, {}, "bibert", accuracy.CPU_PROFILE)
+    assert not accuracy.is_stale(tmp_path / "missing", cfg_file, {}, "bibert",
+                                 accuracy.CPU_PROFILE)
