@@ -71,8 +71,9 @@ def test_ecp5_flow(tmp_path):
     cells = stat["modules"]["\\" + flow.CORE_MODULE]["num_cells_by_type"]
     assert r["core"]["lut4"] == cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
     assert r["fmax_mhz"] > 0 and r["pnr"]["pnr_io"] == _pins("ecp5") + 1
-    assert r["synth_opts"] == "-nowidelut"
+    assert r["synth_opts"] == "-nowidelut" and r["synth_workaround"] == ""
     assert "synth_ecp5 -top top -nowidelut" in (tmp_path / "synth.ys").read_text()
+    assert "splitnets" not in (tmp_path / "synth.ys").read_text()
     assert r["fits"] and r["utilisation"]["lut4"] == [r["total"]["lut4"], 83640]
     assert r["sequences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / 10)
     assert r["tokens_per_s"] == pytest.approx(4 * r["sequences_per_s"])
@@ -102,6 +103,24 @@ def test_tool_failure_names_its_error_line(tmp_path):
     with pytest.raises(BinbertError, match=r"^yosys failed: ERROR: .*\(log: .*yosys.log\)$"):
         flow.build(flow.make_layer("pe", simd=4), flow.TARGETS["ecp5-85k"], tmp_path,
                    synth_opts=("-no-such-flag",))
+
+
+ABC9_LOG = """5.46.20.6. Executing ABC9_OPS pass (helper functions for ABC9).
+5.46.20.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).
+<suppressed ~79484 debug messages>
+ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc:3091.
+"""
+
+
+@pytest.mark.parametrize("log,hit", [
+    (ABC9_LOG, True),
+    (ABC9_LOG.replace("ABC_OPS_REINTEGRATE", "OPT_CLEAN"), False),  # another pass's assert
+    (ABC9_LOG.replace("ERROR: Assert", "ERROR: Found"), False),     # not an assertion
+    ("ERROR: Command syntax error: Unknown option\n", False),
+])
+def test_abc9_assert_detected(log, hit):
+    """The one yosys failure the flow retries with splitnets (Yosys 0.70's abc9 bug)."""
+    assert flow.abc9_reintegrate_assert(log) is hit
 
 
 @pytest.mark.parametrize("util,msg", [
