@@ -9,6 +9,7 @@ from ``binbert export`` output (or a checkpoint, exported on the fly).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -465,10 +466,14 @@ def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int
     for label, params, extra in layer_configs(layer, ckpt, size, sentences=sentences, seq_len=seq_len):
         if log:
             log(f"{label}")
-        results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,
-                                 vectors=DEFAULT_VECTORS[layer] if vectors is None else vectors,
-                                 build_dir=build_dir, test_module=LAYERS[layer], extra=extra,
-                                 log=log, **run_kw))
+        try:
+            results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,
+                                     vectors=DEFAULT_VECTORS[layer] if vectors is None else vectors,
+                                     build_dir=build_dir, test_module=LAYERS[layer], extra=extra,
+                                     log=log, **run_kw))
+        finally:  # ckpt_configs' stimulus file: a temporary of this run only
+            if extra.get("inputs"):
+                Path(extra["inputs"]).unlink(missing_ok=True)
     return results
 
 
