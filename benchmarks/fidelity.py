@@ -430,11 +430,23 @@ def write_table(rows: list[dict], out: Path, limit, cmd: str) -> None:
                          f"{100*r['agreement']:.2f} | {r['rom_bytes']:,} | {r['golden_equals_intsim']} ({r['intsim_spot']}) | "
                          f"{s['fake_quant']:.0f} / {s['golden']:.0f} |")
     n = next((r["examples"] for r in rows if "examples" in r), None)
+    met = [r["setting"] for r in rows if r.get("agreement", 0) >= 0.995
+           and abs(r["integer_acc"] - r["fake_quant_acc"]) <= 0.003]
+    chance = [r["setting"] for r in rows if "fake_quant_acc" in r and r["fake_quant_acc"] < 0.55]
     lines += ["", f"{n} dev sentences. Device: {_device()}.", "",
-              "Why agreement is below the 99.5 % goal for the 4-bit settings: see the fidelity budget in "
-              "docs/arithmetic.md (§9): a single activation code that the integer model rounds the other "
-              "way is amplified by every binary layer (one flipped input moves all N outputs), so any "
-              "fixed-point difference, however small, shows up as prediction flips.", ""]
+              "Goal (issue #4): agreement >= 99.5 % and accuracy within ±0.3 pt. Met by: "
+              + (", ".join(met) if met else "none") + ". "
+              "Why the others fall short: see the fidelity budget in docs/arithmetic.md (§9 continued): "
+              "a binary layer turns one activation code rounded the other way into flipped codes in all "
+              "its outputs, so after a layer or two the float and the integer model carry two independent "
+              "samples of the activation quantization noise; agreement then measures the classifier's "
+              "sensitivity to that noise (larger at 4 bits than at 8), not the precision of any one "
+              "integer op."]
+    if chance:
+        lines.append("")
+        lines.append(", ".join(chance) + ": the model is at chance (fake-quant accuracy ~50 %), its logits "
+                     "sit near the decision boundary, so its agreement carries no information.")
+    lines.append("")
     out.write_text("\n".join(lines))
 
 
