@@ -157,7 +157,7 @@ def test_encoder_spec():
         flow.make_layer("pe", ckpt="x")
 
 
-@pytest.mark.slow  # 277 s measured, ~25 min on the shared machine; test_ecp5_flow + test_commands cover the parts
+@pytest.mark.slow  # 277 s measured (~25 min shared); test_ecp5_flow + test_commands cover the parts
 def test_encoder_tiny_on_ecp5(tmp_path):
     """The tiny preset fits, routes and packs on the ECP5-85k; its report's throughput is the
     params' cycle model at the routed Fmax."""
