@@ -66,7 +66,7 @@ demo: setup  ## the main job on shipped defaults: train, export, sim vs golden, 
 sim: setup  ## cocotb: RTL == golden, LAYER=pe|mvu|lsq|attn|ffn|ln|encoder|model SIM=verilator|icarus WAVES=1 SEED=n CKPT=path
 	$(BINBERT) sim --layer $(LAYER) --sim $(SIM) $(WAVES_ARG) $(SEED_ARG) $(CKPT_ARG) $(VECTORS_ARG)
 
-bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|encoder TARGET=ice40-up5k|ecp5-85k CONFIG=models/hw/<preset>.yaml CKPT=export
+bitstream: setup  ## Yosys + nextpnr: LAYER=mvu|pe|encoder TARGET=ice40-up5k|ecp5-85k CONFIG=models/hw/<preset>.yaml CKPT=export
 	$(BINBERT) bitstream --layer $(LAYER) $(TARGET_ARG) $(HWCONFIG_ARG) --out $(OUT)/bitstream
 
 train: setup  ## train the stages of CONFIG (teacher, ternary, split, binary or BiBERT)

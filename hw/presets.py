@@ -45,7 +45,7 @@ __all__ = ["EncoderPreset", "PRESET_DIR", "BITSTREAM_CONFIGS", "load_preset", "p
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "models" / "hw"
 PREFIX = "encoder-"
-CONFIG_SEED = 2024  # sim.layers.CONFIG_SEED: the random ops are part of the design
+CONFIG_SEED = 2024  # the random ops are part of the design (sim.layers imports this one)
 ATTENTION = ("softmax", "bi")
 TRAINING_KEYS = ("model", "data", "train", "distill", "stages")
 

@@ -251,7 +251,7 @@ CKPT_SENTENCES = 8
 # runs it, so it gets fewer sentences (--sentences / VECTORS= sets any count on either)
 CKPT_SENTENCES_BY_SIM = {"verilator": CKPT_SENTENCES, "icarus": 2}
 CKPT_MACS = 1024
-CONFIG_SEED = 2024     # the random ops are part of the design: fixed, so builds are reused
+from hw.presets import CONFIG_SEED  # noqa: E402  (fixed: the random ops are part of the design, builds are reused)
 
 
 SIZES = {
@@ -477,56 +477,6 @@ def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int
     return results
 
 
-# --------------------------------------------------------------------------------------------
-# `make bitstream LAYER=encoder CONFIG=...`: small layers that fit the FPGAs
-# --------------------------------------------------------------------------------------------
-
-BITSTREAM_CONFIGS = {
-    # ECP5-85k: the CLI's default shape (W1A4 split weights, softmax attention)
-    "tiny": dict(hidden=64, heads=2, ffn=128, seq_len=8, mode="split", macs=128, lanes=2),
-    # ECP5-85k: the same shape as a BiBERT W1A1 layer (Bi-Attention)
-    "tiny-bi": dict(hidden=64, heads=2, ffn=128, seq_len=8, mode="bi", macs=128, lanes=2),
-    # iCE40 UP5K attempt: the smallest BiBERT layer that still folds
-    "micro-bi": dict(hidden=16, heads=2, ffn=32, seq_len=4, mode="bi", macs=16, lanes=1),
-}
-
-
-def bitstream_params(config: str = "tiny", ckpt=None):
-    """EncoderLayerParams of a bitstream configuration: seeded random ops at the preset's shape,
-    or (``ckpt``) layer 0 of an exported model folded with the preset's MAC budget."""
-    from hw.encoder import folding_for
-    from hw.errors import BinbertError
-
-    if config not in BITSTREAM_CONFIGS:
-        raise BinbertError(f"unknown encoder config {config!r}: choose one of {', '.join(BITSTREAM_CONFIGS)}")
-    z = BITSTREAM_CONFIGS[config]
-    if ckpt is not None:
-        params, _meta, _bb = load_export(ckpt)
-        layer = params.layers[0]
-        seq_len = min(z["seq_len"], params.max_len)
-    else:
-        rng = np.random.default_rng(CONFIG_SEED)
-        split, bi = random_layer_pair(rng, hidden=z["hidden"], heads=z["heads"], ffn=z["ffn"],
-                                      max_len=z["seq_len"])
-        layer = bi if z["mode"] == "bi" else split
-        seq_len = z["seq_len"]
-    lanes = z["lanes"] if layer.ln1.n % z["lanes"] == 0 else 1
-    return folding_for(layer, seq_len=seq_len, macs=z["macs"], lanes=lanes)
-
-
-def bitstream_spec(config: str = "tiny", ckpt=None) -> dict:
-    """What hw/flow.py's LayerSpec needs for ``--layer encoder``: the params (``.create()``),
-    XNOR lanes per cycle, activation bits, cycles per token, and a description."""
-    p = bitstream_params(config, ckpt)
-    units = list(p.attention.projections) + [p.attention.out_proj, p.ffn.lin1, p.ffn.lin2]
-    macs = sum(u.pe * u.simd for u in units)
-    lyr = p.layer
-    return {"layer": "encoder", "params": p, "macs_per_cycle": macs,
-            "a_bits": max(lyr.qkv_in.out_bits, lyr.ffn_in_q.out_bits),
-            "cycles_per_vector": -(-p.cycles_per_sequence // p.seq_len),
-            "describe": {"config": config, "hidden": p.hidden, "heads": lyr.attention.heads,
-                         "ffn": lyr.ffn_in.n, "seq_len": p.seq_len, "lanes": p.lanes,
-                         "terms": lyr.query.terms, "attention": type(lyr.attention.probs).__name__,
-                         "pe_simd": {"qkv": [p.pe_qkv, p.simd_qkv], "o": [p.pe_o, p.simd_o],
-                                     "ffn1": [p.pe_ffn1, p.simd_ffn1], "ffn2": [p.pe_ffn2, p.simd_ffn2]},
-                         "cycles_per_sequence": p.cycles_per_sequence}}
+# `make bitstream LAYER=encoder CONFIG=...`: the presets are hardware configs (models/hw/*.yaml),
+# loaded and validated by hw/presets.py; re-exported here for the benches that use them.
+from hw.presets import BITSTREAM_CONFIGS, bitstream_params, bitstream_spec  # noqa: E402,F401

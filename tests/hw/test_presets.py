@@ -68,21 +68,6 @@ def test_shipped_preset_is_the_simulators_layer(name):
     assert got.layer.query.terms == pre.weight_terms
 
 
-def test_spec_matches_sim_layers_presets():
-    """While sim/layers.py still carries its own preset table, both give the same specs."""
-    import sim.layers as sl
-
-    if sl.bitstream_spec is presets.bitstream_spec:
-        pytest.skip("sim.layers re-exports hw.presets: nothing left to compare")
-    for name in sl.BITSTREAM_CONFIGS:
-        old, new = sl.bitstream_spec(name), presets.bitstream_spec(name)
-        for key in ("layer", "macs_per_cycle", "a_bits", "cycles_per_vector"):
-            assert old[key] == new[key], (name, key)
-        assert old["describe"].items() <= new["describe"].items()
-        _same_layer(old["params"].layer, new["params"].layer)
-        assert [getattr(old["params"], f) for f in FOLD] == [getattr(new["params"], f) for f in FOLD]
-
-
 def test_spec_figures():
     spec = presets.bitstream_spec("tiny-bi")
     p = spec["params"]
