@@ -280,6 +280,9 @@ def _rtl_commit() -> str:
         return "unknown"
 
 
+KEPT_SECTION = "## Encoder layer bitstreams"
+
+
 def write_markdown(path: Path, sweep, pmx, gemm, cmd: str, seeds=(1,)) -> None:
     seeds_text = ", ".join(str(s) for s in seeds)
     lines = ["# Hardware benchmarks", "",
@@ -343,6 +346,12 @@ def write_markdown(path: Path, sweep, pmx, gemm, cmd: str, seeds=(1,)) -> None:
                          f"| {g['gemm_w1a1_ms']:.3f} ({g['gemm_w1a1_min_ms']:.3f}) | "
                          f"**{g['speedup']:.2f}×** ({g['speedup_best']:.2f}×) |")
         lines += [""]
+    # Hand-measured sections appended after the generated tables (e.g. the encoder bitstreams)
+    # survive a regeneration.
+    old = path.read_text() if path.exists() else ""
+    keep = old.find(KEPT_SECTION)
+    if keep >= 0:
+        lines += [old[keep:].rstrip("\n"), ""]
     path.write_text("\n".join(lines))
 
 
