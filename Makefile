@@ -35,7 +35,7 @@ TARGET_ARG := $(if $(TARGET),--target $(TARGET),)
 HWCONFIG := $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),models/hw/encoder-tiny.yaml)
 HWCONFIG_ARG := $(if $(filter encoder,$(LAYER)),--config $(HWCONFIG) $(if $(CKPT),--export $(CKPT),),)
 
-.PHONY: help setup test test-all demo sim bitstream train eval export e2e bench bench-hw bench-accuracy clean
+.PHONY: help setup test test-all demo sim bitstream train eval export e2e bench bench-hw bench-sim bench-accuracy clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -91,7 +91,10 @@ bench-accuracy: setup  ## SST-2 dev comparison of the MiniLM recipes (hours on C
 bench-hw: setup  ## benchmarks/hw: SIMD x PE sweep on both targets + golden GEMM speed
 	$(PY) benchmarks/hw.py --jobs $(JOBS)
 
-bench: bench-hw  ## every benchmark
+bench-sim: setup  ## benchmarks/sim.md: Verilator vs Icarus build/sim time and cycles vs model of the attn/encoder/ffn/ln benches (5-10 min)
+	$(PY) benchmarks/sim.py
+
+bench: bench-hw bench-sim  ## every benchmark (bench-accuracy apart: hours)
 
 clean:  ## remove build outputs (keeps the venv)
 	rm -rf $(OUT) sim_build build .pytest_cache
