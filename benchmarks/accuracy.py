@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sw.config import DistillOverride, config_to_yaml, load_config  # noqa: E402
+from benchmarks.machine import cpu_name  # noqa: E402
 
 # (variant, config, stage overrides, the stage whose result is reported, label, bits W-E-A)
 VARIANTS = [
@@ -156,14 +156,7 @@ def share_stages(out: Path, cfg_path: Path, run: Path) -> None:
 
 
 def device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import torch
 
     return f"{cpu}, {os.cpu_count()} cores (shared), torch {torch.__version__} CPU, 1 thread per run"

@@ -21,7 +21,6 @@ import copy
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from benchmarks.machine import cpu_name  # noqa: E402
 
 OPS = ("emb", "qkv_in", "qkv", "softmax", "context", "dense_res", "ln", "ffn_in_q", "gelu", "pooler", "classifier")
 OP_LABELS = {
@@ -341,14 +341,7 @@ SPOT = 256  # sentences also run through sw.intsim (bit-identity with the golden
 
 
 def _device() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} cores (shared with other jobs), torch {torch.__version__} CPU, 1 thread"
 
 

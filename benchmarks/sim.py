@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hw.errors import BinbertError  # noqa: E402
+from benchmarks.machine import cpu_name  # noqa: E402
 
 LAYERS = ("attn", "encoder", "ffn", "ln")
 SIMS = ("verilator", "icarus")
@@ -164,10 +165,7 @@ def render(rows: list[dict], *, cmd: str, device: str, commit: str, date: str, w
 
 
 def device() -> str:
-    info = Path("/proc/cpuinfo")
-    names = [ln.split(":", 1)[1].strip() for ln in (info.read_text().splitlines() if info.exists() else [])
-             if ln.startswith("model name")]
-    cpu = names[0] if names else platform.machine()
+    cpu = cpu_name()
     tools = []
     try:
         import importlib.metadata as md
