@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from hw.errors import BinbertError
+from hw.yamlsrc import root_node
 
 __all__ = ["EncoderPreset", "PRESET_DIR", "BITSTREAM_CONFIGS", "load_preset", "preset_from_text",
            "resolve", "bitstream_params", "bitstream_spec"]
@@ -117,14 +118,7 @@ def preset_from_text(text: str, source: str = "<preset>", name: str = "") -> Enc
     """Parse and validate one preset; errors are ``SOURCE:LINE: message``."""
     loader = yaml.SafeLoader(text)
     try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise BinbertError(f"{source}{line}: YAML syntax error: {exc.problem}") from None
-        except yaml.YAMLError as exc:
-            raise BinbertError(f"{source}: YAML error: {exc}") from None
+        root = root_node(loader, source)
         if root is None or not isinstance(root, yaml.MappingNode):
             raise BinbertError(f"{source}:1: a hardware preset must be a mapping of "
                                f"{', '.join(_keys()[:9])}, ...")

@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from hw.errors import BinbertError
+from hw.yamlsrc import root_node
 
 TASKS = ("sst2", "cola", "mrpc", "stsb")
 STAGE_TYPES = ("teacher", "ternary", "split", "binary", "bibert")
@@ -425,14 +426,7 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
 def config_from_text(text: str, source: str = "<config>") -> Config:
     loader = yaml.SafeLoader(text)
     try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise BinbertError(f"{source}{line}: YAML syntax error: {exc.problem}") from None
-        except yaml.YAMLError as exc:
-            raise BinbertError(f"{source}: YAML error: {exc}") from None
+        root = root_node(loader, source)
         ctx = _Ctx(source, loader)
         if root is None or not isinstance(root, yaml.MappingNode):
             raise BinbertError(f"{source}:1: a config must be a mapping with a 'stages' list")
