@@ -167,13 +167,9 @@ def test_missing_checkpoint_names_the_preset(tmp_path):
 @pytest.fixture(scope="module")
 def bi_export(tmp_path_factory):
     """A 1-layer BiBERT model (hidden 16, 2 heads, ffn 32), exported."""
-    from sw.export import export_model
-    from tests.sw.chain_models import tiny_quant
+    from tests.sw.chain_models import exported_tiny
 
-    model = tiny_quant("bi", vocab=64, hidden=16, layers=1, heads=2, inter=32, max_pos=16)
-    out = tmp_path_factory.mktemp("export-bi")
-    export_model(model, out, meta={"backbone": "minilm"})
-    return out
+    return exported_tiny(tmp_path_factory, "bi", vocab=64, hidden=16, layers=1, heads=2, inter=32, max_pos=16)
 
 
 def test_export_replaces_the_random_ops(bi_export, tmp_path):

@@ -25,13 +25,10 @@ SEED = int(os.environ.get("BINBERT_SIM_SEED", "20240611"))
 @pytest.fixture(scope="module")
 def export2(tmp_path_factory):
     """A 2-layer quantized BERT (BiBERT W1A1) with the MiniLM vocabulary, exported."""
-    from sw.export import export_model
-    from tests.sw.chain_models import tiny_quant
+    from tests.sw.chain_models import exported_tiny
 
-    model = tiny_quant("bi", vocab=30522, hidden=16, layers=2, heads=2, inter=32, max_pos=16)
-    out = tmp_path_factory.mktemp("export2")
-    export_model(model, out, meta={"backbone": "minilm"})
-    return out
+    return exported_tiny(tmp_path_factory, "bi", vocab=30522, hidden=16, layers=2, heads=2, inter=32,
+                         max_pos=16)
 
 
 def _cli_error(argv, capsys) -> str:

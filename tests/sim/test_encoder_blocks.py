@@ -43,13 +43,10 @@ def test_encoder_on_verilator():
 
 def _export(tmp_path_factory, variant, hidden, inter):
     """A 1-layer quantized BERT with the MiniLM vocabulary (so real sentences tokenize), exported."""
-    from sw.export import export_model
-    from tests.sw.chain_models import tiny_quant
+    from tests.sw.chain_models import exported_tiny
 
-    model = tiny_quant(variant, vocab=30522, hidden=hidden, layers=1, heads=2, inter=inter, max_pos=16)
-    out = tmp_path_factory.mktemp(f"export-{variant}")
-    export_model(model, out, meta={"backbone": "minilm"})
-    return out
+    return exported_tiny(tmp_path_factory, variant, vocab=30522, hidden=hidden, layers=1, heads=2,
+                         inter=inter, max_pos=16)
 
 
 @pytest.fixture(scope="module")

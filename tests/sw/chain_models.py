@@ -75,3 +75,13 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
     if split:
         split_model(model)
     return model
+
+
+def exported_tiny(tmp_path_factory, variant: str, **shape):
+    """``tiny_quant(variant, **shape)`` exported into a fresh temp directory, tagged with the MiniLM
+    backbone so that real sentences tokenize (pass the MiniLM ``vocab=30522`` for real ids)."""
+    from sw.export import export_model
+
+    out = tmp_path_factory.mktemp(f"export-{variant}")
+    export_model(tiny_quant(variant, **shape), out, meta={"backbone": "minilm"})
+    return out
