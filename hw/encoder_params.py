@@ -896,8 +896,12 @@ class EncoderParams:
 
     def compute(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
         """Integer logits (batch, num_labels); real logit = value · 2^-logit_frac."""
-        r = self.hidden_states(input_ids, attention_mask, token_type_ids)[-1]
-        cls = r[:, 0]
+        return self.head(self.hidden_states(input_ids, attention_mask, token_type_ids)[-1])
+
+    def head(self, r) -> np.ndarray:
+        """Pooler + classifier on final residual states ``r`` (batch, length, hidden): integer
+        logits. Separate so a residual stream computed elsewhere (the RTL) gets the same tail."""
+        cls = np.asarray(r, dtype=np.int64)[:, 0]
         x = cls if self.pooler_in is None else self.pooler_in.compute(cls[None])
         return self.classifier.compute(self.pooler.compute(x))
 

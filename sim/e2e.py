@@ -37,14 +37,6 @@ class ModelMismatch(SimulationError):
     """The chained RTL disagreed with the golden model (hidden state, logit or prediction)."""
 
 
-def head_logits(params, r: np.ndarray) -> np.ndarray:
-    """Golden pooler + classifier on final hidden states ``r`` (S, L, H): integer logits
-    (the tail of ``EncoderParams.compute``, applied to any residual stream)."""
-    cls = np.asarray(r, dtype=np.int64)[:, 0]
-    x = cls if params.pooler_in is None else params.pooler_in.compute(cls[None])
-    return params.classifier.compute(params.pooler.compute(x))
-
-
 def first_mismatch(got: np.ndarray, want: np.ndarray) -> tuple[int, int, int] | None:
     """(sentence, token, feature) of the first differing element, None when equal."""
     bad = np.argwhere(got != want)
@@ -77,7 +69,7 @@ def prepare(ckpt, *, sentences: int = DEFAULT_SENTENCES, seq_len: int | None = N
     d = dev_sentences(params, meta, backbone, seq_len=seq_len, count=sentences, exact=True)
     states = params.hidden_states(d["ids"], d["valid"], d["types"])
     logits = golden_run(params, d["ids"], d["valid"], d["types"])
-    if not np.array_equal(head_logits(params, states[-1]), logits):  # the two golden paths agree
+    if not np.array_equal(params.head(states[-1]), logits):  # the two golden paths agree
         raise BinbertError(f"--ckpt {ckpt}: golden pooler/classifier on the hidden states differ "
                            "from sw.intmodel.run (golden model inconsistent)")
     folds = [folding_for(layer, seq_len=seq_len, macs=CKPT_MACS if macs is None else macs)
@@ -133,7 +125,7 @@ def run_model(ckpt, *, sim: str = "verilator", sentences: int = DEFAULT_SENTENCE
         r = _run_layers(Path(tmp), prep, summary, rtl_states, finish, sim=sim, seed=seed, jobs=jobs,
                         backpressure=backpressure, build_dir=build_dir, verbose=verbose, say=say)
 
-    logits_rtl = head_logits(params, r)
+    logits_rtl = params.head(r)
     logits = prep["logits"]
     pred_rtl, pred_gold = logits_rtl.argmax(-1), logits.argmax(-1)
     labels = d["labels"]

@@ -98,13 +98,13 @@ def _no_build(*a, **k):
 
 # ------------------------------------------------------------------ pieces
 
-def test_head_logits_is_the_golden_tail(export2):
+def test_head_is_the_golden_tail(export2):
     from sim.layers import dev_sentences, load_export
 
     params, meta, backbone = load_export(export2)
     d = dev_sentences(params, meta, backbone, seq_len=16, count=5, exact=True)
     states = params.hidden_states(d["ids"], d["valid"], d["types"])
-    assert np.array_equal(e2e.head_logits(params, states[-1]), params.compute(d["ids"], d["valid"], d["types"]))
+    assert np.array_equal(params.head(states[-1]), params.compute(d["ids"], d["valid"], d["types"]))
     assert len(d["labels"]) == 5 and d["valid"][:, 0].all() and list(d["index"]) == sorted(d["index"])
 
 
