@@ -34,7 +34,7 @@ from hw.yamlsrc import root_node
 
 TASKS = ("sst2", "cola", "mrpc", "stsb")
 STAGE_TYPES = ("teacher", "ternary", "split", "binary", "bibert")
-LOSSES = ("ce", "two_stage", "intermediate", "prediction", "joint", "dmd")
+LOSSES = ("ce", "two_stage", "intermediate", "prediction", "joint", "dmd", "ce_dmd")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,9 +118,13 @@ class StageConfig:
     epochs: float = 1.0
     steps: Optional[int] = None  # overrides epochs when set
     learning_rate: Optional[float] = None  # None = train.learning_rate
-    # teacher: ce; ternary/binary: two_stage; bibert: dmd (see sw/distill.py)
-    loss: Optional[Literal["ce", "two_stage", "intermediate", "prediction", "joint", "dmd"]] = None
-    intermediate_fraction: float = 0.5  # two_stage: share of the steps in the intermediate phase
+    # teacher: ce; ternary/binary: two_stage; bibert: dmd (see sw/distill.py). ce_dmd: a task-loss
+    # warm-up, then BiBERT's distillation (the student learns features before it is pulled
+    # towards the teacher's)
+    loss: Optional[Literal["ce", "two_stage", "intermediate", "prediction", "joint", "dmd",
+                           "ce_dmd"]] = None
+    # two_stage / ce_dmd: share of the steps in the first (intermediate / ce) phase
+    intermediate_fraction: float = 0.5
     width: float = 1.0  # ternary: prune heads/FFN neurons to this width first (DynaBERT)
     quant: dict = field(default_factory=dict)  # QuantBertConfig fields overriding the stage default
     budget: Optional[float] = None  # split: adaptive budget, share of the full split's extra size

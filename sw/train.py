@@ -479,10 +479,12 @@ class Trainer:
     def phases(self, stage: StageConfig) -> list[Phase]:
         total = self.stage_steps(stage)
         loss = stage.resolved_loss
-        if loss != "two_stage":
+        first, second = {"two_stage": ("intermediate", "prediction"),
+                         "ce_dmd": ("ce", "dmd")}.get(loss, (None, None))
+        if first is None:
             return [Phase(loss, total)]
         n1 = int(round(total * stage.intermediate_fraction))
-        return [p for p in (Phase("intermediate", n1), Phase("prediction", total - n1)) if p.steps]
+        return [p for p in (Phase(first, n1), Phase(second, total - n1)) if p.steps]
 
     def _check_ckpt(self, path: Path, idx: int) -> dict:
         state = read_state(path)

@@ -194,6 +194,21 @@ def test_bibert_and_pair_tasks(tmp_path, task):
     assert s["bibert"]["dev"]["main"] == s["bibert"]["dev"][main]
 
 
+def test_ce_dmd_warms_up_on_the_task_loss_then_distils(tmp_path):
+    """loss ce_dmd: the first intermediate_fraction of the steps train on the labels alone, the
+    rest on BiBERT's distillation (DMD + hidden + prediction)."""
+    text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue")).replace(
+        "{name: bibert, type: bibert, steps: 3}",
+        "{name: bibert, type: bibert, steps: 4, loss: ce_dmd, intermediate_fraction: 0.25}")
+    cfg = config_from_text(text.replace("threads: 1}", "threads: 1, log_every: 1}"))
+    Trainer(cfg, tmp_path, progress=False).run()
+    m = json.loads((tmp_path / "bibert" / "metrics.json").read_text())
+    assert m["summary"]["phases"] == [{"loss": "ce", "steps": 1}, {"loss": "dmd", "steps": 3}]
+    logged = [h for h in m["history"] if "loss" in h]
+    assert [h["phase"] for h in logged] == ["ce", "dmd", "dmd", "dmd"]
+    assert "dmd" not in logged[0] and all(h["dmd"] > 0 for h in logged[1:])
+
+
 def test_stage_dropout_reaches_the_student_only(tmp_path):
     """A stage's dropout sets every dropout of its student (and its checkpoint), not the
     teacher's: the binarised BiBERT student trains without dropout (models/minilm-sst2-bibert)."""
