@@ -39,3 +39,23 @@ def test_run_with_an_older_recipe_is_stale(tmp_path):
     assert accuracy.is_stale(tmp_path / "run", cfg_file, {}, "bibert", accuracy.CPU_PROFILE)
     assert not accuracy.is_stale(tmp_path / "missing", cfg_file, {}, "bibert",
                                  accuracy.CPU_PROFILE)
+
+
+def test_long_profile_reaches_every_training_stage():
+    """cpu-long: all training sentences, and its epochs / learning rates land on the stages they
+    name (by stage name first, then by type: the BWN baseline is a 'binary'-type stage named
+    'bwn')."""
+    prof = accuracy.CPU_LONG_PROFILE
+    tws = accuracy.apply_profile(load_config(ROOT / "models" / "minilm-sst2-tws-a8.yaml"), prof, {})
+    assert tws.data.train_limit is None and tws.data.max_seq_len == 48
+    got = {s.name: (s.epochs, s.learning_rate) for s in tws.stages if s.trains}
+    assert got == {"teacher": (2.0, 1e-4), "ternary": (3.0, 1e-4), "binary": (3.0, 1e-4)}
+    bwn = accuracy.apply_profile(load_config(ROOT / "models" / "minilm-sst2-bwn-a8.yaml"), prof, {})
+    assert {s.name: (s.epochs, s.learning_rate) for s in bwn.stages} == {
+        "teacher": (2.0, 1e-4), "bwn": (6.0, 1e-4)}
+
+
+def test_each_profile_writes_its_own_table():
+    paths = {p: accuracy.report_path(p) for p in accuracy.PROFILES}
+    assert paths["cpu"].name == "accuracy.md"
+    assert len(set(paths.values())) == len(paths)
