@@ -85,8 +85,9 @@ endif
 eval: setup  ## dev metrics of CKPT (fake-quant; add --integer via binbert eval for the golden model)
 	$(BINBERT) eval --ckpt $(CKPT)
 
-bench-accuracy: setup  ## SST-2 dev comparison of the MiniLM recipes (hours on CPU; resumable; not in bench)
-	$(PY) benchmarks/accuracy.py --profile cpu
+PROFILE ?= cpu
+bench-accuracy: setup  ## SST-2 dev comparison of the MiniLM recipes (PROFILE=cpu|cpu-long|full; hours on CPU; resumable; not in bench)
+	$(PY) benchmarks/accuracy.py --profile $(PROFILE)
 
 bench-hw: setup  ## benchmarks/hw: SIMD x PE sweep on both targets + golden GEMM speed
 	$(PY) benchmarks/hw.py --jobs $(JOBS)
