@@ -7,7 +7,8 @@ wrong type or bad value is reported as ``FILE:LINE: message`` pointing at the of
 Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete examples)::
 
     model:  {backbone: minilm | tiny | PATH, num_layers, dropout, tiny: {hidden_size, ...}}
-    data:   {task: sst2|cola|mrpc|stsb, dir, max_seq_len, train_limit, eval_limit}
+    data:   {task: sst2|cola|mrpc|stsb, dir, max_seq_len, train_limit, eval_limit,
+             augment: {copies, prob, candidates}}
     train:  {batch_size, eval_batch_size, seed, eval_every, log_every, checkpoint_every,
              weight_decay, warmup,
              max_grad_norm, learning_rate, select: best|last, threads}
@@ -61,12 +62,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Word-replacement augmentation of the distillation data (sw/augment.py); TinyBERT's
+    defaults: N_a 20 variants per example, p_t 0.4, K 15 candidates."""
+
+    copies: int = 20
+    prob: float = 0.4
+    candidates: int = 15
+
+
+@dataclass(frozen=True)
 class DataConfig:
     task: Literal["sst2", "cola", "mrpc", "stsb"] = "sst2"
     dir: str = "data/glue"  # contains SST-2/, CoLA/, MRPC/, STS-B/ (or the task's files directly)
     max_seq_len: int = 64
     train_limit: Optional[int] = None  # seeded random subset of the training rows
     eval_limit: Optional[int] = None  # first N dev rows
+    # distillation stages train on the training rows plus augmented variants (sw/augment.py)
+    augment: Optional[AugmentConfig] = None
 
 
 @dataclass(frozen=True)
@@ -341,6 +354,11 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
     _positive(ctx, d, "data", ("max_seq_len", "train_limit", "eval_limit"))
     if d.max_seq_len < 4:
         raise ctx.err(_node_of(d, "max_seq_len"), "data.max_seq_len must be >= 4")
+    if d.augment is not None:
+        _positive(ctx, d.augment, "data.augment", ("copies", "candidates", "prob"))
+        if d.augment.prob > 1:
+            raise ctx.err(_node_of(d.augment, "prob"),
+                          f"data.augment.prob must be in (0, 1], not {d.augment.prob}")
     tr = cfg.train
     _positive(ctx, tr, "train", ("batch_size", "eval_batch_size", "log_every", "threads",
                                  "max_grad_norm", "learning_rate"))

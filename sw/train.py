@@ -449,9 +449,11 @@ class Trainer:
         self.spec = task_spec(self.cfg.data.task)
         self.tokenizer = bb.load_tokenizer(self.cfg.model.backbone)
         d = self.cfg.data
-        self.train_ds = Encoded(load_split(d.dir, d.task, "train", d.train_limit,
-                                           self.cfg.train.seed), self.tokenizer, d.max_seq_len,
+        self.train_examples = load_split(d.dir, d.task, "train", d.train_limit,
+                                         self.cfg.train.seed)
+        self.train_ds = Encoded(self.train_examples, self.tokenizer, d.max_seq_len,
                                 self.spec.regression)
+        self._distill_ds: Encoded | None = None
         self.dev_ds = Encoded(load_split(d.dir, d.task, "dev", d.eval_limit), self.tokenizer,
                               d.max_seq_len, self.spec.regression)
         self.teacher: nn.Module | None = None
@@ -467,13 +469,43 @@ class Trainer:
     def stage_dir(self, stage: StageConfig) -> Path:
         return self.out / stage.name
 
-    def batches_per_epoch(self) -> int:
-        n = math.ceil(len(self.train_ds) / self.dist.world)
+    def distill_ds(self) -> Encoded:
+        """What the distillation losses train on: the training rows, plus (``data.augment``)
+        their augmented variants, whose neighbour words come from the teacher's input word
+        embeddings. Built once, after the teacher stage; a pure function of config and teacher."""
+        aug = self.cfg.data.augment
+        if aug is None:
+            return self.train_ds
+        if self._distill_ds is None:
+            from sw.augment import augment, neighbour_table
+
+            if self.teacher is None:
+                raise BinbertError("data.augment: the augmented data needs the teacher's word "
+                                   "embeddings: the config needs a teacher stage first")
+            emb = self.teacher.get_input_embeddings().weight
+            table = neighbour_table(self.tokenizer.get_vocab(), emb, aug.candidates)
+            extra = augment(self.train_examples, table, aug, self.cfg.train.seed)
+            d = self.cfg.data
+            self._distill_ds = Encoded(self.train_examples + extra, self.tokenizer,
+                                       d.max_seq_len, self.spec.regression)
+            self.log(f"[data] augmented: {len(self.train_examples)} training rows + "
+                     f"{len(extra)} variants")
+        return self._distill_ds
+
+    def phase_ds(self, loss: str) -> Encoded:
+        # the ground-truth task loss never reads an augmented row (its label is a guess)
+        return self.train_ds if loss == "ce" else self.distill_ds()
+
+    def batches_per_epoch(self, ds: Encoded | None = None) -> int:
+        n = math.ceil(len(ds if ds is not None else self.train_ds) / self.dist.world)
         return math.ceil(n / self.cfg.train.batch_size)
 
     def stage_steps(self, stage: StageConfig) -> int:
+        # epochs of a distilling stage count over the distillation data
+        ds = self.phase_ds("ce" if stage.type == "teacher" or stage.resolved_loss == "ce"
+                           else stage.resolved_loss)
         n = stage.steps if stage.steps is not None else max(
-            1, math.ceil(stage.epochs * self.batches_per_epoch()))
+            1, math.ceil(stage.epochs * self.batches_per_epoch(ds)))
         return min(n, self.max_steps) if self.max_steps else n
 
     def phases(self, stage: StageConfig) -> list[Phase]:
@@ -743,13 +775,14 @@ class _StageRun:
 
     def _batches_from(self, step: int):
         """(epoch, batch list) pairs from global step ``step`` of the phase on."""
-        per = self.tr.batches_per_epoch()
+        ds = self.tr.phase_ds(self.phases[self.phase_i].loss)
+        per = self.tr.batches_per_epoch(ds)
         epoch, offset = divmod(step, per)
         seed = self.cfg.train.seed + 1000 * self.idx + 100 * self.phase_i
         while True:
-            bs = epoch_batches(len(self.tr.train_ds), self.cfg.train.batch_size, seed, epoch,
+            bs = epoch_batches(len(ds), self.cfg.train.batch_size, seed, epoch,
                                rank=self.tr.dist.rank, world=self.tr.dist.world)
-            for b in loader(self.tr.train_ds, bs[offset:]):
+            for b in loader(ds, bs[offset:]):
                 yield b
             epoch, offset = epoch + 1, 0
 

@@ -343,3 +343,38 @@ def test_ddp_two_ranks_gloo(tmp_path):
     assert hist[-1]["step"] == 3
     model, _, _ = load_checkpoint(tmp_path / "teacher" / "final")
     assert model.config.num_labels == 2
+
+
+def test_augmented_distillation_data(tmp_path):
+    """data.augment: the distillation stages train on the 64 training rows plus their variants
+    (epochs count over both), the teacher and the ground-truth CE phase on the rows alone."""
+    text = (ROOT / "models" / "tiny-test.yaml").read_text().replace(
+        "dir: data/glue", f"dir: {ROOT / 'data/glue'}\n  augment: {{copies: 3}}").replace(
+        "{name: teacher, type: teacher, steps: 6}", "{name: teacher, type: teacher, epochs: 1}")
+    text = text.split("  - {name: ternary")[0] + (
+        "  - {name: ternary, type: ternary, width: 0.5, epochs: 1}\n"
+        "  - {name: bibert, type: bibert, epochs: 1, loss: ce_dmd}\n")
+    tr = Trainer(config_from_text(text), tmp_path, progress=False)
+    s = tr.run()
+    n_aug = len(tr.distill_ds())
+    assert 64 + 150 <= n_aug <= 64 * 4 and len(tr.train_ds) == 64
+    assert tr.distill_ds().input_ids[:64] == tr.train_ds.input_ids  # originals first
+    assert s["teacher"]["steps"] == 8  # 64 rows / batch 8
+    assert s["ternary"]["steps"] == -(-n_aug // 8)
+    # ce_dmd: one epoch over the augmented data, its CE half drawn from the original rows
+    assert s["bibert"]["steps"] == -(-n_aug // 8)
+    # the run resumes: same augmented data from the saved teacher (a pure function of it)
+    tr2 = Trainer(config_from_text(text), tmp_path, progress=False)
+    tr2.run()
+    assert tr2.distill_ds().input_ids == tr.distill_ds().input_ids
+
+
+def test_augment_config_errors(tmp_path):
+    base = (ROOT / "models" / "tiny-test.yaml").read_text()
+    for bad, msg in (("{copies: 0}", "data.augment.copies must be > 0"),
+                     ("{prob: 1.5}", r"data.augment.prob must be in \(0, 1\]"),
+                     ("{copis: 2}", "unknown key 'copis' in data.augment .*did you mean 'copies'")):
+        f = tmp_path / "c.yaml"
+        f.write_text(base.replace("dir: data/glue", f"dir: data/glue\n  augment: {bad}"))
+        with pytest.raises(BinbertError, match=rf"c.yaml:\d+: {msg}"):
+            load_config(f)
