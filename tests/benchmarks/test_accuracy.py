@@ -59,3 +59,17 @@ def test_each_profile_writes_its_own_table():
     paths = {p: accuracy.report_path(p) for p in accuracy.PROFILES}
     assert paths["cpu"].name == "accuracy.md"
     assert len(set(paths.values())) == len(paths)
+
+
+def test_targets_block_reads_the_rows():
+    rows = [{"variant": "fp", "done": True, "acc": 0.8863},
+            {"variant": "tws-a8", "done": True, "acc": 0.8770},
+            {"variant": "tws-a4", "done": True, "acc": 0.8633},
+            {"variant": "bwn-a8", "done": True, "acc": 0.8800},
+            {"variant": "bibert", "done": True, "acc": 0.50, "stale": True}]
+    text = "\n".join(accuracy.targets(rows))
+    assert "tws-a8: 87.70 = FP -0.93 pt against >= FP -1: met" in text
+    assert "tws-a4: 86.33 = FP -2.30 pt against >= FP -1.5: not met" in text
+    assert "bibert" not in text  # a stale run is no evidence either way
+    assert "87.70 vs 88.00 (-0.30 pt): TWS does not win" in text
+    assert accuracy.targets(rows[1:]) == []
