@@ -141,8 +141,11 @@ BIBERT_NOTES = [
     "initialisation, 49.2 % / 49.2 %; CE + distillation at 0.1x, 48.3 %; CE + hidden term alone "
     "at 0.1x, 50.7 %; only at 0.01x (62.0 %) does it train, like CE alone. Any DMD or "
     "hidden-state term moves the collapse indicators towards the collapsed values (shared-vector "
-    "energy 0.72-0.94). Untried: distillation after a CE warm-up, V-only or last-layer-only "
-    "distillation, the official ~100x longer schedule",
+    "energy 0.72-0.94)",
+    "a task-loss warm-up before the distillation (`loss: ce_dmd`, half the steps each, CPU "
+    "profile, 2 epochs) does not rescue it either: 55.5 % after the 94 CE steps, 51.5 % after "
+    "the 94 distillation steps that follow (out/exp/bibert-cedmd). Untried: V-only or "
+    "last-layer-only distillation, the official ~100x longer schedule",
 ]
 
 
