@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+
 import torch
 
 from hw.errors import BinbertError
