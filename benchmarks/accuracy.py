@@ -58,6 +58,12 @@ VARIANTS = [
 # Variants that report a stage of another variant's run share its output directory.
 RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4"}
 
+# notes both CPU profiles share
+TRUNCATED = "sequences truncated to 48 tokens (configs: 64); batches padded to their longest sentence"
+NO_AUGMENT = ("no data augmentation (as the configs; the papers' best numbers use it: "
+              "`data.augment` adds TinyBERT-style variants, about 5x the steps per epoch at 4 "
+              "copies, not run here)")
+
 # The CPU profile: what the 2-core CPU run changes against the configs (all variants alike).
 CPU_PROFILE = {
     "data": {"max_seq_len": 48, "train_limit": 3000},
@@ -68,12 +74,11 @@ CPU_PROFILE = {
 }
 CPU_NOTES = [
     "train on a seeded random subset of 3,000 of the 6,920 SST-2 training sentences",
-    "sequences truncated to 48 tokens (configs: 64); batches padded to their longest sentence",
+    TRUNCATED,
     "epochs: teacher 2 (lr 1e-4), ternary 1, binary 1; BWN and BiBERT 2 (= ternary + binary) "
     "(configs: 3 / 6 / 6 / 12)",
     "dev evaluated at the end of each distillation phase only (configs: every 200 steps)",
-    "no data augmentation (as the configs; the papers' best numbers use it: `data.augment` "
-    "adds TinyBERT-style variants, about 5x the steps per epoch at 4 copies, not run here)",
+    NO_AUGMENT,
     "one thread per run (faster than two on the shared 2-core machine)",
 ]
 
@@ -90,7 +95,7 @@ CPU_LONG_PROFILE = {
 }
 CPU_LONG_NOTES = [
     "all 6,920 SST-2 training sentences",
-    "sequences truncated to 48 tokens (configs: 64); batches padded to their longest sentence",
+    TRUNCATED,
     "epochs: teacher 2 (lr 1e-4), ternary 3, binary 3; BWN and BiBERT 6 (= ternary + binary) "
     "(configs: 3 / 6 / 6 / 12)",
     "learning rates: teacher, ternary, binary and BWN 1e-4 (configs: 5e-5 / 5e-5 / 3e-5 / "
@@ -100,17 +105,15 @@ CPU_LONG_NOTES = [
     "optimistic by the same measure for every variant)",
     "dev evaluated every 217 steps (one epoch) and at the end of each distillation phase "
     "(configs: every 200 steps)",
-    "no data augmentation (as the configs; the papers' best numbers use it: `data.augment` "
-    "adds TinyBERT-style variants, about 5x the steps per epoch at 4 copies, not run here)",
+    NO_AUGMENT,
     "one thread per run, two runs side by side on the 2-core machine",
-]
-# What `binbert eval-integer --ckpt out/bench-accuracy-cpu-long/runs/tws-a{8,4}/binary/final`
-# measured (the export's integer golden model = the RTL, bit for bit; all 1,821 dev sentences).
-CPU_LONG_NOTES.append(
+    # what `binbert eval-integer --ckpt out/bench-accuracy-cpu-long/runs/tws-a{8,4}/binary/final`
+    # measured (the export's integer golden model = the RTL, bit for bit; all 1,821 dev sentences)
     "what the silicon computes: the integer golden model of the TWS W1A8 row scores 87.37 "
     "(fake-quant 87.70, prediction agreement 99.34 %), FP -1.26 pt, just short of the FP -1 "
     "target that the fake-quant model meets; TWS W1A4: 86.11 (fake-quant 86.33, agreement "
-    "97.36 %). docs/arithmetic.md §9 explains the gap")
+    "97.36 %). docs/arithmetic.md §9 explains the gap",
+]
 PROFILES = {"cpu": (CPU_PROFILE, CPU_NOTES), "cpu-long": (CPU_LONG_PROFILE, CPU_LONG_NOTES),
             "full": (None, [])}
 
@@ -334,10 +337,13 @@ def targets(rows: list[dict]) -> list[str]:
     return out
 
 
+def _suffix(profile_name: str) -> str:
+    # the short CPU profile owns accuracy.md and out/bench-accuracy; every other profile has its own
+    return "" if profile_name == "cpu" else f"-{profile_name}"
+
+
 def report_path(profile_name: str) -> Path:
-    # the short CPU profile owns accuracy.md; every other profile its own table
-    suffix = "" if profile_name == "cpu" else f"-{profile_name}"
-    return ROOT / "benchmarks" / f"accuracy{suffix}.md"
+    return ROOT / "benchmarks" / f"accuracy{_suffix(profile_name)}.md"
 
 
 def _rel(p: Path) -> str:
@@ -355,8 +361,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--report-only", action="store_true", help="rewrite accuracy.md from the runs")
     args = ap.parse_args(argv)
-    out = Path(args.out or ROOT / "out" / ("bench-accuracy" + (
-        "" if args.profile == "cpu" else f"-{args.profile}"))).resolve()
+    out = Path(args.out or ROOT / "out" / f"bench-accuracy{_suffix(args.profile)}").resolve()
     (out / "configs").mkdir(parents=True, exist_ok=True)
     profile = PROFILES[args.profile][0]
     only = set(args.only.split(",")) if args.only else None

@@ -502,8 +502,7 @@ class Trainer:
 
     def stage_steps(self, stage: StageConfig) -> int:
         # epochs of a distilling stage count over the distillation data
-        ds = self.phase_ds("ce" if stage.type == "teacher" or stage.resolved_loss == "ce"
-                           else stage.resolved_loss)
+        ds = self.phase_ds(stage.resolved_loss)
         n = stage.steps if stage.steps is not None else max(
             1, math.ceil(stage.epochs * self.batches_per_epoch(ds)))
         return min(n, self.max_steps) if self.max_steps else n
