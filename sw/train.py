@@ -327,6 +327,10 @@ def _fingerprint(cfg: Config, upto: int, max_steps: int | None) -> dict:
     for k in ("log_every", "threads", "eval_batch_size", "checkpoint_every"):
         d["train"].pop(k, None)
     d["stages"] = d["stages"][: upto + 1]
+    # augmented rows only feed distilling phases: a teacher fine-tuned without them is the same
+    # teacher, shareable between runs with and without data.augment
+    if all(s.resolved_loss == "ce" for s in cfg.stages[: upto + 1]):
+        d["data"].pop("augment", None)
     d["max_steps"] = max_steps
     return d
 

@@ -367,6 +367,13 @@ def test_augmented_distillation_data(tmp_path):
     tr2 = Trainer(config_from_text(text), tmp_path, progress=False)
     tr2.run()
     assert tr2.distill_ds().input_ids == tr.distill_ds().input_ids
+    # the teacher never reads augmented rows: a run without data.augment reuses it, but not the
+    # distilled stages
+    plain = Trainer(config_from_text(text.replace("\n  augment: {copies: 3}", "")), tmp_path,
+                    progress=False)
+    assert plain._check_ckpt(tmp_path / "teacher" / "final", 0)["complete"]
+    with pytest.raises(BinbertError, match=r"ternary/final: .*differs in data\.augment"):
+        plain.run()
 
 
 def test_augment_config_errors(tmp_path):
