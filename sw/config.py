@@ -15,7 +15,8 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
     distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
               loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
-              budget_mb, eval_every, dropout, distill: {...overrides...}}, ...]
+              budget_mb, eval_every, dropout, init: teacher|previous,
+              distill: {...overrides...}}, ...]
 """
 from __future__ import annotations
 
@@ -146,6 +147,9 @@ class StageConfig:
     distill: Optional[DistillOverride] = None  # this stage's distillation weights (partial)
     # hidden/attention/classifier dropout of this stage's student (None keeps the model's)
     dropout: Optional[float] = None
+    # where a binary / bibert student's weights start: the teacher's (None) or the previous
+    # stage's latent weights ("previous": multi-step binarisation, e.g. BWN W1A8 -> W1A1)
+    init: Optional[Literal["teacher", "previous"]] = None
 
     @property
     def trains(self) -> bool:
@@ -389,6 +393,14 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
             if not s.trains:
                 raise ctx.err(_node_of(s, "dropout"), f"{w}: a {s.type} stage does not train "
                                                       f"(dropout has no effect)")
+        if s.init == "previous":
+            if s.type not in ("binary", "bibert"):
+                raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' applies to binary and "
+                                                   f"bibert stages only")
+            if prev is None or prev.type == "split":
+                raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' needs a training stage "
+                                                   f"before it (a binary stage after a split "
+                                                   f"already starts from the split model)")
         if s.distill is not None:
             _positive(ctx, s.distill, f"{w}.distill", ("temperature",))
             _positive(ctx, s.distill, f"{w}.distill", ("emb", "scores", "mha", "ffn", "hidden",

@@ -335,6 +335,22 @@ def _fingerprint(cfg: Config, upto: int, max_steps: int | None) -> dict:
     return d
 
 
+def _init_from(model: nn.Module, prev: nn.Module, teacher: nn.Module, stage: str) -> None:
+    """Start ``model`` from ``prev``'s latent weights (``init: previous``): every parameter the
+    teacher has must come from ``prev`` with the same shape. Activation quantizer state (clips,
+    steps) is not carried over (an A8 clip is no A1 or A4 step): it initialises on the first batch
+    as usual."""
+    src, dst = prev.state_dict(), model.state_dict()
+    keys = [k for k in teacher.state_dict() if k in dst]
+    for k in keys:
+        if k not in src or src[k].shape != dst[k].shape:
+            have = "missing" if k not in src else f"shape {tuple(src[k].shape)}"
+            raise BinbertError(f"stage {stage!r}: init: previous needs the previous stage's model "
+                               f"to have the teacher's parameters, but {k} is {have} there "
+                               f"(want {tuple(dst[k].shape)}: a pruned or split model cannot seed it)")
+    model.load_state_dict({k: src[k] for k in keys}, strict=False)
+
+
 def _drop_none(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _drop_none(v) for k, v in d.items() if v is not None}
@@ -576,6 +592,8 @@ class Trainer:
             prune_to_width(model, stage.width, self.importance_batches())
             setattr(model, HEAD_MAP, teacher_heads(model, self.teacher))
         quantize_bert(model, self._quant_cfg(stage))
+        if stage.init == "previous":
+            _init_from(model, prev, self.teacher, stage.name)
         return model
 
     def _adaptive_split(self, model: nn.Module, stage: StageConfig) -> nn.Module:

@@ -147,6 +147,26 @@ def test_stage_dropout():
         config_from_text(t, "x.yaml")
 
 
+def test_stage_init_previous():
+    text = ("stages:\n  - {name: teacher, type: teacher}\n  - {name: bwn, type: binary}\n"
+            "  - {name: bibert, type: bibert, init: previous}\n")
+    assert config_from_text(text, "x.yaml").stage("bibert").init == "previous"
+    assert config_from_text(text, "x.yaml").stage("bwn").init is None  # = the teacher's weights
+    for bad, message in (
+            (text.replace("type: binary}", "type: ternary, init: previous}"),
+             r"x.yaml:3: stages\[1\] \(bwn\).init: 'previous' applies to binary and bibert "
+             r"stages only"),
+            (BASE.replace("    type: binary\n", "    type: binary\n    init: previous\n"),
+             rf"x.yaml:{_line_of(BASE, 'type: binary') + 1}: stages\[3\] \(binary\).init: "
+             r"'previous' needs a training stage before it \(a binary stage after a split already "
+             r"starts from the split model\)"),
+            (text.replace("init: previous", "init: prev"),
+             r"x.yaml:4: stages\[2\].init: 'prev' is not one of 'teacher', 'previous' \(did you "
+             r"mean 'previous'\?\)")):
+        with pytest.raises(BinbertError, match=message):
+            config_from_text(bad, "x.yaml")
+
+
 def test_bibert_stage_defaults_to_centred_per_row_binarisation():
     """BiBERT's official code centres every weight row before its sign, with per-row scales."""
     from sw.config import stage_quant_dict

@@ -253,6 +253,33 @@ def test_bwn_direct_binary_stage(tmp_path):
     assert {h["phase"] for h in hist} == {"joint"}
 
 
+def test_init_previous_starts_from_the_previous_students_weights(tmp_path):
+    """init: previous (multi-step binarisation): the W1A1 student starts from the trained BWN
+    W1A8 model's latent weights, not the teacher's; a pruned model cannot seed it."""
+    text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue")).replace(
+        "{name: bibert, type: bibert, steps: 3}",
+        "{name: bwn, type: binary, steps: 3, quant: {weight: bwn, act: uniform, act_bits: 8}}\n"
+        "  - {name: bibert, type: bibert, steps: 1, init: previous}")
+    tr = Trainer(config_from_text(text), tmp_path, progress=False)
+    tr.run(), tr.run()  # the second run loads every stage
+    bwn, _, _ = load_checkpoint(tmp_path / "bwn" / "final")
+    student = tr._init_student(tr.cfg.stage("bibert"), bwn)
+    got, want, teacher = student.state_dict(), bwn.state_dict(), tr.teacher.state_dict()
+    w = "bert.encoder.layer.1.output.dense.weight"
+    assert torch.equal(got[w], want[w]) and not torch.equal(got[w], teacher[w])
+    assert all(torch.equal(got[k], want[k]) for k in teacher)
+    # activation quantizer state is not carried over: sign activations have none, and the
+    # BWN model's 8-bit clips stay behind
+    assert not any("act_quant" in k for k in got)
+    pruned = text.replace("type: binary, steps: 3, quant: {weight: bwn, act: uniform, act_bits: 8}",
+                          "type: ternary, width: 0.5, steps: 3").replace("name: bwn", "name: tern")
+    with pytest.raises(BinbertError, match=r"stage 'bibert': init: previous needs the previous "
+                                           r"stage's model to have the teacher's parameters, but "
+                                           r"bert\.encoder\.layer\.0\.attention\.self\.query\.weight is "
+                                           r"shape \(16, 32\) there"):
+        Trainer(config_from_text(pruned), tmp_path / "pruned", progress=False).run()
+
+
 def test_ddp_code_path_gloo_world_1(pipeline, tmp_path, monkeypatch):
     """torch.distributed initialised (gloo, one rank): DDP wrapper and collectives run."""
     base_out, _, _ = pipeline
