@@ -54,6 +54,10 @@ VARIANTS = [
      "BiBERT architecture, task loss only, no distillation (ablation)", "1-1-1"),
     ("bibert-long", "minilm-sst2-bibert.yaml", {"bibert": {"epochs": 6.0}}, "bibert",
      "BiBERT, 6 epochs (ablation)", "1-1-1"),
+    # multi-step binarisation: the BiBERT stage starts from the BWN W1A8 model (shared with
+    # bwn-a8), not from the teacher
+    ("bibert-multistep", "minilm-sst2-bibert-multistep.yaml", {}, "bibert",
+     "BiBERT from the BWN W1A8 model (multi-step, `init: previous`)", "1-1-1"),
 ]
 # Variants that report a stage of another variant's run share its output directory.
 RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4"}
