@@ -158,7 +158,11 @@ BIBERT_NOTES = [
     "energy 0.72-0.94)",
     "a task-loss warm-up before the distillation (`loss: ce_dmd`, half the steps each, CPU "
     "profile, 2 epochs) does not rescue it either: 55.5 % after the 94 CE steps, 51.5 % after "
-    "the 94 distillation steps that follow (out/exp/bibert-cedmd). Untried: V-only or "
+    "the 94 distillation steps that follow (out/exp/bibert-cedmd)",
+    "multi-step binarisation helps most: starting the W1A1 student from the BWN W1A8 model "
+    "(`init: previous`, models/minilm-sst2-bibert-multistep.yaml) instead of the teacher lifts "
+    "the same 188 DMD steps from 47.94 to 59.86 %, and the task-loss-only ablation from 65.24 to "
+    "71.99 % (out/exp/bibert-from-bwn-ce). Still far from the FP -4 target; untried: V-only or "
     "last-layer-only distillation, the official ~100x longer schedule",
 ]
 
