@@ -1,6 +1,9 @@
 """benchmarks/accuracy.py: a row whose run used an earlier config is flagged, not reported as
 the current recipe's number."""
 import dataclasses
+import json
+import os
+import time
 from pathlib import Path
 
 from benchmarks import accuracy
@@ -49,10 +52,11 @@ def test_long_profile_reaches_every_training_stage():
     tws = accuracy.apply_profile(load_config(ROOT / "models" / "minilm-sst2-tws-a8.yaml"), prof, {})
     assert tws.data.train_limit is None and tws.data.max_seq_len == 48
     got = {s.name: (s.epochs, s.learning_rate) for s in tws.stages if s.trains}
-    assert got == {"teacher": (2.0, 1e-4), "ternary": (3.0, 1e-4), "binary": (3.0, 1e-4)}
+    # the binary stage keeps the config's learning rate
+    assert got == {"teacher": (2.0, 1e-4), "ternary": (6.0, 1e-4), "binary": (3.0, 3e-5)}
     bwn = accuracy.apply_profile(load_config(ROOT / "models" / "minilm-sst2-bwn-a8.yaml"), prof, {})
     assert {s.name: (s.epochs, s.learning_rate) for s in bwn.stages} == {
-        "teacher": (2.0, 1e-4), "bwn": (6.0, 1e-4)}
+        "teacher": (2.0, 1e-4), "bwn": (9.0, 1e-4)}
 
 
 def test_each_profile_writes_its_own_table():
@@ -73,3 +77,22 @@ def test_targets_block_reads_the_rows():
     assert "bibert" not in text  # a stale run is no evidence either way
     assert "87.70 vs 88.00 (-0.30 pt): TWS does not win" in text
     assert accuracy.targets(rows[1:]) == []
+
+
+def test_integer_results_join_the_rows_and_the_targets(tmp_path):
+    """--integer: a stage's integer.json (binbert eval-integer --json) counts only while it is
+    newer than the stage's checkpoint, and adds its own target line."""
+    stage = tmp_path / "binary"
+    (stage / "final").mkdir(parents=True)
+    (stage / "final" / "state.json").write_text("{}")
+    assert accuracy.integer_result(stage) == {}
+    (stage / accuracy.INTEGER).write_text(json.dumps(
+        {"golden": {"acc": 0.8741}, "golden_vs_fake_quant": {"agreement": 0.99}}))
+    assert accuracy.integer_result(stage) == {"integer": 0.8741, "agreement": 0.99}
+    os.utime(stage / "final" / "state.json", (time.time() + 10, time.time() + 10))
+    assert accuracy.integer_result(stage) == {}  # the checkpoint was retrained since
+    rows = [{"variant": "fp", "done": True, "acc": 0.8863},
+            {"variant": "tws-a8", "done": True, "acc": 0.8770, "integer": 0.8741}]
+    text = "\n".join(accuracy.targets(rows))
+    assert "tws-a8, integer golden model (what the silicon computes): 87.41 = FP -1.22 pt: " \
+           "not met" in text
