@@ -87,7 +87,7 @@ eval: setup  ## dev metrics of CKPT (fake-quant; add --integer via binbert eval 
 
 PROFILE ?= cpu
 bench-accuracy: setup  ## SST-2 dev comparison of the MiniLM recipes (PROFILE=cpu|cpu-long|full; hours on CPU; resumable; not in bench)
-	$(PY) benchmarks/accuracy.py --profile $(PROFILE)
+	$(PY) benchmarks/accuracy.py --profile $(PROFILE) --integer
 
 bench-hw: setup  ## benchmarks/hw: SIMD x PE sweep on both targets + golden GEMM speed
 	$(PY) benchmarks/hw.py --jobs $(JOBS)

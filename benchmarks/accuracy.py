@@ -368,8 +368,12 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
     return dest
 
 
-# issue 3's targets: (variant, points below full precision allowed)
-TARGETS = (("tws-a8", 1.0), ("tws-a4", 1.5), ("bibert", 4.0))
+# issue 3's targets: (variant, points below full precision allowed, what the row is when it is
+# not the target's own). The split rows are binary models of the fine-tuned rows' size: listed
+# so that a fine-tuning that loses accuracy shows
+TARGETS = (("tws-a8", 1.0, ""), ("tws-a8-split", 1.0, " (before the binary fine-tuning)"),
+           ("tws-a4", 1.5, ""), ("tws-a4-split", 1.5, " (before the binary fine-tuning)"),
+           ("bibert", 4.0, ""))
 
 
 def targets(rows: list[dict]) -> list[str]:
@@ -381,10 +385,10 @@ def targets(rows: list[dict]) -> list[str]:
         return []
     fp = acc["fp"]
     out = ["", f"Targets (full precision {fp:.2f}):", ""]
-    for v, pts in TARGETS:
+    for v, pts, what in TARGETS:
         if v in acc:
             gap = acc[v] - fp
-            out.append(f"- {v}: {acc[v]:.2f} = FP {gap:+.2f} pt against >= FP -{pts:g}: "
+            out.append(f"- {v}{what}: {acc[v]:.2f} = FP {gap:+.2f} pt against >= FP -{pts:g}: "
                        f"{'met' if gap >= -pts else 'not met'}")
             if v in integer:
                 gap = integer[v] - fp

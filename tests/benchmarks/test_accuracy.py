@@ -74,6 +74,10 @@ def test_targets_block_reads_the_rows():
     text = "\n".join(accuracy.targets(rows))
     assert "tws-a8: 87.70 = FP -0.93 pt against >= FP -1: met" in text
     assert "tws-a4: 86.33 = FP -2.30 pt against >= FP -1.5: not met" in text
+    split = "\n".join(accuracy.targets(rows + [{"variant": "tws-a4-split", "done": True,
+                                                "acc": 0.8737}]))
+    assert "tws-a4-split (before the binary fine-tuning): 87.37 = FP -1.26 pt against >= FP " \
+           "-1.5: met" in split
     assert "bibert" not in text  # a stale run is no evidence either way
     assert "87.70 vs 88.00 (-0.30 pt): TWS does not win" in text
     assert accuracy.targets(rows[1:]) == []
