@@ -261,7 +261,8 @@ def test_init_previous_starts_from_the_previous_students_weights(tmp_path):
         "{name: bwn, type: binary, steps: 3, quant: {weight: bwn, act: uniform, act_bits: 8}}\n"
         "  - {name: bibert, type: bibert, steps: 1, init: previous}")
     tr = Trainer(config_from_text(text), tmp_path, progress=False)
-    tr.run(), tr.run()  # the second run loads every stage
+    tr.run()
+    tr.run()  # loads every stage
     bwn, _, _ = load_checkpoint(tmp_path / "bwn" / "final")
     student = tr._init_student(tr.cfg.stage("bibert"), bwn)
     got, want, teacher = student.state_dict(), bwn.state_dict(), tr.teacher.state_dict()
