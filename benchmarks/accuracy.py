@@ -168,8 +168,12 @@ BIBERT_NOTES = [
     "multi-step binarisation helps most: starting the W1A1 student from the BWN W1A8 model "
     "(`init: previous`, models/minilm-sst2-bibert-multistep.yaml) instead of the teacher lifts "
     "the same 188 DMD steps from 47.94 to 59.86 %, and the task-loss-only ablation from 65.24 to "
-    "71.99 % (out/exp/bibert-from-bwn-ce). Still far from the FP -4 target; untried: V-only or "
-    "last-layer-only distillation, the official ~100x longer schedule",
+    "71.99 % (out/exp/bibert-from-bwn-ce). On the cpu-long data (all 6,920 sentences, from the "
+    "9-epoch BWN W1A8 model of accuracy-cpu-long.md) 3 BiBERT epochs with DMD reach 53.3 / 73.0 "
+    "/ 76.1 % after epochs 1 / 2 / 3, still rising (out/exp/bibert-multistep-long3; integer "
+    "golden model 74.6 %, agreement 84.5 %): the best W1A1 model so far, FP -12.6 pt on that "
+    "profile's teacher. Still far from the FP -4 target; untried: the profile's full 9 BiBERT "
+    "epochs, V-only or last-layer-only distillation, the official ~100x longer schedule",
 ]
 
 
