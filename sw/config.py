@@ -441,9 +441,13 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
                                                f"needs a split stage in between")
         if s.type == "teacher" and s.quant:
             raise ctx.err(_node_of(s, "quant"), f"{w}: the teacher stage is full precision")
-        if s.type == "binary" and prev is not None and prev.type == "split" and s.quant:
+        # the rounding mode is not part of the split model's format: fine-tuning may switch
+        # to the hardware's half-up rounding (act_integer) to train what the silicon computes
+        if s.type == "binary" and prev is not None and prev.type == "split" \
+                and set(s.quant) - {"act_integer"}:
             raise ctx.err(_node_of(s, "quant"), f"{w}: a binary stage after a split keeps the "
-                                                f"split model's quantization")
+                                                f"split model's quantization (only act_integer "
+                                                f"may be set)")
         if s.type != "teacher" and i == 0:
             raise ctx.err(_node_of(s, "type"), f"{w}: students distil from a teacher: the first "
                                                f"stage must be type 'teacher'")

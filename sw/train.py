@@ -585,7 +585,11 @@ class Trainer:
             return model
         if stage.type == "binary" and prev is not None and quant_config_of(prev) is not None \
                 and quant_config_of(prev).split:
-            return _trainable(copy.deepcopy(prev))
+            model = _trainable(copy.deepcopy(prev))
+            if "act_integer" in stage.quant:
+                from sw.qbert import set_act_integer
+                set_act_integer(model, stage.quant["act_integer"])
+            return model
         model = _trainable(copy.deepcopy(self.teacher))
         if stage.type == "ternary" and stage.width < 1.0:
             from sw.prune import prune_to_width

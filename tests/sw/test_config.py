@@ -167,6 +167,16 @@ def test_stage_init_previous():
             config_from_text(bad, "x.yaml")
 
 
+def test_binary_stage_after_split_takes_only_act_integer():
+    text = BASE.replace("    type: binary\n", "    type: binary\n    quant: {act_integer: true}\n")
+    assert config_from_text(text, "x.yaml").stage("binary").quant == {"act_integer": True}
+    bad = BASE.replace("    type: binary\n", "    type: binary\n    quant: {act_bits: 8}\n")
+    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'act_bits: 8')}: stages\[3\] "
+                                           r"\(binary\): a binary stage after a split keeps the "
+                                           r"split model's quantization \(only act_integer"):
+        config_from_text(bad, "x.yaml")
+
+
 def test_bibert_stage_defaults_to_centred_per_row_binarisation():
     """BiBERT's official code centres every weight row before its sign, with per-row scales."""
     from sw.config import stage_quant_dict

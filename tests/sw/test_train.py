@@ -171,6 +171,25 @@ def test_stages_option(pipeline, tmp_path):
         Trainer(cfg, out, stages=["tern"], progress=False)
 
 
+def test_binary_stage_after_split_may_switch_to_integer_rounding(pipeline, tmp_path):
+    base_out, _, _ = pipeline
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, stages=tuple(
+        dataclasses.replace(s, quant={"act_integer": True}) if s.name == "binary" else s
+        for s in cfg.stages))
+    out = tmp_path / "o"
+    for name in ("teacher", "ternary", "split"):
+        shutil.copytree(base_out / name, out / name)
+    Trainer(cfg, out, progress=False).run()
+    q = {n: json.loads((out / n / "final" / "quant.json").read_text())
+         for n in ("split", "binary")}
+    # the checkpoint records the rounding it was trained with; the format stays the split one
+    assert q["binary"] == {**q["split"], "act_integer": True} and not q["split"]["act_integer"]
+    model, _, _ = load_checkpoint(out / "binary" / "final")
+    acts = [m for m in model.modules() if type(m).__name__ == "ActQuantizer"]
+    assert acts and all(m.integer for m in acts)
+
+
 BIBERT = """
 model: {backbone: tiny, tiny: {hidden_size: 32, num_layers: 2, num_heads: 4,
         intermediate_size: 64, max_position_embeddings: 64}}
