@@ -4,7 +4,9 @@ Output layout of ``binbert train --out OUT``::
 
     OUT/<stage>/final/   the stage's result (its best dev checkpoint, or the last one with
                          train.select: last); the next stage starts from it
-    OUT/<stage>/best/    best dev checkpoint while the stage runs (renamed to final at the end)
+    OUT/<stage>/best/    best dev checkpoint while the stage runs (renamed to final at the end);
+                         a stage that continues a trained student (binary after a split,
+                         ``init: previous``) evaluates it first, and that evaluation competes
     OUT/<stage>/last/    resumable state (model + optimizer + scheduler + step + RNG), removed
                          once final exists
     OUT/<stage>/metrics.json, OUT/<stage>/curve.png, OUT/summary.json, OUT/curve.png
@@ -693,7 +695,8 @@ class Trainer:
         else:
             seed_everything(self.cfg.train.seed + idx)
             model = self._init_student(stage, prev).to(self.device)
-        run = _StageRun(self, idx, stage, model, phases, resume)
+        run = _StageRun(self, idx, stage, model, phases, resume,
+                        start_competes=_continues_trained(stage, prev))
         run.train()
         model = run.model
         summary = {"dev": run.best_metrics if self.cfg.train.select == "best" else run.last_metrics,
@@ -738,12 +741,24 @@ class Trainer:
                 "fingerprint": _fingerprint(self.cfg, idx, self.max_steps), **extra}
 
 
+def _continues_trained(stage: StageConfig, prev: nn.Module | None) -> bool:
+    """Does the stage start from a trained student (the split model, or ``init: previous``)
+    rather than from a fresh quantization of the teacher?"""
+    from sw.qbert import quant_config_of
+
+    if stage.init == "previous":
+        return True
+    q = quant_config_of(prev) if prev is not None else None
+    return stage.type == "binary" and q is not None and bool(q.split)
+
+
 class _StageRun:
     """The optimisation loop of one stage: phases, eval, best/last checkpoints, resume."""
 
     def __init__(self, tr: Trainer, idx: int, stage: StageConfig, model: nn.Module,
-                 phases: list[Phase], resume: dict | None):
+                 phases: list[Phase], resume: dict | None, start_competes: bool = False):
         self.tr, self.idx, self.stage, self.phases = tr, idx, stage, phases
+        self.start_competes = start_competes
         self.cfg = tr.cfg
         self.model = model
         self.history: list[dict] = []
@@ -777,6 +792,8 @@ class _StageRun:
     def train(self) -> None:
         tr = self.tr
         dist = tr.dist
+        if self.resume is None and self.start_competes:
+            self._eval_start()
         for pi in range(self.phase_i, len(self.phases)):
             phase = self.phases[pi]
             self.phase_i = pi
@@ -885,6 +902,23 @@ class _StageRun:
                 bar.close()
                 raise KeyboardInterrupt
         bar.close()
+
+    def _eval_start(self) -> None:
+        """A stage that continues a trained model evaluates it before the first step, and that
+        evaluation competes for "best": selection on dev never hands on a model worse than the
+        one the stage was given (e.g. a binary fine-tuning that does not beat its split model)."""
+        tr, cfg = self.tr, self.cfg
+        if tr.dist.main:
+            metrics = evaluate(self.model, tr.dev_ds, cfg.data.task, cfg.train.eval_batch_size,
+                               tr.device)
+            self.model.train()
+            self.history.append({"step": 0, "phase": "start", "dev": metrics})
+            self.last_metrics = metrics
+            tr.log(f"[{self.stage.name}] start: dev {json.dumps(metrics)}")
+            self.best_main, self.best_metrics, self.best_step = metrics["main"], metrics, 0
+            save_checkpoint(tr.stage_dir(self.stage) / "best", self.model, cfg,
+                            tr._state(self.idx, self.stage, 0, 0, dev=metrics))
+        tr.dist.barrier()
 
     def _eval_and_save(self, pi: int, done: int, opt, sched, final: bool) -> None:
         tr, cfg = self.tr, self.cfg

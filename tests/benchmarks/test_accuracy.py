@@ -78,6 +78,11 @@ def test_targets_block_reads_the_rows():
                                                 "acc": 0.8737}]))
     assert "tws-a4-split (before the binary fine-tuning): 87.37 = FP -1.26 pt against >= FP " \
            "-1.5: met" in split
+    assert "best step 0" not in split
+    kept = "\n".join(accuracy.targets(rows[:2] + [{**rows[2], "acc": 0.8737, "best_step": 0}]))
+    assert "tws-a4: 87.37 = FP -1.26 pt against >= FP -1.5: met; no evaluation of the " \
+           "fine-tuning beat its starting model, so the checkpoint is that model (best step 0)" \
+        in kept
     assert "bibert" not in text  # a stale run is no evidence either way
     assert "87.70 vs 88.00 (-0.30 pt): TWS does not win" in text
     assert accuracy.targets(rows[1:]) == []

@@ -171,6 +171,33 @@ def test_stages_option(pipeline, tmp_path):
         Trainer(cfg, out, stages=["tern"], progress=False)
 
 
+def test_binary_stage_starts_with_a_competing_evaluation_of_the_split_model(pipeline, tmp_path):
+    base_out, tr, summary = pipeline
+    hist = json.loads((base_out / "binary" / "metrics.json").read_text())["history"]
+    evals = [h for h in hist if "dev" in h]
+    assert evals[0] == {"step": 0, "phase": "start", "dev": summary["split"]["dev"]}
+    eligible = [h["dev"]["main"] for h in evals if h["phase"] in ("start", "prediction")]
+    assert summary["binary"]["dev"]["main"] == max(eligible)
+    # stages that start from the teacher have nothing to compare against
+    assert all(h.get("phase") != "start"
+               for h in json.loads((base_out / "ternary" / "metrics.json").read_text())["history"])
+    # a fine-tuning that cannot move (lr 1e-12: every evaluation ties with the start) hands on
+    # the split model itself
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, stages=tuple(
+        dataclasses.replace(s, learning_rate=1e-12) if s.name == "binary" else s
+        for s in cfg.stages))
+    out = tmp_path / "o"
+    for name in ("teacher", "ternary", "split"):
+        shutil.copytree(base_out / name, out / name)
+    s = Trainer(cfg, out, progress=False).run()
+    assert s["binary"]["best_step"] == 0 and s["binary"]["dev"] == s["split"]["dev"]
+    split, _, _ = load_checkpoint(out / "split" / "final")
+    binary, _, _ = load_checkpoint(out / "binary" / "final")
+    a, b = _sd(split), _sd(binary)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_binary_stage_after_split_may_switch_to_integer_rounding(pipeline, tmp_path):
     base_out, _, _ = pipeline
     cfg = _cfg()
