@@ -105,3 +105,14 @@ def test_integer_results_join_the_rows_and_the_targets(tmp_path):
     text = "\n".join(accuracy.targets(rows))
     assert "tws-a8, integer golden model (what the silicon computes): 87.41 = FP -1.22 pt: " \
            "not met" in text
+
+
+def test_tuned_best_reads_the_competing_phase_of_the_history():
+    hist = [{"step": 0, "phase": "start", "dev": {"acc": 0.8737}},
+            {"step": 20, "phase": "intermediate", "loss": 1.0},
+            {"step": 217, "phase": "intermediate", "dev": {"acc": 0.8726}},
+            {"step": 543, "phase": "prediction", "dev": {"acc": 0.8649}},
+            {"step": 651, "phase": "prediction", "dev": {"acc": 0.8671}}]
+    assert accuracy.tuned_best(hist) == 0.8671  # not the start, not the intermediate phase
+    assert accuracy.tuned_best(hist[:1]) is None
+    assert accuracy.tuned_best([{"step": 0, "dev": {"acc": 0.5}}]) is None  # a split stage
