@@ -585,8 +585,7 @@ class Trainer:
             else:
                 model = self._adaptive_split(model, stage)
             return model
-        if stage.type == "binary" and prev is not None and quant_config_of(prev) is not None \
-                and quant_config_of(prev).split:
+        if _starts_from_split(stage, prev):
             model = _trainable(copy.deepcopy(prev))
             if "act_integer" in stage.quant:
                 from sw.qbert import set_act_integer
@@ -741,15 +740,18 @@ class Trainer:
                 "fingerprint": _fingerprint(self.cfg, idx, self.max_steps), **extra}
 
 
+def _starts_from_split(stage: StageConfig, prev: nn.Module | None) -> bool:
+    """A binary stage after a (full or adaptive) split fine-tunes the split model itself."""
+    from sw.qbert import quant_config_of
+
+    q = quant_config_of(prev) if prev is not None else None
+    return stage.type == "binary" and q is not None and bool(q.split)
+
+
 def _continues_trained(stage: StageConfig, prev: nn.Module | None) -> bool:
     """Does the stage start from a trained student (the split model, or ``init: previous``)
     rather than from a fresh quantization of the teacher?"""
-    from sw.qbert import quant_config_of
-
-    if stage.init == "previous":
-        return True
-    q = quant_config_of(prev) if prev is not None else None
-    return stage.type == "binary" and q is not None and bool(q.split)
+    return stage.init == "previous" or _starts_from_split(stage, prev)
 
 
 class _StageRun:
@@ -907,38 +909,38 @@ class _StageRun:
         """A stage that continues a trained model evaluates it before the first step, and that
         evaluation competes for "best": selection on dev never hands on a model worse than the
         one the stage was given (e.g. a binary fine-tuning that does not beat its split model)."""
+        if self.tr.dist.main:
+            self._keep_best(self._evaluate(0, "start", "start"), 0, 0)
+        self.tr.dist.barrier()
+
+    def _evaluate(self, gstep: int, phase: str, what: str) -> dict:
+        """Dev metrics of the model now, recorded in the history and the log (main rank)."""
         tr, cfg = self.tr, self.cfg
-        if tr.dist.main:
-            metrics = evaluate(self.model, tr.dev_ds, cfg.data.task, cfg.train.eval_batch_size,
-                               tr.device)
-            self.model.train()
-            self.history.append({"step": 0, "phase": "start", "dev": metrics})
-            self.last_metrics = metrics
-            tr.log(f"[{self.stage.name}] start: dev {json.dumps(metrics)}")
-            self.best_main, self.best_metrics, self.best_step = metrics["main"], metrics, 0
-            save_checkpoint(tr.stage_dir(self.stage) / "best", self.model, cfg,
-                            tr._state(self.idx, self.stage, 0, 0, dev=metrics))
-        tr.dist.barrier()
+        metrics = evaluate(self.model, tr.dev_ds, cfg.data.task, cfg.train.eval_batch_size,
+                           tr.device)
+        self.model.train()
+        self.history.append({"step": gstep, "phase": phase, "dev": metrics})
+        self.last_metrics = metrics
+        tr.log(f"[{self.stage.name}] {what}: dev {json.dumps(metrics)}")
+        return metrics
+
+    def _keep_best(self, metrics: dict, pi: int, done: int) -> None:
+        tr = self.tr
+        gstep = self.global_offset + done
+        self.best_main, self.best_metrics, self.best_step = metrics["main"], metrics, gstep
+        save_checkpoint(tr.stage_dir(self.stage) / "best", self.model, self.cfg,
+                        tr._state(self.idx, self.stage, pi, done, dev=metrics))
 
     def _eval_and_save(self, pi: int, done: int, opt, sched, final: bool) -> None:
-        tr, cfg = self.tr, self.cfg
         gstep = self.global_offset + done
-        metrics = None
-        if tr.dist.main:
-            metrics = evaluate(self.model, tr.dev_ds, cfg.data.task, cfg.train.eval_batch_size,
-                               tr.device)
-            self.model.train()
-            self.history.append({"step": gstep, "phase": self.phases[pi].loss, "dev": metrics})
-            self.last_metrics = metrics
-            tr.log(f"[{self.stage.name}] step {gstep}: dev {json.dumps(metrics)}")
+        if self.tr.dist.main:
+            metrics = self._evaluate(gstep, self.phases[pi].loss, f"step {gstep}")
             # In a two-stage stage only the prediction phase competes for "best": after the
             # intermediate phase the logits are not yet distilled (BinaryBERT selects in its
             # prediction-distillation run).
             eligible = pi == len(self.phases) - 1
             if eligible and metrics["main"] > self.best_main:
-                self.best_main, self.best_metrics, self.best_step = metrics["main"], metrics, gstep
-                save_checkpoint(tr.stage_dir(self.stage) / "best", self.model, cfg,
-                                tr._state(self.idx, self.stage, pi, done, dev=metrics))
+                self._keep_best(metrics, pi, done)
         self._save_last(pi, done, opt, sched, final)
 
     def _save_last(self, pi: int, done: int, opt, sched, final: bool) -> None:

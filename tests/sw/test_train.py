@@ -171,6 +171,19 @@ def test_stages_option(pipeline, tmp_path):
         Trainer(cfg, out, stages=["tern"], progress=False)
 
 
+def _rerun_binary(base_out: Path, tmp_path: Path, **binary_changes):
+    """The pipeline's binary stage again, with ``binary_changes``, from copies of its earlier
+    stages. Returns (output directory, summary)."""
+    cfg = _cfg()
+    cfg = dataclasses.replace(cfg, stages=tuple(
+        dataclasses.replace(s, **binary_changes) if s.name == "binary" else s
+        for s in cfg.stages))
+    out = tmp_path / "o"
+    for name in ("teacher", "ternary", "split"):
+        shutil.copytree(base_out / name, out / name)
+    return out, Trainer(cfg, out, progress=False).run()
+
+
 def test_binary_stage_starts_with_a_competing_evaluation_of_the_split_model(pipeline, tmp_path):
     base_out, tr, summary = pipeline
     hist = json.loads((base_out / "binary" / "metrics.json").read_text())["history"]
@@ -183,14 +196,7 @@ def test_binary_stage_starts_with_a_competing_evaluation_of_the_split_model(pipe
                for h in json.loads((base_out / "ternary" / "metrics.json").read_text())["history"])
     # a fine-tuning that cannot move (lr 1e-12: every evaluation ties with the start) hands on
     # the split model itself
-    cfg = _cfg()
-    cfg = dataclasses.replace(cfg, stages=tuple(
-        dataclasses.replace(s, learning_rate=1e-12) if s.name == "binary" else s
-        for s in cfg.stages))
-    out = tmp_path / "o"
-    for name in ("teacher", "ternary", "split"):
-        shutil.copytree(base_out / name, out / name)
-    s = Trainer(cfg, out, progress=False).run()
+    out, s = _rerun_binary(base_out, tmp_path, learning_rate=1e-12)
     assert s["binary"]["best_step"] == 0 and s["binary"]["dev"] == s["split"]["dev"]
     split, _, _ = load_checkpoint(out / "split" / "final")
     binary, _, _ = load_checkpoint(out / "binary" / "final")
@@ -200,14 +206,7 @@ def test_binary_stage_starts_with_a_competing_evaluation_of_the_split_model(pipe
 
 def test_binary_stage_after_split_may_switch_to_integer_rounding(pipeline, tmp_path):
     base_out, _, _ = pipeline
-    cfg = _cfg()
-    cfg = dataclasses.replace(cfg, stages=tuple(
-        dataclasses.replace(s, quant={"act_integer": True}) if s.name == "binary" else s
-        for s in cfg.stages))
-    out = tmp_path / "o"
-    for name in ("teacher", "ternary", "split"):
-        shutil.copytree(base_out / name, out / name)
-    Trainer(cfg, out, progress=False).run()
+    out, _ = _rerun_binary(base_out, tmp_path, quant={"act_integer": True})
     q = {n: json.loads((out / n / "final" / "quant.json").read_text())
          for n in ("split", "binary")}
     # the checkpoint records the rounding it was trained with; the format stays the split one
