@@ -570,7 +570,7 @@ class Trainer:
         return model
 
     def _build_student(self, stage: StageConfig, prev: nn.Module | None) -> nn.Module:
-        from sw.qbert import quant_config_of, quantize_bert
+        from sw.qbert import quantize_bert
 
         if stage.type == "teacher":
             return bb.build_model(self.cfg.model, self.cfg.data.task, seed=self.cfg.train.seed)
