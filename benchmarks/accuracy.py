@@ -184,7 +184,9 @@ BIBERT_NOTES = [
     "74.6 %, agreement 84.5 %); the profile's 9 epochs (accuracy-cpu-long.md, 1,953 steps, 90 "
     "min on a shared core) read 72.7 / 72.5 / 70.5 / 73.4 / 74.0 / 73.1 / 72.1 / 75.8 / 79.3 % "
     "after epochs 1-9 (integer golden model 77.5 %, agreement 85.8 %; the run predates the "
-    "evaluation of the starting model): the best W1A1 model so far, FP -9.3 pt on that "
+    "evaluation of the starting model, measured afterwards: the BWN weights binarised to W1A1 "
+    "before any BiBERT step read 69.0 %, on the short profile 52.4 %, so neither row's "
+    "checkpoint changes): the best W1A1 model so far, FP -9.3 pt on that "
     "profile's teacher and still far from the FP -4 target. Untried: V-only or last-layer-only "
     "distillation, the official ~100x longer schedule",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
