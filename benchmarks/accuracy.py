@@ -186,9 +186,13 @@ BIBERT_NOTES = [
     "after epochs 1-9 (integer golden model 77.5 %, agreement 85.8 %; the run predates the "
     "evaluation of the starting model, measured afterwards: the BWN weights binarised to W1A1 "
     "before any BiBERT step read 69.0 %, on the short profile 52.4 %, so neither row's "
-    "checkpoint changes): the best W1A1 model so far, FP -9.3 pt on that "
-    "profile's teacher and still far from the FP -4 target. Untried: V-only or last-layer-only "
-    "distillation, the official ~100x longer schedule",
+    "checkpoint changes), FP -9.3 pt on that profile's teacher. Distillation is what holds "
+    "W1A1 back here: from the same BWN model, 3 epochs on the task loss alone reach 79.5 / 79.1 "
+    "/ 80.2 % (integer golden model 81.2 %, agreement 94.8 %; out/exp/bibert-ms-long3-ce), the "
+    "best W1A1 model so far (FP -8.5 pt), while `loss: ce_dmd` (1.5 epochs each) climbs to 79.1 "
+    "% on the task loss and falls to 73.6 / 74.1 % under DMD (out/exp/bibert-ms-long3-ce_dmd). "
+    "Still far from the FP -4 target. Untried: the task loss over the profile's 9 epochs, V-only "
+    "or last-layer-only distillation, the official ~100x longer schedule",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
     "reaches 66.06 % against 47.94 % at 2",
 ]
