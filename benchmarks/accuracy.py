@@ -284,11 +284,13 @@ def collect(out: Path, profile: dict | None = None) -> list[dict]:
                 if s.trains:
                     epochs.append(f"{s.name} {s.epochs:g}")
             row.update(acc=m["dev"]["acc"], size_mb=m.get("size_mb"), steps=m.get("steps"),
-                       best_step=m.get("best_step"), tuned_best=tuned_best(mj.get("history", [])),
+                       tuned_best=tuned_best(mj.get("history", [])),
                        epochs=", ".join(epochs), wall_s=round(wall, 1),
                        **integer_result(run / stage),
                        plan=(json.loads((run / "split" / "metrics.json").read_text())["summary"]
                              .get("plan") if (run / "split" / "metrics.json").is_file() else None))
+            # best step 0 of a training stage: no evaluation of it beat its starting model
+            row["kept_start"] = m.get("best_step") == 0 and row["tuned_best"] is not None
         rows.append(row)
     return rows
 
@@ -368,8 +370,7 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
                       "eval-integer`); prediction agreement with the fake-quant model: " + ", ".join(
                           f"{r['variant']} {100 * r['agreement']:.2f} %" for r in rows
                           if "integer" in r) + "."]
-    kept = [r for r in rows if r["done"] and r.get("best_step") == 0
-            and r.get("tuned_best") is not None]
+    kept = [r for r in rows if r.get("kept_start")]
     if kept:
         lines += ["", "Checkpoint = the stage's starting model (no evaluation of the fine-tuning "
                       "beat it, ties keep the earlier model): " + ", ".join(
@@ -427,8 +428,7 @@ def targets(rows: list[dict]) -> list[str]:
     if "fp" not in acc:
         return []
     fp = acc["fp"]
-    # best_step 0: no evaluation of the fine-tuning beat the model the stage started from
-    kept = {r["variant"] for r in rows if r["variant"] in acc and r.get("best_step") == 0}
+    kept = {r["variant"] for r in rows if r.get("kept_start")}
     out = ["", f"Targets (full precision {fp:.2f}):", ""]
     for v, pts, what in TARGETS:
         if v in acc:

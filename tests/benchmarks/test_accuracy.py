@@ -79,7 +79,7 @@ def test_targets_block_reads_the_rows():
     assert "tws-a4-split (before the binary fine-tuning): 87.37 = FP -1.26 pt against >= FP " \
            "-1.5: met" in split
     assert "best step 0" not in split
-    kept = "\n".join(accuracy.targets(rows[:2] + [{**rows[2], "acc": 0.8737, "best_step": 0}]))
+    kept = "\n".join(accuracy.targets(rows[:2] + [{**rows[2], "acc": 0.8737, "kept_start": True}]))
     assert "tws-a4: 87.37 = FP -1.26 pt against >= FP -1.5: met; no evaluation of the " \
            "fine-tuning beat its starting model, so the checkpoint is that model (best step 0)" \
         in kept
