@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.encoder_params import Attention, EncoderLayer, LayerNorm
 from hw.errors import BinbertError
-from hw.layernorm import AddNormParams, LayerNormUnitParams
+from hw.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.linear import LinearUnitParams
 from hw.lut import RequantUnitParams, code_shape, requant_pipeline
 from hw.softmax import ProbsParams
@@ -398,12 +398,16 @@ class LayerFolding:
     pe_o: int
     simd_o: int
     banks: int = 2
+    ln_multiplier: str = "parallel"  # the LayerNorms' (hw.layernorm.LayerNormUnitParams.multiplier)
 
     def __post_init__(self):
         o = type(self).__name__
         if not isinstance(self.layer, EncoderLayer):
             raise BinbertError(f"{o}: layer must be a hw.encoder_params.EncoderLayer, got {type(self.layer).__name__}")
         _pos(o, "lanes", self.lanes)
+        if self.ln_multiplier not in MULTIPLIERS:
+            raise BinbertError(f"{o}: ln_multiplier={self.ln_multiplier!r} must be one of "
+                               f"{', '.join(MULTIPLIERS)}")
         if self.hidden % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide hidden={self.hidden}")
 
@@ -463,7 +467,7 @@ class AttentionParams(LayerFolding):
     @property
     def addnorm(self) -> AddNormParams:
         """ln1 of attn_out's output (a) + the residual (b)."""
-        return AddNormParams(norm=LayerNormUnitParams(ln=self.ln, lanes=self.lanes),
+        return AddNormParams(norm=shared_or_parallel(self.ln, self.lanes, self.ln_multiplier),
                              a_bits=self.layer.attn_out.out.out_bits, b_bits=self.res_bits)
 
     @property

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.encoder_params import BinaryLinear, EncoderLayer, LayerNorm, Requant
 from hw.errors import BinbertError
-from hw.layernorm import AddNormParams, LayerNormUnitParams
+from hw.layernorm import AddNormParams, shared_or_parallel
 from hw.linear import LinearUnitParams
 from hw.lut import RequantUnitParams, code_shape
 from hw.streamutil import Fork, Regroup, StreamFifo
@@ -42,6 +42,7 @@ class FfnParams:
     pe2: int
     simd2: int
     fifo_tokens: int = 4
+    ln_multiplier: str = "parallel"  # ln2's (hw.layernorm.LayerNormUnitParams.multiplier)
 
     def __post_init__(self):
         o = "FfnParams"
@@ -95,7 +96,7 @@ class FfnParams:
 
     @property
     def addnorm(self) -> AddNormParams:
-        return AddNormParams(norm=LayerNormUnitParams(ln=self.ln, lanes=self.lanes),
+        return AddNormParams(norm=shared_or_parallel(self.ln, self.lanes, self.ln_multiplier),
                              a_bits=self.res_bits, b_bits=self.res_bits)
 
     @property

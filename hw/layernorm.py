@@ -13,6 +13,11 @@ decoupled stages around a token buffer of ``slots`` tokens, so consecutive token
   y = clamp((u·γ + β + 2^(So−1)) >> So); a three-register pipeline that stalls on backpressure.
 
 Steady state one token per :attr:`LayerNormUnitParams.cycles_per_token` cycles.
+
+``multiplier="shared"`` builds :class:`SharedLayerNormUnit` instead: the same op, one token at a
+time, every product on one bit-serial :class:`hw.seqarith.SeqMultiplier` and no full-width
+multiplier at all (the parallel unit needs 2·lanes + 3 of them, up to 22 x 37 bits: 11 iCE40
+DSPs per LayerNorm), at ~3 products per feature.
 """
 from __future__ import annotations
 
@@ -26,11 +31,14 @@ from amaranth.lib.wiring import In, Out
 
 from hw.encoder_params import LayerNorm, signed_range
 from hw.errors import BinbertError
-from hw.seqarith import SeqDivider, SeqSqrt, quotient_bits
+from hw.seqarith import SeqDivider, SeqMultiplier, SeqSqrt, quotient_bits
 
-__all__ = ["LayerNormUnitParams", "LayerNormUnit", "AddNormParams", "AddNorm"]
+__all__ = ["LayerNormUnitParams", "LayerNormUnit", "SharedLayerNormUnit", "AddNormParams", "AddNorm",
+           "shared_or_parallel"]
 
 C_LATENCY = 4  # registers of the output pass: buffer read, d, d·R, u·γ + β (+ the output register)
+MULTIPLIERS = ("parallel", "shared")
+SHARED_OVERHEAD = 2  # the shared unit's hand-over cycles into the mean and var dividers
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -42,11 +50,24 @@ class LayerNormUnitParams:
     lanes: int = 1
     slots: int | None = None
     div_steps: int = 2   # quotient bits per cycle of the three dividers (radix 2^div_steps)
+    # "parallel": 2·lanes + 1 full-width multipliers, one token per busiest stage (above);
+    # "shared": one bit-serial multiplier (hw.seqarith.SeqMultiplier) for every product, one
+    # token at a time: no DSP and a few hundred LUTs, for parts as small as the iCE40 UP5K
+    multiplier: str = "parallel"
+    mul_steps: int = 2   # multiplier bits per cycle of the shared multiplier
 
     def __post_init__(self):
         o = "LayerNormUnitParams"
-        if isinstance(self.div_steps, bool) or not isinstance(self.div_steps, int) or not 1 <= self.div_steps <= 4:
-            raise BinbertError(f"{o}: div_steps={self.div_steps!r} must be an integer in 1..4")
+        for name in ("div_steps", "mul_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4:
+                raise BinbertError(f"{o}: {name}={v!r} must be an integer in 1..4")
+        if self.multiplier not in MULTIPLIERS:
+            raise BinbertError(f"{o}: multiplier={self.multiplier!r} must be one of "
+                               f"{', '.join(MULTIPLIERS)}")
+        if self.shared and self.slots not in (None, 1):
+            raise BinbertError(f"{o}: slots={self.slots!r}: a shared-multiplier unit buffers "
+                               f"one token (slots 1 or null)")
         if not isinstance(self.ln, LayerNorm):
             raise BinbertError(f"{o}: ln must be a hw.encoder_params.LayerNorm, got {type(self.ln).__name__}")
         if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or self.lanes < 1:
@@ -54,7 +75,7 @@ class LayerNormUnitParams:
         if self.ln.n % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide n={self.ln.n}")
         if self.slots is None:
-            object.__setattr__(self, "slots", self.auto_slots)
+            object.__setattr__(self, "slots", 1 if self.shared else self.auto_slots)
         elif isinstance(self.slots, bool) or not isinstance(self.slots, int) or self.slots < 1:
             raise BinbertError(f"{o}: slots={self.slots!r} must be an integer >= 1")
 
@@ -63,7 +84,11 @@ class LayerNormUnitParams:
         return self.ln.compute(v)
 
     def create(self):
-        return LayerNormUnit(self)
+        return SharedLayerNormUnit(self) if self.shared else LayerNormUnit(self)
+
+    @property
+    def shared(self) -> bool:
+        return self.multiplier == "shared"
 
     # ---- widths of the scalar chain -------------------------------------------------------
     @property
@@ -124,18 +149,41 @@ class LayerNormUnitParams:
     def recip_q_bits(self) -> int:
         return self.ln.recip_shift + 1
 
+    # shared multiplier: a = d, R or u times b = d, d or gamma. The cycles follow b, so the
+    # wide R (recip_shift + 1 bits) goes to a
+    @property
+    def mul_a_bits(self) -> int:
+        return max(self.ln.d_bits, self.ln.recip_bits + 1, self.ln.norm_bits)
+
+    @property
+    def mul_b_bits(self) -> int:
+        return max(self.ln.d_bits, self.ln.gamma_bits)
+
+    @property
+    def mul_cycles(self) -> int:
+        """FSM cycles per shared product: issue, ceil(b/steps) busy, take the result."""
+        return -(-self.mul_b_bits // self.mul_steps) + 2
+
     @property
     def stage_cycles(self) -> dict[str, int]:
-        """Cycles each stage spends on one token (bit-serial units: bits + 1)."""
+        """Cycles each stage spends on one token (bit-serial units: bits + 1). Shared: the
+        passes over the buffer are a read cycle plus products per feature (variance: d·d;
+        output: d·R, then u·gamma) and an output cycle per beat."""
         def div(q_bits):
             return -(-q_bits // self.div_steps) + 1
-        return {"input": self.beats, "mean": div(self.mean_q_bits), "var": div(self.var_q_bits),
-                "sqrt": self.std_bits + 1, "recip": div(self.recip_q_bits), "output": self.beats}
+        s = {"input": self.beats, "mean": div(self.mean_q_bits), "var": div(self.var_q_bits),
+             "sqrt": self.std_bits + 1, "recip": div(self.recip_q_bits), "output": self.beats}
+        if self.shared:
+            s["sumsq"] = self.n * self.mul_cycles + self.beats - 1
+            s["output"] = self.n * (2 * self.mul_cycles - 1) + 2 * self.beats - 1
+        return s
 
     @property
     def latency(self) -> int:
         """Cycles from a token's first input beat to its last output beat (no stalls)."""
         s = self.stage_cycles
+        if self.shared:  # one stage after another, a hand-over cycle between them
+            return sum(s.values()) + SHARED_OVERHEAD
         return s["input"] + 3 + s["mean"] + s["var"] + s["sqrt"] + s["recip"] + s["output"] + C_LATENCY
 
     @property
@@ -147,7 +195,10 @@ class LayerNormUnitParams:
 
     @property
     def cycles_per_token(self) -> int:
-        """Steady-state cycles per token: the busiest stage, or the buffer when too small."""
+        """Steady-state cycles per token: the busiest stage, or the buffer when too small
+        (shared: the whole latency, one token at a time)."""
+        if self.shared:
+            return self.latency
         return max(max(self.stage_cycles.values()), math.ceil(self.latency / self.slots))
 
     @property
@@ -362,6 +413,197 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(out),
                      dec.eq(self.o.valid & self.o.ready & o_last)]
         return m
+
+
+class SharedLayerNormUnit(wiring.Component):
+    """The same op (§17, ports as :class:`LayerNormUnit`) with one bit-serial multiplier for
+    every product, one token at a time: the input pass buffers the token and sums it; μ; a
+    second pass sums d² = (v·2^E − μ)² (exact, as the golden model: no Σv² and no wide
+    per-token products); var, σ, R as :class:`LayerNormUnit`; the output pass computes d·R,
+    then u·γ, per feature and sends each beat when its lanes are done."""
+
+    def __init__(self, params: LayerNormUnitParams):
+        if not isinstance(params, LayerNormUnitParams) or not params.shared:
+            self._MustUse__silence = True
+            raise BinbertError("SharedLayerNormUnit: params must be LayerNormUnitParams with "
+                               "multiplier='shared'")
+        self.params = params
+        ln = params.ln
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(signed(ln.in_bits), params.lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(ln.out_bits), params.lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        ln = p.ln
+        lanes, beats, n, e = p.lanes, p.beats, p.n, ln.extra_bits
+
+        m.submodules.buf = buf = memory.Memory(shape=unsigned(lanes * ln.in_bits), depth=beats, init=[])
+        wr, rd = buf.write_port(), buf.read_port(domain="sync")
+        # named *rom*: the bitstream flow pins it to block RAM (hw/flow.py ROM_NAMES), which a
+        # part small enough to need this unit has to spare
+        m.submodules.gbrom = gb = memory.Memory(
+            shape=data.StructLayout({"g": data.ArrayLayout(signed(ln.gamma_bits), lanes),
+                                     "b": data.ArrayLayout(signed(ln.beta_bits), lanes)}),
+            depth=beats,
+            init=[{"g": [int(x) for x in ln.gamma[b * lanes:(b + 1) * lanes]],
+                   "b": [int(x) for x in ln.beta[b * lanes:(b + 1) * lanes]]} for b in range(beats)])
+        gb_rd = gb.read_port(domain="sync")
+        # μ (with its sign as the tag) and R stay in their dividers' output registers, not taken,
+        # until the token's last beat has left: no registers of their own
+        m.submodules.mean = mean = SeqDivider(dividend_bits=p.mean_dividend_bits,
+                                              divisor_bits=(2 * n).bit_length(),
+                                              q_bits=p.mean_q_bits, divisor=2 * n, steps=p.div_steps,
+                                              tag=1)
+        m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=n.bit_length(),
+                                            q_bits=p.var_q_bits, divisor=n, steps=p.div_steps)
+        m.submodules.sqrt = sqrt = SeqSqrt(x_bits=p.var_eps_bits)
+        m.submodules.recip = recip = SeqDivider(dividend_bits=ln.recip_shift + 1,
+                                                divisor_bits=max(1, p.std_bits),
+                                                q_bits=p.recip_q_bits, steps=p.div_steps)
+        m.submodules.mul = mul = SeqMultiplier(a_bits=p.mul_a_bits, b_bits=p.mul_b_bits,
+                                               steps=p.mul_steps)
+        # var -> sqrt -> recip hand over by themselves; the FSM feeds var, R waits in recip
+        sigma = sqrt.o.payload.s
+        m.d.comb += [sqrt.i.valid.eq(var.o.valid), var.o.ready.eq(sqrt.i.ready),
+                     sqrt.i.payload.x.eq(var.o.payload.q + ln.eps),
+                     recip.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(recip.i.ready),
+                     recip.i.payload.n.eq(1 << ln.recip_shift),
+                     recip.i.payload.d.eq(Mux(sigma == 0, 1, sigma))]
+
+        beat = Signal(range(beats))
+        lane = Signal(range(lanes))
+        last_beat = beat == beats - 1
+        last_lane = lane == lanes - 1
+        s1 = Signal(signed(ln.sum_bits))
+        mu = Signal(signed(p.mu_bits))
+        sumd2 = Signal(unsigned(p.sumd2_bits))
+        r = recip.o.payload.q
+        u = Signal(signed(ln.norm_bits))
+        out = Signal(data.ArrayLayout(signed(ln.out_bits), lanes))
+
+        m.d.comb += [rd.addr.eq(beat), gb_rd.addr.eq(beat),   # read ports follow the beat counter
+                     wr.addr.eq(beat), wr.data.eq(self.i.payload.as_value()),
+                     self.o.payload.eq(out)]
+        words = data.View(data.ArrayLayout(signed(ln.in_bits), lanes), rd.data)
+        word = Signal(signed(ln.in_bits))
+        g = gb_rd.data
+        m.d.comb += word.eq(words[lane])
+        d = Signal(signed(ln.d_bits))
+        m.d.comb += d.eq((word << e) - mu)
+        a = Signal(signed(ln.sum_bits + e + 2))
+        m.d.comb += a.eq((s1 << (e + 1)) + n)
+        q = mean.o.payload.q
+        q_s = Cat(q, Const(0, 1)).as_signed()
+        m.d.comb += mu.eq(Mux(mean.o.payload.tag, ~q_s, q_s))
+        # each product sliced to the width its values need (the shared multiplier's output is
+        # as wide as its widest operands): narrower adders after it
+        prod = mul.o.payload.p
+        sq = prod[:(p.max_abs_d ** 2).bit_length()]            # d² >= 0
+        dr = prod[:ln.d_r_bits].as_signed()                    # |R·d| < d_r_bound
+        ug = prod[:ln.norm_bits + ln.gamma_bits].as_signed()   # u·gamma
+
+        def advance(m, pass_done, next_elem):
+            """Next feature of a pass over the buffer (lanes, then beats)."""
+            with m.If(~last_lane):
+                m.d.sync += lane.eq(lane + 1)
+                m.next = next_elem
+            with m.Else():
+                m.d.sync += lane.eq(0)
+                with m.If(last_beat):
+                    m.d.sync += beat.eq(0)
+                    m.next = pass_done
+                with m.Else():
+                    m.d.sync += beat.eq(beat + 1)
+                    m.next = "VAR_READ"
+
+        lo, hi = signed_range(ln.out_bits)
+        with m.FSM():
+            with m.State("INPUT"):
+                m.d.comb += [self.i.ready.eq(1), wr.en.eq(self.i.valid)]
+                with m.If(self.i.valid):
+                    m.d.sync += s1.eq(s1 + sum(self.i.payload[j] for j in range(lanes)))
+                    with m.If(last_beat):
+                        m.d.sync += beat.eq(0)
+                        m.next = "MEAN"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+            with m.State("MEAN"):
+                m.d.comb += [mean.i.valid.eq(1), mean.i.payload.n.eq(Mux(a < 0, ~a, a)),
+                             mean.i.payload.tag.eq(a < 0)]
+                with m.If(mean.i.ready):
+                    m.d.sync += [s1.eq(0), sumd2.eq(0)]
+                    m.next = "MEAN_WAIT"
+            with m.State("MEAN_WAIT"):
+                with m.If(mean.o.valid):
+                    m.next = "VAR_MUL"          # beat 0 has been on the read port since INPUT
+            with m.State("VAR_READ"):           # the new beat's word reaches the read port
+                m.next = "VAR_MUL"
+            with m.State("VAR_MUL"):
+                m.d.comb += [mul.i.valid.eq(1), mul.i.payload.a.eq(d), mul.i.payload.b.eq(d)]
+                with m.If(mul.i.ready):
+                    m.next = "VAR_WAIT"
+            with m.State("VAR_WAIT"):
+                m.d.comb += mul.o.ready.eq(1)
+                with m.If(mul.o.valid):
+                    m.d.sync += sumd2.eq(sumd2 + sq)
+                    advance(m, "VAR_DIV", "VAR_MUL")
+            with m.State("VAR_DIV"):
+                m.d.comb += [var.i.valid.eq(1), var.i.payload.n.eq(sumd2)]
+                with m.If(var.i.ready):
+                    m.next = "RECIP_WAIT"
+            with m.State("RECIP_WAIT"):
+                with m.If(recip.o.valid):
+                    m.next = "NORM_MUL"
+            with m.State("OUT_READ"):
+                m.next = "NORM_MUL"
+            with m.State("NORM_MUL"):           # R·d (R unsigned: zero-extended)
+                m.d.comb += [mul.i.valid.eq(1), mul.i.payload.a.eq(Cat(r, Const(0, 1)).as_signed()),
+                             mul.i.payload.b.eq(d)]
+                with m.If(mul.i.ready):
+                    m.next = "NORM_WAIT"
+            with m.State("NORM_WAIT"):
+                # R·d leaves the multiplier as u·gamma enters it, in the same cycle.
+                # (x + 2^(s-1)) >> s == ((x >> (s-1)) + 1) >> 1: the add skips the low bits
+                m.d.comb += [u.eq(((dr >> (ln.norm_shift - 1)) + 1) >> 1),
+                             mul.o.ready.eq(1), mul.i.valid.eq(mul.o.valid),
+                             mul.i.payload.a.eq(u), mul.i.payload.b.eq(g.g[lane])]
+                with m.If(mul.o.valid):
+                    m.next = "SCALE_WAIT"
+            with m.State("SCALE_WAIT"):
+                m.d.comb += mul.o.ready.eq(1)
+                with m.If(mul.o.valid):
+                    z = Signal(signed(ln.z_bits))
+                    y = Signal(signed(ln.z_bits + 1))
+                    m.d.comb += [z.eq(ug + g.b[lane]), y.eq(((z >> (ln.out_shift - 1)) + 1) >> 1)]
+                    m.d.sync += out[lane].eq(Mux(y < lo, lo, Mux(y > hi, hi, y)))
+                    with m.If(last_lane):
+                        m.d.sync += lane.eq(0)
+                        m.next = "SEND"
+                    with m.Else():
+                        m.d.sync += lane.eq(lane + 1)
+                        m.next = "NORM_MUL"
+            with m.State("SEND"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    with m.If(last_beat):
+                        m.d.comb += [mean.o.ready.eq(1), recip.o.ready.eq(1)]  # μ, R done
+                        m.d.sync += beat.eq(0)
+                        m.next = "INPUT"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+                        m.next = "OUT_READ"
+        return m
+
+
+def shared_or_parallel(ln: LayerNorm, lanes: int, multiplier: str) -> LayerNormUnitParams:
+    """An encoder's LayerNorm unit: the parallel one as is, or the shared one at its smallest
+    (radix-2 dividers, one multiplier bit per cycle), the choice for a part it must fit."""
+    if multiplier == "shared":
+        return LayerNormUnitParams(ln=ln, lanes=lanes, multiplier="shared", div_steps=1, mul_steps=1)
+    return LayerNormUnitParams(ln=ln, lanes=lanes, multiplier=multiplier)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

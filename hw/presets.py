@@ -13,6 +13,8 @@ A preset is a flat YAML mapping (variants are configs, not code)::
     weight_terms: 2         # binary weight terms per weight (2: BinaryBERT's split ternary)
     macs: 128               # XNOR lanes (PE x SIMD) per MVU: the folding (hw.encoder.folding_for)
     lanes: 2                # residual features per stream beat (must divide hidden)
+    layernorm: parallel     # optional: parallel | shared (one bit-serial multiplier per
+                            # LayerNorm: no DSP, ~3 products per feature; for the iCE40 UP5K)
     seed: 2024              # optional: the seeded random ops
     ckpt: PATH              # optional: a checkpoint or `binbert export` directory instead
     layer_index: 0          # optional: which of its layers
@@ -64,6 +66,7 @@ class EncoderPreset:
     macs: int
     lanes: int
     target: str = "ecp5-85k"
+    layernorm: str = "parallel"
     seed: int = CONFIG_SEED
     ckpt: str | None = None
     layer_index: int = 0
@@ -80,7 +83,7 @@ def _keys() -> list[str]:
 INT_RANGES = {"hidden": (1, None), "heads": (1, None), "ffn": (1, None), "seq_len": (1, None),
               "activation_bits": (1, 8), "weight_terms": (1, 4), "macs": (1, None),
               "lanes": (1, None), "seed": (0, None), "layer_index": (0, None)}
-STR_KEYS = ("attention", "target", "ckpt", "description")
+STR_KEYS = ("attention", "target", "layernorm", "ckpt", "description")
 
 
 def _available() -> dict[str, Path]:
@@ -170,10 +173,13 @@ def preset_from_text(text: str, source: str = "<preset>", name: str = "") -> Enc
         if missing:
             raise BinbertError(f"{source}:1: missing required key {missing[0]!r}")
         from hw.flow import TARGETS
+        from hw.layernorm import MULTIPLIERS
 
         checks = [
             ("attention", values["attention"] not in ATTENTION,
              f"attention {values['attention']!r} unknown: choose softmax or bi"),
+            ("layernorm", values.get("layernorm", "parallel") not in MULTIPLIERS,
+             f"layernorm {values.get('layernorm')!r} unknown: choose {' or '.join(MULTIPLIERS)}"),
             ("target", values.get("target", "ecp5-85k") not in TARGETS,
              f"target {values.get('target')!r} unknown: choose one of {', '.join(TARGETS)}"),
             ("heads", values["hidden"] % values["heads"] != 0,
@@ -260,7 +266,8 @@ def bitstream_params(config="tiny", ckpt=None):
             seq_len = p.seq_len
         # an exported layer's width may not divide the preset's lanes: one feature per beat
         lanes = p.lanes if layer.ln1.n % p.lanes == 0 else 1
-        return folding_for(layer, seq_len=seq_len, macs=p.macs, lanes=lanes)
+        return folding_for(layer, seq_len=seq_len, macs=p.macs, lanes=lanes,
+                           ln_multiplier=p.layernorm)
     except BinbertError as exc:
         if str(exc).startswith(p.source):
             raise
@@ -281,6 +288,7 @@ def bitstream_spec(config="tiny", ckpt=None) -> dict:
             "cycles_per_vector": -(-p.cycles_per_sequence // p.seq_len),
             "describe": {"config": preset.name, "hidden": p.hidden, "heads": lyr.attention.heads,
                          "ffn": lyr.ffn_in.n, "seq_len": p.seq_len, "lanes": p.lanes,
+                         "layernorm": p.ln_multiplier,
                          "terms": lyr.query.terms, "attention": type(lyr.attention.probs).__name__,
                          "pe_simd": {"qkv": [p.pe_qkv, p.simd_qkv], "o": [p.pe_o, p.simd_o],
                                      "ffn1": [p.pe_ffn1, p.simd_ffn1], "ffn2": [p.pe_ffn2, p.simd_ffn2]},

@@ -1,4 +1,5 @@
-"""Bit-serial arithmetic units with stream handshakes: restoring divider and square root.
+"""Bit-serial arithmetic units with stream handshakes: restoring divider, square root and
+shift-add multiplier.
 
 One result bit per cycle (docs/arithmetic.md §13, §17: one division per row, the isqrt of the
 LayerNorm). Each unit takes one operand beat, works ``bits`` cycles, holds its result until it
@@ -8,13 +9,13 @@ caller can carry side data (signs, sums) along a chain of units without its own 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
 
-__all__ = ["SeqDivider", "SeqSqrt", "quotient_bits"]
+__all__ = ["SeqDivider", "SeqMultiplier", "SeqSqrt", "quotient_bits"]
 
 
 def quotient_bits(max_dividend: int, min_divisor: int) -> int:
@@ -176,6 +177,85 @@ class SeqSqrt(wiring.Component):
                 s.eq(Cat(fits, s[:sb - 1])),
                 count.eq(count - 1),
             ]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), o_valid.eq(1)]
+        return m
+
+
+class SeqMultiplier(wiring.Component):
+    """Signed product ``p = a * b``, ``steps`` bits of ``b`` per cycle, least significant first
+    (shift-add; b's sign bit weighs -2^(b_bits-1), so no correction step is needed).
+
+    ``i.payload``: {a: signed(a_bits), b: signed(b_bits), tag}; ``o.payload``:
+    {p: signed(a_bits + b_bits), tag}. An unsigned operand is passed zero-extended by one bit.
+    Cycles per operation: ceil(b_bits / steps) + 1. A LayerNorm shares one of these for all
+    its products where full-width multipliers do not fit (hw/layernorm.py, ``multiplier``).
+    """
+
+    def __init__(self, *, a_bits: int, b_bits: int, tag=0, steps: int = 1):
+        self._MustUse__silence = True  # until validated: a refused unit is never elaborated
+        for name, v in (("a_bits", a_bits), ("b_bits", b_bits), ("steps", steps)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name != "steps" else 1):
+                raise BinbertError(f"SeqMultiplier: {name}={v!r} must be an integer >= "
+                                   f"{2 if name != 'steps' else 1}")
+        self._MustUse__silence = False
+        self.a_bits, self.b_bits, self.steps = a_bits, b_bits, steps
+        self.iters = -(-b_bits // steps)
+        self.tag_shape = tag
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"a": signed(a_bits), "b": signed(b_bits),
+                                                        "tag": tag}))),
+            "o": Out(stream.Signature(data.StructLayout({"p": signed(a_bits + b_bits),
+                                                         "tag": tag}))),
+        })
+
+    @property
+    def cycles(self) -> int:
+        return self.iters + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        bb = self.iters * self.steps                       # b sign-extended to whole cycles
+        # Classic shift-add, least significant bit first: ``hi`` holds the partial sum's upper
+        # part (|hi| <= |a|), ``lo`` the multiplier bits not yet used and, from the top, the
+        # product bits already final; the adder is a_bits + 2 wide, not a_bits + b_bits.
+        hi = Signal(signed(self.a_bits + 1), name="hi")
+        lo = Signal(bb, name="lo")
+        a = Signal(signed(self.a_bits), name="a")
+        tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
+                     else self.tag_shape.as_shape(), name="tag")
+        busy = Signal()
+        count = Signal(range(self.iters + 1))
+        o_valid = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~busy & (~o_valid | self.o.ready)),
+            self.o.valid.eq(o_valid),
+            self.o.payload.p.eq(Cat(lo, hi)[:self.a_bits + self.b_bits]),
+            self.o.payload.tag.eq(tag),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        h, low = hi, lo
+        for k in range(self.steps):
+            # b's sign bit (the last bit of the last cycle) weighs -2^(bb-1): subtract a
+            msb = (count == 1) if k == self.steps - 1 else Const(0, 1)
+            t = Signal(signed(self.a_bits + 2), name=f"t{k}")
+            m.d.comb += t.eq(h + Mux(low[0], Mux(msb, -a, a), 0))
+            nh = Signal(signed(self.a_bits + 1), name=f"hi{k}")
+            nl = Signal(bb, name=f"lo{k}")
+            m.d.comb += [nh.eq(t >> 1), nl.eq(Cat(low[1:], t[0]))]
+            h, low = nh, nl
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [
+                hi.eq(0),
+                lo.eq(self.i.payload.b.as_signed()),       # sign-extends to bb bits
+                a.eq(self.i.payload.a),
+                tag.eq(self.i.payload.tag),
+                busy.eq(1),
+                count.eq(self.iters),
+            ]
+        with m.Elif(busy):
+            m.d.sync += [hi.eq(h), lo.eq(low), count.eq(count - 1)]
             with m.If(count == 1):
                 m.d.sync += [busy.eq(0), o_valid.eq(1)]
         return m

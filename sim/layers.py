@@ -273,7 +273,7 @@ def random_layer_pair(rng: np.random.Generator, *, hidden: int, heads: int, ffn:
 
 def _random_configs(layer: str, size: str = "default") -> list[tuple[str, object]]:
     from hw.encoder import folding_for
-    from hw.layernorm import LayerNormUnitParams
+    from hw.layernorm import LayerNormUnitParams, shared_or_parallel
 
     z = SIZES[size]
     rng = np.random.default_rng(CONFIG_SEED)
@@ -281,7 +281,10 @@ def _random_configs(layer: str, size: str = "default") -> list[tuple[str, object
         n1, n2 = z["ln_n"]
         a = LayerNormUnitParams(ln=random_layernorm(n1, rng), lanes=4)
         b = LayerNormUnitParams(ln=random_layernorm(n2, rng, eps=0.0), lanes=1)
-        return [(f"ln n={n1} lanes=4", a), (f"ln n={n2} lanes=1 eps=0", b)]
+        # the iCE40 preset's unit: one bit-serial multiplier, radix-2 dividers
+        c = shared_or_parallel(random_layernorm(n1, rng), 4, "shared")
+        return [(f"ln n={n1} lanes=4", a), (f"ln n={n2} lanes=1 eps=0", b),
+                (f"ln n={n1} lanes=4 shared multiplier", c)]
     split, bi = random_layer_pair(rng, hidden=z["hidden"], heads=z["heads"], ffn=z["ffn"], max_len=z["seq_len"])
     shape = f"hidden={z['hidden']} heads={z['heads']} ffn={z['ffn']} seq={z['seq_len']}"
     cases = [(f"{shape} W1A4 split (T=2) softmax", split), (f"{shape} W1A1 BiBERT Heaviside", bi)]

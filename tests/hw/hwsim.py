@@ -22,7 +22,8 @@ async def send(ctx, port, payloads, rng: np.random.Generator, idle: float = 0.0)
 async def recv(ctx, port, count: int, rng: np.random.Generator, stall: float = 0.0,
                convert=lambda v: v, stats: dict | None = None):
     """Collect ``count`` beats; ready is low with probability ``stall`` per cycle.
-    ``stats['cycles']`` gets the cycle of the last transfer (from the start of recv)."""
+    ``stats['cycles']`` gets the cycle of the last transfer (from the start of recv), ``'first'``
+    the first's and ``'each'`` every transfer's."""
     out = []
     cycle = 0
     while len(out) < count:
@@ -34,6 +35,7 @@ async def recv(ctx, port, count: int, rng: np.random.Generator, stall: float = 0
             out.append(convert(payload))
             if stats is not None:
                 stats.setdefault("first", cycle)
+                stats.setdefault("each", []).append(cycle)
     ctx.set(port.ready, 0)
     if stats is not None:
         stats["cycles"] = cycle

@@ -6,6 +6,7 @@ Yosys synthesis alone takes 1.5-6 min on the shared 2-core machine).
 The full place and route of an encoder layer is tests/hw/test_flow.py's slow test.
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -78,16 +79,21 @@ def test_no_fit_is_a_report_and_one_line_error(micro_ice40):
     r = json.loads((out / "report.json").read_text())
     used, avail = r["utilisation"]["lut4"]
     assert (r["target"], r["fits"], avail) == (target.name, False, target.luts_available)
-    assert err == (f"binbert: error: design does not fit {target.name}: {used} LUT4 after "
-                   f"synthesis > {avail} available") == f"binbert: error: {r['error']}"
+    # its shared-multiplier LayerNorms bring synthesis under the LUT4 count: what does not fit
+    # is nextpnr's packing of those LUTs, the flip-flops and the carries into logic cells
+    m = re.fullmatch(rf"design does not fit {target.name}: (\d+) ICESTORM_LC > {avail} "
+                     rf"\(nextpnr\)", r["error"])
+    assert m and int(m.group(1)) > avail and err == f"binbert: error: {r['error']}"
     # the figures are yosys' own statistics of the whole design
     stat = json.loads((out / "stat.json").read_text())
     assert r["total"] == flow.summarize_cells(stat["design"]["num_cells_by_type"], target)
-    assert used == r["total"]["lut4"] > avail
+    assert used == r["total"]["lut4"] <= avail
     spec = flow.make_layer("encoder", config="micro-bi")
     assert r["cycles_per_sequence"] == spec.cycles_per_sequence
     assert r["params"] == json.loads(json.dumps(spec.describe))
     md = (out / "report.md").read_text()
     assert md.startswith("# encoder on ice40-up5k") and f"**Does not fit**: {r['error']}" in md
     assert f"| LUT4 after synthesis (used / available) | {used} / {avail} (" in md
-    assert not list(out.glob("nextpnr*"))  # stopped before place and route
+    # the cell count is nextpnr's own (its utilisation table after packing), no bitstream
+    log = (out / "nextpnr_seed1.log").read_text()
+    assert f"ICESTORM_LC:    {m.group(1)}/" in log and not list(out.glob("*.bin"))

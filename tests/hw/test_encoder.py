@@ -9,14 +9,17 @@ from sim.layers import random_encoder_layer
 from tests.hw.seqsim import masked_residuals, run_sequences, steady_cycles
 
 
-@pytest.mark.parametrize("mode,terms,head_dim,idle,stall", [("softmax", 2, 4, 0.2, 0.3), ("bi", 1, 8, 0.0, 0.0)])
-def test_encoder_layer_matches_golden(mode, terms, head_dim, idle, stall):
-    """head_dim 4 with 2 heads: Q/K/V are 8 x 16 (width-pruned heads, as DynaBERT exports)."""
+@pytest.mark.parametrize("mode,terms,head_dim,idle,stall,ln", [
+    ("softmax", 2, 4, 0.2, 0.3, "parallel"), ("bi", 1, 8, 0.0, 0.0, "parallel"),
+    ("bi", 1, 8, 0.0, 0.0, "shared"), ("softmax", 2, 8, 0.3, 0.3, "shared")])
+def test_encoder_layer_matches_golden(mode, terms, head_dim, idle, stall, ln):
+    """head_dim 4 with 2 heads: Q/K/V are 8 x 16 (width-pruned heads, as DynaBERT exports).
+    ln "shared": both LayerNorms on one bit-serial multiplier each (the iCE40 preset's)."""
     rng = np.random.default_rng(40 + terms)
     layer = random_encoder_layer(rng, hidden=16, heads=2, ffn=32, max_len=8, mode=mode, terms=terms,
                                  head_dim=head_dim, x_bits=1 if mode == "bi" else 2,
                                  c_bits=1 if mode == "bi" else 2)
-    params = folding_for(layer, seq_len=6, macs=32, lanes=4)
+    params = folding_for(layer, seq_len=6, macs=32, lanes=4, ln_multiplier=ln)
     r, valid = masked_residuals(rng, 4, 6, 16)
     got, ends = run_sequences(params, r, valid, idle=idle, stall=stall)
     assert np.array_equal(got, params.compute(r, valid))

@@ -46,7 +46,7 @@ def _same_layer(a, b):
 
 
 FOLD = ("seq_len", "lanes", "pe_qkv", "simd_qkv", "pe_o", "simd_o", "pe_ffn1", "simd_ffn1",
-        "pe_ffn2", "simd_ffn2")
+        "pe_ffn2", "simd_ffn2", "ln_multiplier")
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-bi", "micro-bi"])
@@ -60,7 +60,7 @@ def test_shipped_preset_is_the_simulators_layer(name):
     split, bi = random_layer_pair(np.random.default_rng(CONFIG_SEED), hidden=pre.hidden,
                                   heads=pre.heads, ffn=pre.ffn, max_len=pre.seq_len)
     want = folding_for(bi if pre.attention == "bi" else split, seq_len=pre.seq_len,
-                       macs=pre.macs, lanes=pre.lanes)
+                       macs=pre.macs, lanes=pre.lanes, ln_multiplier=pre.layernorm)
     got = presets.bitstream_params(name)
     _same_layer(got.layer, want.layer)
     assert [getattr(got, f) for f in FOLD] == [getattr(want, f) for f in FOLD]
@@ -102,6 +102,7 @@ def test_other_bit_widths_draw_their_own_layer(tmp_path):
     ("heads: 3\n", r":\d+: heads 3 does not divide hidden 64"),
     ("lanes: 3\n", r":\d+: lanes 3 does not divide hidden 64"),
     ("attention: linear\n", r":\d+: attention 'linear' unknown: choose softmax or bi"),
+    ("layernorm: dsp\n", r":\d+: layernorm 'dsp' unknown: choose parallel or shared"),
     ("target: ice40-hx8k\n", r":\d+: target 'ice40-hx8k' unknown"),
     # a cross-key check names the line of the value to change
     ("attention: bi\n", r":\d+: activation_bits 4: Bi-Attention .* use activation_bits 1"),
@@ -181,7 +182,8 @@ def test_export_replaces_the_random_ops(bi_export, tmp_path):
     p = presets.bitstream_params("micro-bi", ckpt=bi_export)
     _same_layer(p.layer, layer)
     pre = presets.load_preset("micro-bi")
-    want = folding_for(layer, seq_len=pre.seq_len, macs=pre.macs, lanes=pre.lanes)
+    want = folding_for(layer, seq_len=pre.seq_len, macs=pre.macs, lanes=pre.lanes,
+                       ln_multiplier=pre.layernorm)
     assert [getattr(p, f) for f in FOLD] == [getattr(want, f) for f in FOLD]
     spec = presets.bitstream_spec("micro-bi", ckpt=bi_export)
     assert spec["describe"]["weights"] == f"layer 0 of {bi_export}"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hw.errors import BinbertError
-from hw.seqarith import SeqDivider, SeqSqrt, quotient_bits
+from hw.seqarith import SeqDivider, SeqMultiplier, SeqSqrt, quotient_bits
 from tests.hw.hwsim import recv, run, send
 
 
@@ -84,3 +84,49 @@ def test_divider_several_bits_per_cycle(steps):
     assert got == [a // d for a, d in pairs]
     assert div.cycles == -(-9 // steps) + 1
     assert stats["cycles"] == len(pairs) * div.cycles + 1  # back to back: one op per `cycles`
+
+
+@pytest.mark.parametrize("a_bits,b_bits,steps", [(4, 3, 1), (5, 4, 2), (3, 5, 3)])
+def test_multiplier_exhaustive_small(a_bits, b_bits, steps):
+    """Every signed operand pair (extremes included), with idles and backpressure, tag carried."""
+    mul = SeqMultiplier(a_bits=a_bits, b_bits=b_bits, steps=steps, tag=4)
+    pairs = [(a, b) for a in range(-(1 << a_bits - 1), 1 << a_bits - 1)
+             for b in range(-(1 << b_bits - 1), 1 << b_bits - 1)]
+    got = []
+
+    async def feed(ctx):
+        await send(ctx, mul.i, [{"a": a, "b": b, "tag": k % 16} for k, (a, b) in enumerate(pairs)],
+                   np.random.default_rng(0), 0.2)
+
+    async def read(ctx):
+        got.extend(await recv(ctx, mul.o, len(pairs), np.random.default_rng(1), 0.3,
+                              convert=lambda v: (int(v.p), int(v.tag))))
+
+    run(mul, feed, read, deadline_cycles=20 * len(pairs))
+    assert got == [(a * b, k % 16) for k, (a, b) in enumerate(pairs)]
+    assert mul.cycles == -(-b_bits // steps) + 1
+
+
+def test_multiplier_back_to_back_cycles():
+    """Without idles or backpressure an operation costs exactly ``cycles``."""
+    mul = SeqMultiplier(a_bits=12, b_bits=9, steps=2)
+    rng = np.random.default_rng(7)
+    pairs = [(int(rng.integers(-2048, 2048)), int(rng.integers(-256, 256))) for _ in range(40)]
+    stats, got = {}, []
+
+    async def feed(ctx):
+        await send(ctx, mul.i, [{"a": a, "b": b, "tag": 0} for a, b in pairs], rng)
+
+    async def read(ctx):
+        got.extend(await recv(ctx, mul.o, len(pairs), rng, convert=lambda v: int(v.p), stats=stats))
+
+    run(mul, feed, read)
+    assert got == [a * b for a, b in pairs]
+    assert stats["cycles"] - stats["first"] == (len(pairs) - 1) * mul.cycles
+
+
+def test_multiplier_bad_params():
+    with pytest.raises(BinbertError, match="b_bits=1"):
+        SeqMultiplier(a_bits=4, b_bits=1)
+    with pytest.raises(BinbertError, match="steps=0"):
+        SeqMultiplier(a_bits=4, b_bits=4, steps=0)
