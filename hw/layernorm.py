@@ -206,6 +206,35 @@ class LayerNormUnitParams:
         return self.slots * self.n * self.ln.in_bits
 
 
+def _gamma_beta(ln: LayerNorm, lanes: int) -> memory.Memory:
+    """γ and β of each beat's lanes, one word per beat."""
+    return memory.Memory(
+        shape=data.StructLayout({"g": data.ArrayLayout(signed(ln.gamma_bits), lanes),
+                                 "b": data.ArrayLayout(signed(ln.beta_bits), lanes)}),
+        depth=ln.n // lanes,
+        init=[{"g": [int(x) for x in ln.gamma[b * lanes:(b + 1) * lanes]],
+               "b": [int(x) for x in ln.beta[b * lanes:(b + 1) * lanes]]} for b in range(ln.n // lanes)])
+
+
+def _var_to_recip(m: Module, p: "LayerNormUnitParams") -> tuple[SeqDivider, SeqDivider]:
+    """The scalar chain after Σd²: var = Σd² // n, σ = max(isqrt(var + eps), 1),
+    R = 2^P // σ, handing over by themselves. Returns (var divider: feed Σd²; recip: take R)."""
+    ln = p.ln
+    m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=p.n.bit_length(),
+                                        q_bits=p.var_q_bits, divisor=p.n, steps=p.div_steps)
+    m.submodules.sqrt = sqrt = SeqSqrt(x_bits=p.var_eps_bits)
+    m.submodules.recip = recip = SeqDivider(dividend_bits=ln.recip_shift + 1,
+                                            divisor_bits=max(1, p.std_bits),
+                                            q_bits=p.recip_q_bits, steps=p.div_steps)
+    sigma = sqrt.o.payload.s
+    m.d.comb += [sqrt.i.valid.eq(var.o.valid), var.o.ready.eq(sqrt.i.ready),
+                 sqrt.i.payload.x.eq(var.o.payload.q + ln.eps),
+                 recip.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(recip.i.ready),
+                 recip.i.payload.n.eq(1 << ln.recip_shift),
+                 recip.i.payload.d.eq(Mux(sigma == 0, 1, sigma))]
+    return var, recip
+
+
 class LayerNormUnit(wiring.Component):
     """Ports: ``i``: In(stream of ArrayLayout(signed(in_bits), lanes)), ``n/lanes`` beats per
     token (feature ``b*lanes + j`` in lane ``j`` of beat ``b``); ``o``: Out(stream of
@@ -306,8 +335,7 @@ class LayerNormUnit(wiring.Component):
         sumd2 = Signal(unsigned(p.sumd2_bits))
         m.d.comb += sumd2.eq((t1.s2 << (2 * e)) - mu * ((t1.s1 << (e + 1)) - n * mu))
 
-        m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=n.bit_length(),
-                                            q_bits=p.var_q_bits, divisor=n, steps=p.div_steps)
+        var, recip = _var_to_recip(m, p)
         # Σd² is registered on its way to the var divider (two multiplies deep: a long path)
         sq_valid = Signal()
         sq_held = Signal(unsigned(p.sumd2_bits))
@@ -320,25 +348,9 @@ class LayerNormUnit(wiring.Component):
         with m.If(mean.o.valid & mean.o.ready):
             m.d.sync += [mu_store[b_slot].eq(mu), b_slot.eq(Mux(b_slot == slots - 1, 0, b_slot + 1))]
 
-        m.submodules.sqrt = sqrt = SeqSqrt(x_bits=p.var_eps_bits)
-        m.d.comb += [sqrt.i.valid.eq(var.o.valid), var.o.ready.eq(sqrt.i.ready),
-                     sqrt.i.payload.x.eq(var.o.payload.q + ln.eps)]
-
-        m.submodules.recip = recip = SeqDivider(dividend_bits=ln.recip_shift + 1,
-                                                divisor_bits=max(1, p.std_bits),
-                                                q_bits=p.recip_q_bits, steps=p.div_steps)
-        sigma = sqrt.o.payload.s
-        m.d.comb += [recip.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(recip.i.ready),
-                     recip.i.payload.n.eq(1 << ln.recip_shift),
-                     recip.i.payload.d.eq(Mux(sigma == 0, 1, sigma))]
-
         # ---------------- C: output pass ----------------
-        gb_layout = data.StructLayout({"g": data.ArrayLayout(signed(ln.gamma_bits), lanes),
-                                       "b": data.ArrayLayout(signed(ln.beta_bits), lanes)})
-        gb = memory.Memory(shape=gb_layout, depth=beats,
-            init=[{"g": [int(x) for x in ln.gamma[b * lanes:(b + 1) * lanes]],
-                   "b": [int(x) for x in ln.beta[b * lanes:(b + 1) * lanes]]} for b in range(beats)])
-        m.submodules.gb = gb
+        m.submodules.gb = gb = _gamma_beta(ln, lanes)
+        gb_layout = gb.shape
         gb_rd = gb.read_port(domain="sync")
 
         en = Signal()
@@ -444,12 +456,7 @@ class SharedLayerNormUnit(wiring.Component):
         wr, rd = buf.write_port(), buf.read_port(domain="sync")
         # named *rom*: the bitstream flow pins it to block RAM (hw/flow.py ROM_NAMES), which a
         # part small enough to need this unit has to spare
-        m.submodules.gbrom = gb = memory.Memory(
-            shape=data.StructLayout({"g": data.ArrayLayout(signed(ln.gamma_bits), lanes),
-                                     "b": data.ArrayLayout(signed(ln.beta_bits), lanes)}),
-            depth=beats,
-            init=[{"g": [int(x) for x in ln.gamma[b * lanes:(b + 1) * lanes]],
-                   "b": [int(x) for x in ln.beta[b * lanes:(b + 1) * lanes]]} for b in range(beats)])
+        m.submodules.gbrom = gb = _gamma_beta(ln, lanes)
         gb_rd = gb.read_port(domain="sync")
         # μ (with its sign as the tag) and R stay in their dividers' output registers, not taken,
         # until the token's last beat has left: no registers of their own
@@ -457,21 +464,9 @@ class SharedLayerNormUnit(wiring.Component):
                                               divisor_bits=(2 * n).bit_length(),
                                               q_bits=p.mean_q_bits, divisor=2 * n, steps=p.div_steps,
                                               tag=1)
-        m.submodules.var = var = SeqDivider(dividend_bits=p.sumd2_bits, divisor_bits=n.bit_length(),
-                                            q_bits=p.var_q_bits, divisor=n, steps=p.div_steps)
-        m.submodules.sqrt = sqrt = SeqSqrt(x_bits=p.var_eps_bits)
-        m.submodules.recip = recip = SeqDivider(dividend_bits=ln.recip_shift + 1,
-                                                divisor_bits=max(1, p.std_bits),
-                                                q_bits=p.recip_q_bits, steps=p.div_steps)
+        var, recip = _var_to_recip(m, p)   # the FSM feeds var; R waits in recip
         m.submodules.mul = mul = SeqMultiplier(a_bits=p.mul_a_bits, b_bits=p.mul_b_bits,
                                                steps=p.mul_steps)
-        # var -> sqrt -> recip hand over by themselves; the FSM feeds var, R waits in recip
-        sigma = sqrt.o.payload.s
-        m.d.comb += [sqrt.i.valid.eq(var.o.valid), var.o.ready.eq(sqrt.i.ready),
-                     sqrt.i.payload.x.eq(var.o.payload.q + ln.eps),
-                     recip.i.valid.eq(sqrt.o.valid), sqrt.o.ready.eq(recip.i.ready),
-                     recip.i.payload.n.eq(1 << ln.recip_shift),
-                     recip.i.payload.d.eq(Mux(sigma == 0, 1, sigma))]
 
         beat = Signal(range(beats))
         lane = Signal(range(lanes))
