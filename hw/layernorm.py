@@ -206,6 +206,12 @@ class LayerNormUnitParams:
         return self.slots * self.n * self.ln.in_bits
 
 
+def _ports(p: "LayerNormUnitParams") -> dict:
+    """Both units' ports: ``lanes`` features per beat in and out."""
+    return {"i": In(stream.Signature(data.ArrayLayout(signed(p.ln.in_bits), p.lanes))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(p.ln.out_bits), p.lanes)))}
+
+
 def _gamma_beta(ln: LayerNorm, lanes: int) -> memory.Memory:
     """γ and β of each beat's lanes, one word per beat."""
     return memory.Memory(
@@ -245,11 +251,7 @@ class LayerNormUnit(wiring.Component):
             self._MustUse__silence = True
             raise BinbertError(f"LayerNormUnit: params must be LayerNormUnitParams, got {type(params).__name__}")
         self.params = params
-        ln = params.ln
-        super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(ln.in_bits), params.lanes))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(ln.out_bits), params.lanes))),
-        })
+        super().__init__(_ports(params))
 
     def elaborate(self, platform):
         m = Module()
@@ -440,11 +442,7 @@ class SharedLayerNormUnit(wiring.Component):
             raise BinbertError("SharedLayerNormUnit: params must be LayerNormUnitParams with "
                                "multiplier='shared'")
         self.params = params
-        ln = params.ln
-        super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(ln.in_bits), params.lanes))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(ln.out_bits), params.lanes))),
-        })
+        super().__init__(_ports(params))
 
     def elaborate(self, platform):
         m = Module()
