@@ -34,11 +34,12 @@ async def recv(ctx, port, count: int, rng: np.random.Generator, stall: float = 0
         if ready and valid:
             out.append(convert(payload))
             if stats is not None:
-                stats.setdefault("first", cycle)
                 stats.setdefault("each", []).append(cycle)
     ctx.set(port.ready, 0)
     if stats is not None:
         stats["cycles"] = cycle
+        if stats.get("each"):
+            stats["first"] = stats["each"][0]
     return out
 
 
