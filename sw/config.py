@@ -150,10 +150,19 @@ class StageConfig:
     # where a binary / bibert student's weights start: the teacher's (None) or the previous
     # stage's latent weights ("previous": multi-step binarisation, e.g. BWN W1A8 -> W1A1)
     init: Optional[Literal["teacher", "previous"]] = None
+    # false: this distilling stage trains on the original rows even when data.augment is set
+    # (so a stage shared with runs without augmentation, e.g. BWN W1A8 before an augmented W1A1
+    # stage, stays the same stage); None / true: on the rows plus data.augment's variants
+    augment: Optional[bool] = None
 
     @property
     def trains(self) -> bool:
         return self.type != "split"
+
+    def augmented(self, data: "DataConfig") -> bool:
+        """Whether this stage's distilling phases read data.augment's variants."""
+        return (data.augment is not None and self.augment is not False
+                and self.resolved_loss != "ce")
 
     @property
     def resolved_loss(self) -> str:
@@ -427,6 +436,11 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
                 raise ctx.err(_node_of(s, "budget_mb"), f"{w}: give budget or budget_mb, not both")
             _positive(ctx, s, w, ("budget_mb",))
         loss = s.resolved_loss
+        if s.augment and d.augment is None:
+            raise ctx.err(_node_of(s, "augment"), f"{w}.augment: true needs data.augment")
+        if s.augment is not None and (s.type in ("teacher", "split") or loss == "ce"):
+            raise ctx.err(_node_of(s, "augment"), f"{w}.augment: only distilling stages read "
+                                                  f"augmented rows (this one trains with 'ce')")
         if s.type == "teacher" and loss != "ce":
             raise ctx.err(_node_of(s, "loss"), f"{w}: a teacher stage trains with loss 'ce'")
         if s.type == "split" and s.quant:

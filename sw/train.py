@@ -329,10 +329,16 @@ def _fingerprint(cfg: Config, upto: int, max_steps: int | None) -> dict:
     for k in ("log_every", "threads", "eval_batch_size", "checkpoint_every"):
         d["train"].pop(k, None)
     d["stages"] = d["stages"][: upto + 1]
-    # augmented rows only feed distilling phases: a teacher fine-tuned without them is the same
-    # teacher, shareable between runs with and without data.augment
-    if all(s.resolved_loss == "ce" for s in cfg.stages[: upto + 1]):
+    # augmented rows only feed distilling stages that read them: a teacher, or a stage with
+    # ``augment: false``, trained without them is the same stage, shareable between runs with and
+    # without data.augment (the flag itself is recorded as what it does, not as written)
+    used = [s.augmented(cfg.data) for s in cfg.stages[: upto + 1]]
+    for s in d["stages"]:
+        s.pop("augment", None)
+    if not any(used):
         d["data"].pop("augment", None)
+    elif used != [s.resolved_loss != "ce" for s in cfg.stages[: upto + 1]]:
+        d["augmented"] = used  # only where a stage opts out: older fingerprints stay valid
     d["max_steps"] = max_steps
     return d
 
@@ -514,9 +520,11 @@ class Trainer:
                      f"{len(extra)} variants")
         return self._distill_ds
 
-    def phase_ds(self, loss: str) -> Encoded:
+    def phase_ds(self, stage: StageConfig, loss: str) -> Encoded:
         # the ground-truth task loss never reads an augmented row (its label is a guess)
-        return self.train_ds if loss == "ce" else self.distill_ds()
+        if loss == "ce" or not stage.augmented(self.cfg.data):
+            return self.train_ds
+        return self.distill_ds()
 
     def batches_per_epoch(self, ds: Encoded | None = None) -> int:
         n = math.ceil(len(ds if ds is not None else self.train_ds) / self.dist.world)
@@ -524,7 +532,7 @@ class Trainer:
 
     def stage_steps(self, stage: StageConfig) -> int:
         # epochs of a distilling stage count over the distillation data
-        ds = self.phase_ds(stage.resolved_loss)
+        ds = self.phase_ds(stage, stage.resolved_loss)
         n = stage.steps if stage.steps is not None else max(
             1, math.ceil(stage.epochs * self.batches_per_epoch(ds)))
         return min(n, self.max_steps) if self.max_steps else n
@@ -819,7 +827,7 @@ class _StageRun:
 
     def _batches_from(self, step: int):
         """(epoch, batch list) pairs from global step ``step`` of the phase on."""
-        ds = self.tr.phase_ds(self.phases[self.phase_i].loss)
+        ds = self.tr.phase_ds(self.stage, self.phases[self.phase_i].loss)
         per = self.tr.batches_per_epoch(ds)
         epoch, offset = divmod(step, per)
         seed = self.cfg.train.seed + 1000 * self.idx + 100 * self.phase_i

@@ -449,6 +449,33 @@ def test_augmented_distillation_data(tmp_path):
         plain.run()
 
 
+def test_stage_opts_out_of_augmentation(tmp_path):
+    """``augment: false``: that stage distils on the original rows, so it is the same stage as
+    in a run without data.augment and shares its checkpoint; later stages still read variants."""
+    base = (ROOT / "models" / "tiny-test.yaml").read_text().split("  - {name: ternary")[0]
+    plain = base + ("  - {name: ternary, type: ternary, width: 0.5, epochs: 1}\n"
+                    "  - {name: bibert, type: bibert, epochs: 1, loss: prediction}\n")
+    aug = plain.replace("dir: data/glue", f"dir: {ROOT / 'data/glue'}\n  augment: {{copies: 3}}"
+                        ).replace("epochs: 1}\n  - {name: bibert", "epochs: 1, augment: false}\n"
+                                  "  - {name: bibert")
+    plain = plain.replace("dir: data/glue", f"dir: {ROOT / 'data/glue'}")
+    tr = Trainer(config_from_text(aug), tmp_path, progress=False)
+    s = tr.run()
+    assert s["ternary"]["steps"] == 8  # 64 original rows / batch 8
+    assert s["bibert"]["steps"] == -(-len(tr.distill_ds()) // 8) > 8
+    shared = Trainer(config_from_text(plain), tmp_path, progress=False)
+    assert shared._check_ckpt(tmp_path / "ternary" / "final", 1)["complete"]
+    # the bibert stage read the variants: not the plain run's stage
+    with pytest.raises(BinbertError, match=r"bibert/final: .*differs in data\.augment"):
+        shared._check_ckpt(tmp_path / "bibert" / "final", 2)
+    # the other stage opting out is another run
+    other = aug.replace(", augment: false}", "}").replace("loss: prediction}",
+                                                           "loss: prediction, augment: false}")
+    with pytest.raises(BinbertError, match=r"bibert/final: .*differs in augmented"):
+        Trainer(config_from_text(other), tmp_path, progress=False)._check_ckpt(
+            tmp_path / "bibert" / "final", 2)
+
+
 def test_augment_config_errors(tmp_path):
     base = (ROOT / "models" / "tiny-test.yaml").read_text()
     for bad, msg in (("{copies: 0}", "data.augment.copies must be > 0"),
@@ -457,4 +484,19 @@ def test_augment_config_errors(tmp_path):
         f = tmp_path / "c.yaml"
         f.write_text(base.replace("dir: data/glue", f"dir: data/glue\n  augment: {bad}"))
         with pytest.raises(BinbertError, match=rf"c.yaml:\d+: {msg}"):
+            load_config(f)
+    # a stage's augment flag: needs data.augment, and a stage that reads augmented rows
+    for old, new, msg in (
+            ("{name: binary, type: binary, steps: 6}",
+             "{name: binary, type: binary, steps: 6, augment: true}",
+             r"stages\[3\] \(binary\).augment: true needs data.augment"),
+            ("{name: teacher, type: teacher, steps: 6}",
+             "{name: teacher, type: teacher, steps: 6, augment: false}",
+             r"stages\[0\] \(teacher\).augment: only distilling stages"),
+            ("{name: binary, type: binary, steps: 6}",
+             "{name: binary, type: binary, steps: 6, augment: 1}",
+             r"augment")):
+        f = tmp_path / "c.yaml"
+        f.write_text(base.replace(old, new))
+        with pytest.raises(BinbertError, match=rf"c.yaml:\d+: .*{msg}"):
             load_config(f)
