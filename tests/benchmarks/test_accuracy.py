@@ -116,3 +116,29 @@ def test_tuned_best_reads_the_competing_phase_of_the_history():
     assert accuracy.tuned_best(hist) == 0.8671  # not the start, not the intermediate phase
     assert accuracy.tuned_best(hist[:1]) is None
     assert accuracy.tuned_best([{"step": 0, "dev": {"acc": 0.5}}]) is None  # a split stage
+
+
+def test_augmented_variant_shares_the_bwn_stage(tmp_path):
+    """The augmented W1A1 row: the profile's copies and epochs land on the stage that reads the
+    variants only, and its BWN stage (augment: false) is the bwn-a8 row's, so it is shared."""
+    prof = accuracy.CPU_LONG_PROFILE
+    aug = accuracy.apply_profile(
+        load_config(ROOT / "models" / "minilm-sst2-bibert-multistep-aug.yaml"), prof, {})
+    assert aug.data.augment.copies == 4 and aug.data.augment.prob == 0.4
+    assert {s.name: s.epochs for s in aug.stages} == {"teacher": 2.0, "bwn": 9.0, "bibert": 3.0}
+    bwn = accuracy.apply_profile(load_config(ROOT / "models" / "minilm-sst2-bwn-a8.yaml"), prof, {})
+    _write_run(tmp_path / "runs" / "bwn-a8", bwn)
+    for stage in ("teacher", "bwn"):
+        (tmp_path / "runs" / "bwn-a8" / stage / "final").mkdir(parents=True)
+        (tmp_path / "runs" / "bwn-a8" / stage / "final" / "state.json").write_text("{}")
+    run = tmp_path / "runs" / "bibert-multistep-aug"
+    _write_run(run, aug)
+    accuracy.share_stages(tmp_path, run / "config.yaml", run)
+    assert (run / "teacher").is_symlink() and (run / "bwn").is_symlink()
+    # the same variant with the BWN stage reading the variants too shares only the teacher
+    own = dataclasses.replace(aug, stages=tuple(dataclasses.replace(s, augment=None)
+                                                for s in aug.stages))
+    run2 = tmp_path / "runs" / "own-bwn"
+    _write_run(run2, own)
+    accuracy.share_stages(tmp_path, run2 / "config.yaml", run2)
+    assert (run2 / "teacher").is_symlink() and not (run2 / "bwn").exists()
