@@ -30,7 +30,7 @@ from hw.encoder_params import Attention, EncoderLayer, LayerNorm
 from hw.errors import BinbertError
 from hw.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.linear import LinearUnitParams
-from hw.lut import RequantUnitParams, code_shape, requant_pipeline
+from hw.lut import RequantUnitParams, code_shape, const_layout, requant_pipeline, rows_consts
 from hw.softmax import ProbsParams
 from hw.streamutil import Fork, Regroup, StreamFifo
 
@@ -356,23 +356,17 @@ class AttentionCore(wiring.Component):
                     for c in range(chunks):
                         with m.Case(c):
                             m.d.sync += s_val[e].eq(ctx[c * cl + e])
+        rows = rows_consts(rq)
         if per_row:
-            layout = data.StructLayout({"m": data.ArrayLayout(unsigned(rq.m_bits), cl),
-                                        "b": data.ArrayLayout(signed(rq.bias_bits), cl)})
-
-            def col(c):
-                return (int(rq.mult[0, c if rq.mult.shape[1] > 1 else 0]),
-                        int(rq.bias[c if rq.bias.shape[0] > 1 else 0]))
-            init = [{"m": [col(h * d + c * cl + e)[0] for e in range(cl)],
-                     "b": [col(h * d + c * cl + e)[1] for e in range(cl)]}
-                    for h in range(H) for c in range(chunks)]
-            crom = memory.Memory(shape=layout, depth=H * chunks, init=init)
+            init = [rows[h * d + c * cl: h * d + (c + 1) * cl] for h in range(H) for c in range(chunks)]
+            crom = memory.Memory(shape=data.ArrayLayout(const_layout(rq), cl), depth=H * chunks,
+                                 init=init)
             m.submodules.ctx_consts = crom
             c_rd = crom.read_port(domain="sync")
             m.d.comb += [c_rd.addr.eq(ser_h * chunks + ser_c), c_rd.en.eq(en)]
-            consts = [([c_rd.data.m[e]], c_rd.data.b[e]) for e in range(cl)]
+            consts = [c_rd.data[e] for e in range(cl)]
         else:
-            consts = [([int(rq.mult[0, 0])], int(rq.bias[0]))] * cl
+            consts = rows * cl
         codes = requant_pipeline(m, rq, [[v] for v in s_val], consts, en, lanes=cl, name="ctx")
         z_valid, o_valid = Signal(), Signal()
         with m.If(en):

@@ -204,6 +204,31 @@ class Requant:
             return (z >= 0).astype(np.int64)
         return np.clip((z + (1 << (self.shift - 1))) >> self.shift, self.lo, self.hi)
 
+    @property
+    def is_threshold(self) -> bool:
+        """One term to one bit: [acc·M + B >= 0] is [acc >= T] with M >= 0, so the hardware
+        compares the accumulator with a per-row threshold T (no multiplier, no z register)."""
+        return self.out_bits == 1 and self.terms == 1
+
+    @property
+    def t_bits(self) -> int:
+        """Signed width of T: the accumulator range plus one past its top (never set)."""
+        return self.acc_bits + 1
+
+    def thresholds(self) -> np.ndarray:
+        """(rows,) T with [acc >= T] == [acc·M + B >= 0] for every acc of acc_bits (§7):
+        T = ceil(-B / M) for M > 0, clamped to [acc_min, acc_max + 1]; for M = 0 the bit is the
+        constant [B >= 0], T = acc_min (always 1) or acc_max + 1 (never)."""
+        if not self.is_threshold:
+            raise BinbertError(f"Requant.thresholds: needs out_bits 1 and one term, not "
+                               f"out_bits {self.out_bits} with {self.terms} terms")
+        lo, hi = signed_range(self.acc_bits)
+        m = np.broadcast_to(self.mult[0], (self.rows,)).astype(np.int64)
+        b = np.broadcast_to(self.bias, (self.rows,)).astype(np.int64)
+        t = -np.floor_divide(b, np.maximum(m, 1))  # ceil(-B / M), exact in integers
+        t = np.where(m > 0, t, np.where(b >= 0, lo, hi + 1))
+        return np.clip(t, lo, hi + 1).astype(np.int64)
+
 
 # --------------------------------------------------------------------------------------------
 # §12: ROM lookup after a requantizer (GELU, tanh)

@@ -12,7 +12,10 @@ Stream contract of :class:`RequantUnit`:
     MVU whose weight rows interleave the terms (row ``n·T + t``, see hw/linear.py);
   * ``o``: ArrayLayout(signed(out_bits), lanes) (``unsigned(1)`` bits for out_bits = 1).
 A four-register pipeline (constants ROM read, its registered copy, z = Σ acc·M + B,
-round/clamp; +1 for the Lut ROM) that stalls on backpressure: one beat per cycle.
+round/clamp; +1 for the Lut ROM) that stalls on backpressure: one beat per cycle. A one-term
+requantizer to one bit (``Requant.is_threshold``, BiBERT's sign activations) stores a threshold
+T per row instead of M and B and registers [acc >= T] where z would be: no multiplier, same
+latency.
 """
 from __future__ import annotations
 
@@ -26,12 +29,30 @@ from amaranth.lib.wiring import In, Out
 from hw.encoder_params import Lut, Requant
 from hw.errors import BinbertError
 
-__all__ = ["RequantUnitParams", "RequantUnit", "code_shape"]
+__all__ = ["RequantUnitParams", "RequantUnit", "code_shape", "const_layout", "rows_consts"]
 
 
 def code_shape(bits: int):
     """Shape of one activation code in a stream: a bit for 1-bit codes, else signed(bits)."""
     return unsigned(1) if bits == 1 else signed(bits)
+
+
+def const_layout(rq: Requant) -> data.StructLayout:
+    """One row's constants as the RTL stores them: the threshold T, or M per term and B."""
+    if rq.is_threshold:
+        return data.StructLayout({"t": signed(rq.t_bits)})
+    return data.StructLayout({"m": data.ArrayLayout(unsigned(max(1, rq.m_bits)), rq.terms),
+                              "b": signed(rq.bias_bits)})
+
+
+def rows_consts(rq: Requant) -> list[dict]:
+    """Every row's constants (``const_layout`` fields as ints); one entry when all rows share
+    them (broadcast M and B)."""
+    if rq.is_threshold:
+        return [{"t": int(v)} for v in rq.thresholds()]
+    mult = np.broadcast_to(rq.mult, (rq.terms, rq.rows))
+    bias = np.broadcast_to(rq.bias, (rq.rows,))
+    return [{"m": [int(v) for v in mult[:, r]], "b": int(bias[r])} for r in range(rq.rows)]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -95,16 +116,22 @@ def requant_pipeline(m: Module, rq: Requant, accs, row_consts, en, *, lanes: int
     """Registered z = Σ_t acc_t·M_t + B then rounded/clamped code, for ``lanes`` rows.
 
     ``accs[l][t]``: accumulator values (already registered by the caller); ``row_consts``: per
-    lane (mult list, bias) values (signals or ints). Returns the code values (registered) one
-    stage later than z; every register loads only while ``en``.
+    lane the ``const_layout`` fields (a view or a dict of ints). Returns the code values
+    (registered) one stage later than z; every register loads only while ``en``.
     """
+    out_shape = code_shape(rq.out_bits)
+    codes = [Signal(out_shape, name=f"{name}_c{l}") for l in range(lanes)]
+    if rq.is_threshold:
+        bits = [Signal(name=f"{name}_t{l}") for l in range(lanes)]
+        with m.If(en):
+            for l in range(lanes):
+                m.d.sync += [bits[l].eq(accs[l][0] >= row_consts[l]["t"]), codes[l].eq(bits[l])]
+        return codes
     z = [Signal(signed(rq.z_bits), name=f"{name}_z{l}") for l in range(lanes)]
     with m.If(en):
         for l in range(lanes):
-            mults, bias = row_consts[l]
-            m.d.sync += z[l].eq(sum(accs[l][t] * mults[t] for t in range(rq.terms)) + bias)
-    out_shape = code_shape(rq.out_bits)
-    codes = [Signal(out_shape, name=f"{name}_c{l}") for l in range(lanes)]
+            c = row_consts[l]
+            m.d.sync += z[l].eq(sum(accs[l][t] * c["m"][t] for t in range(rq.terms)) + c["b"])
     with m.If(en):
         for l in range(lanes):
             if rq.out_bits == 1:
@@ -152,23 +179,10 @@ class RequantUnit(wiring.Component):
             for l in range(lanes):
                 for t in range(terms):
                     m.d.sync += acc1[l][t].eq(self.i.payload[l * terms + t])
-        per_row_m = rq.mult.shape[1] > 1
-        per_row_b = rq.bias.shape[0] > 1
-        m_shape = unsigned(max(1, rq.m_bits))
-        b_shape = signed(rq.bias_bits)
-        if per_row_m or per_row_b:
-            layout = data.StructLayout({
-                "m": data.ArrayLayout(data.ArrayLayout(m_shape, terms), lanes),
-                "b": data.ArrayLayout(b_shape, lanes)})
-
-            def row(r):
-                mm = [int(rq.mult[t, r if per_row_m else 0]) for t in range(terms)]
-                return mm, int(rq.bias[r if per_row_b else 0])
-
-            init = []
-            for b in range(beats):
-                rows = [row(b * lanes + l) for l in range(lanes)]
-                init.append({"m": [mm for mm, _ in rows], "b": [bb for _, bb in rows]})
+        rows = rows_consts(rq)
+        if len(rows) > 1:
+            layout = data.ArrayLayout(const_layout(rq), lanes)
+            init = [rows[b * lanes: (b + 1) * lanes] for b in range(beats)]
             rom = memory.Memory(shape=layout, depth=beats, init=init)
             m.submodules.consts = rom
             rd = rom.read_port(domain="sync")
@@ -178,9 +192,9 @@ class RequantUnit(wiring.Component):
             held = Signal(layout)
             with m.If(en):
                 m.d.sync += held.eq(rd.data)
-            consts = [([held.m[l][t] for t in range(terms)], held.b[l]) for l in range(lanes)]
+            consts = [held[l] for l in range(lanes)]
         else:
-            consts = [([int(rq.mult[t, 0]) for t in range(terms)], int(rq.bias[0]))] * lanes
+            consts = rows * lanes
         v1b = Signal()
         acc1b = [[Signal(signed(p.acc_bits), name=f"accb_{l}_{t}") for t in range(terms)] for l in range(lanes)]
         with m.If(en):

@@ -50,6 +50,34 @@ def test_requant_rejects_bad_params(kwargs, match):
         Requant(**kwargs)
 
 
+@pytest.mark.parametrize("acc_bits", [2, 5, 9])
+def test_requant_threshold_form_equals_sign_bit(acc_bits):
+    """One term to one bit: [acc >= T] == [acc·M + B >= 0] for every accumulator value, with
+    M = 0 rows and biases whose T falls outside the accumulator range on both sides."""
+    rng = np.random.default_rng(acc_bits)
+    n, mb = 64, 6
+    mult = rng.integers(0, 1 << mb, (1, n))
+    mult[0, :6] = 0
+    bias = rng.integers(-(1 << (acc_bits + mb)), 1 << (acc_bits + mb), n)
+    bias[:3], bias[3:6] = 0, -1   # M = 0 with B = 0 (always 1) and with B < 0 (never)
+    rq = Requant(mult=mult, bias=bias, shift=4, acc_bits=acc_bits, out_bits=1, m_bits=mb)
+    assert rq.is_threshold
+    lo, hi = signed_range(acc_bits)
+    accs = np.repeat(np.arange(lo, hi + 1)[None, :, None], n, axis=2)
+    assert np.array_equal((accs[0] >= rq.thresholds()).astype(np.int64), rq.compute(accs))
+    t = rq.thresholds()
+    assert t.min() == lo and t.max() == hi + 1  # the clamps are exercised
+    assert signed_bits(int(t.min()), int(t.max())) <= rq.t_bits
+    # broadcast constants: one threshold
+    one = Requant(mult=[[3]], bias=[-7], shift=2, acc_bits=acc_bits, out_bits=1)
+    assert one.thresholds().tolist() == [min(3, hi + 1)]  # ceil(7 / 3)
+    for multi in (Requant(mult=[[1], [2]], bias=[0], shift=2, acc_bits=4, out_bits=1),
+                  Requant(mult=[[1]], bias=[0], shift=2, acc_bits=4, out_bits=2)):
+        assert not multi.is_threshold
+        with pytest.raises(BinbertError, match="Requant.thresholds: needs out_bits 1 and one term"):
+            multi.thresholds()
+
+
 def test_requant_rejects_out_of_range_accumulators():
     op = Requant(mult=[[1]], bias=[0], shift=1, acc_bits=4, out_bits=4)
     with pytest.raises(BinbertError, match="accumulators outside"):

@@ -41,6 +41,10 @@ def _run_unit(params, accs, *, idle=0.0, stall=0.0, seed=0):
 
 CASES = {
     "sign_T2_rows": dict(terms=2, acc_bits=9, out_bits=1, real_scale=0.02, per_row=True),
+    # one term to one bit: the threshold form (acc >= T)
+    "sign_T1_rows": dict(terms=1, acc_bits=9, out_bits=1, real_scale=0.02, per_row=True,
+                         bias_scale=3.0),
+    "sign_T1_bcast": dict(terms=1, acc_bits=7, out_bits=1, real_scale=0.02, per_row=False),
     "a4_T1_bcast": dict(terms=1, acc_bits=12, out_bits=4, real_scale=0.01, per_row=False),
     "a2_T2_rows": dict(terms=2, acc_bits=10, out_bits=2, real_scale=0.01, per_row=True),
     "relu_a3": dict(terms=1, acc_bits=10, out_bits=3, real_scale=0.02, per_row=True, lo=0),
@@ -59,6 +63,7 @@ def test_requant_unit_matches_golden(case, lanes):
     accs = _accs(rng, op.terms, 40, n, op.acc_bits)
     got, _ = _run_unit(params, accs, idle=0.2, stall=0.3)
     assert np.array_equal(got, params.compute(accs))
+    assert op.is_threshold == (op.out_bits == 1 and op.terms == 1)
     if op.out_bits > 1:  # the case exercises both clamps
         want = params.compute(accs)
         assert want.min() == op.lo and want.max() == op.hi
@@ -75,6 +80,23 @@ def test_gelu_lut_matches_golden(lanes, out_bits):
     want = params.compute(accs)
     assert np.array_equal(got, want)
     assert len(np.unique(want)) > 3  # the table is actually exercised
+
+
+def test_threshold_unit_every_accumulator_value():
+    """The threshold form on every accumulator value, with rows whose T lies below, inside and
+    above the accumulator range (M = 0 rows included)."""
+    from hw.encoder_params import Requant
+
+    acc_bits, n = 6, 8
+    mult = np.array([[0, 0, 5, 1, 40, 7, 3, 60]])
+    bias = np.array([0, -1, 12, -31, 5000, -5000, 0, -200])
+    op = Requant(mult=mult, bias=bias, shift=3, acc_bits=acc_bits, out_bits=1, m_bits=6)
+    t = op.thresholds()
+    assert t.min() == -32 and t.max() == 32 and len(set(t.tolist())) > 4
+    params = RequantUnitParams(op=op, n=n, lanes=2)
+    accs = np.repeat(np.arange(-32, 32)[None, :, None], n, axis=2)
+    got, _ = _run_unit(params, accs, idle=0.1, stall=0.2, seed=3)
+    assert np.array_equal(got, params.compute(accs))
 
 
 def test_requant_unit_one_beat_per_cycle():
