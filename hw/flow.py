@@ -223,6 +223,16 @@ def overused(log: str) -> str:
     return ", ".join(dict.fromkeys(over))
 
 
+def placement_failure(log: str, target: "Target") -> str:
+    """'no legal placement at 4981 / 5280 ICESTORM_LC (94 %)' when nextpnr's placer gave up on a
+    design whose cells do fit the device (carry chains and shared clock enables / resets per
+    logic block make the last few percent unusable); '' otherwise."""
+    if "Unable to find legal placement" not in log:
+        return ""
+    m = re.search(rf"Info:\s+{target.pnr_lut}:\s+(\d+)/\s*(\d+)\s+(\d+)%", log)
+    return "no legal placement" + (f" at {m[1]} / {m[2]} {target.pnr_lut} ({m[3]} %)" if m else "")
+
+
 def last_error(log: str) -> str:
     """The first ERROR line of a tool log (the one that explains the failure)."""
     for line in log.splitlines():
@@ -374,7 +384,7 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
         except BinbertError as exc:
             pnr_log = (out / f"nextpnr_seed{seed}.log")
             text = pnr_log.read_text(errors="replace") if pnr_log.exists() else str(exc)
-            over = overused(text)
+            over = overused(text) or placement_failure(text, target)
             if over:
                 raise DoesNotFit(f"design does not fit {target.name}: {over} (nextpnr)",
                                  partial) from None

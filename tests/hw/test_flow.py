@@ -266,6 +266,14 @@ def test_overuse_read_from_nextpnr_log(ice40_build):
     used, avail = int(row.group(1)), int(row.group(2))
     bigger = log.replace(row.group(0), row.group(0).replace(f"{used}/", f"{avail + 7}/", 1))
     assert flow.overused(bigger) == f"{avail + 7} ICESTORM_LC > {avail}"
+    # the placer giving up below 100 % is a no-fit too, named with nextpnr's own cell count
+    ice = flow.TARGETS["ice40-up5k"]
+    assert flow.placement_failure(log, ice) == ""
+    failed = log + "\nERROR: Unable to find legal placement for all cells, design is probably " \
+                   "at utilisation limit.\n"
+    pct = re.search(r"Info:\s+ICESTORM_LC:\s+\d+/\s*\d+\s+(\d+)%", log).group(1)
+    assert flow.placement_failure(failed, ice) == \
+        f"no legal placement at {used} / {avail} ICESTORM_LC ({pct} %)"
 
 
 @pytest.mark.parametrize("name", list(flow.TARGETS))
