@@ -76,9 +76,12 @@ RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4"
 
 # notes both CPU profiles share
 TRUNCATED = "sequences truncated to 48 tokens (configs: 64); batches padded to their longest sentence"
-NO_AUGMENT = ("no data augmentation (as the configs) except in the row that names it, whose "
-              "config augments with TinyBERT's 20 variants per sentence: here 4 (`data.augment."
-              "copies`), 3 epochs over the 5x larger distillation data")
+def augment_note(profile: dict) -> str:
+    n = profile["augment"]["copies"]
+    return ("no data augmentation (as the configs) except in the row that names it, whose "
+            f"config augments with TinyBERT's 20 variants per sentence: here {n} "
+            f"(`data.augment.copies`), {profile['augmented_epochs']:g} epoch(s) over the about "
+            f"{n + 1}x larger distillation data (configs: 3)")
 
 # The CPU profile: what the 2-core CPU run changes against the configs (all variants alike).
 CPU_PROFILE = {
@@ -96,7 +99,7 @@ CPU_NOTES = [
     "epochs: teacher 2 (lr 1e-4), ternary 1, binary 1; BWN and BiBERT 2 (= ternary + binary) "
     "(configs: 3 / 6 / 6 / 12)",
     "dev evaluated at the end of each distillation phase only (configs: every 200 steps)",
-    NO_AUGMENT,
+    augment_note(CPU_PROFILE),
     "one thread per run (faster than two on the shared 2-core machine)",
     # out/bench-accuracy/runs/*/binary/metrics.json
     "in 94 binary steps the fine-tuning of a fully split model never beats it (tws-a8, tws-a4, "
@@ -131,7 +134,7 @@ CPU_LONG_NOTES = [
     "6 ternary epochs lifted TWN A4 to 87.37",
     "dev evaluated every 217 steps (one epoch) and at the end of each distillation phase "
     "(configs: every 200 steps)",
-    NO_AUGMENT,
+    augment_note(CPU_LONG_PROFILE),
     "one thread per run, two runs side by side on the 2-core machine",
     # out/bench-accuracy-cpu-long/runs/tws-a{4,8}/binary/metrics.json, out/exp/a4-pred,
     # out/exp/a8-actint
