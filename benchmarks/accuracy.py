@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sw.config import DistillOverride, config_to_yaml, load_config  # noqa: E402
-from sw.train import _drop_none, _fingerprint  # noqa: E402
+from sw.train import stage_fingerprint  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
 
 # (variant, config, stage overrides, the stage whose result is reported, label, bits W-E-A)
@@ -267,8 +267,7 @@ def share_stages(out: Path, cfg_path: Path, run: Path) -> None:
             continue
         theirs = load_config(other / "config.yaml")
         for i, s in enumerate(want.stages):
-            if i >= len(theirs.stages) or _drop_none(_fingerprint(theirs, i, None)) != \
-                    _drop_none(_fingerprint(want, i, None)):
+            if i >= len(theirs.stages) or stage_fingerprint(theirs, i) != stage_fingerprint(want, i):
                 break
             src, dst = other / s.name, run / s.name
             if (src / "final" / "state.json").is_file() and not dst.exists():

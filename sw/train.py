@@ -367,6 +367,12 @@ def _drop_none(d: Any) -> Any:
     return d
 
 
+def stage_fingerprint(cfg: Config, upto: int, max_steps: int | None = None) -> dict:
+    """What a checkpoint of stage ``upto`` must have been trained with to be that stage of
+    ``cfg`` (unset keys left out, so adding an optional config key orphans no checkpoint)."""
+    return _drop_none(_fingerprint(cfg, upto, max_steps))
+
+
 def _diff(a: Any, b: Any, where: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in list(a) + [k for k in b if k not in a]:
@@ -549,9 +555,7 @@ class Trainer:
 
     def _check_ckpt(self, path: Path, idx: int) -> dict:
         state = read_state(path)
-        # unset (None) keys are left out on both sides, so adding an optional config key
-        # does not orphan checkpoints written before it existed
-        want = _drop_none(_fingerprint(self.cfg, idx, self.max_steps))
+        want = stage_fingerprint(self.cfg, idx, self.max_steps)
         have = _drop_none(state.get("fingerprint") or {})
         if have != want:
             where = _diff(have, want)
