@@ -69,6 +69,10 @@ VARIANTS = [
     ("bibert-multistep-aug", "minilm-sst2-bibert-multistep-aug.yaml", {}, "bibert",
      "BiBERT architecture from the BWN W1A8 model, prediction distillation on augmented data "
      "(multi-step)", "1-1-1"),
+    # the same with learned per-feature activation thresholds (RSign), folded into the requantizers
+    ("bibert-rsign", "minilm-sst2-bibert-rsign.yaml", {}, "bibert",
+     "BiBERT architecture from the BWN W1A8 model, learned activation thresholds, prediction "
+     "distillation on augmented data (multi-step)", "1-1-1"),
 ]
 # Variants that report a stage of another variant's run share its output directory.
 RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4",
@@ -457,7 +461,8 @@ TARGETS = (("tws-a8", 1.0, ""), ("tws-a8-split", 1.0, " (before the binary fine-
            ("tws-a4", 1.5, ""), ("tws-a4-split", 1.5, " (before the binary fine-tuning)"),
            ("bibert", 4.0, ""), ("bibert-multistep", 4.0, " (W1A1 from the BWN W1A8 model)"),
            ("bibert-multistep-ce", 4.0, " (W1A1 from the BWN W1A8 model, task loss only)"),
-           ("bibert-multistep-aug", 4.0, " (W1A1 from the BWN W1A8 model, augmented data)"))
+           ("bibert-multistep-aug", 4.0, " (W1A1 from the BWN W1A8 model, augmented data)"),
+           ("bibert-rsign", 4.0, " (W1A1 from the BWN W1A8 model, augmented data, learned thresholds)"))
 
 
 def targets(rows: list[dict]) -> list[str]:

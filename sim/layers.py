@@ -186,10 +186,13 @@ def res_inputs(rng: np.random.Generator, count: int, hidden: int, scale: float =
     return np.clip(_round(rng.normal(0, scale, (count, hidden)) * 2.0**RES_FRAC), lo, hi)
 
 
-def input_requant(rng: np.random.Generator, out_bits: int, *, scale: float = 1.0) -> Requant:
-    """§11 input requantizer r -> code: acc = r (RES_BITS), real = 2^-RES_FRAC / s_x, B = 0."""
+def input_requant(rng: np.random.Generator, out_bits: int, *, scale: float = 1.0, n: int | None = None) -> Requant:
+    """§11 input requantizer r -> code: acc = r (RES_BITS), real = 2^-RES_FRAC / s_x, B = 0.
+    A sign output over ``n`` features gets per-row thresholds B = -beta (learned RSign
+    thresholds, sw.quant), |beta| ~ 0.5 in real units."""
     if out_bits == 1:
-        return Requant(mult=[[1]], bias=[0], shift=1, acc_bits=RES_BITS, out_bits=1)
+        bias = [0] if n is None else _round(rng.normal(0, 0.5, n) * 2.0**RES_FRAC)
+        return Requant(mult=[[1]], bias=bias, shift=1, acc_bits=RES_BITS, out_bits=1)
     s_x = scale * rng.uniform(1.5, 2.5) / _mag(out_bits)
     (mult,), shift = arith.fold_scale(np.array([[2.0**-RES_FRAC / s_x]]))
     lo, hi = _act_range(out_bits)
@@ -223,8 +226,11 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
     cb = max_len * hi * _mag(v_bits)
     cbits = signed_bits(-cb, cb)
     typical = hi * _mag(v_bits) * (math.sqrt(max_len) if mode == "bi" else 1.0)
-    context = random_requant(rng, rows=1, terms=1, acc_bits=cbits, out_bits=c_bits,
-                             real_scale=2.0 * _mag(c_bits) / typical, per_row=False, bias_scale=0.0)
+    # a sign context gets per-row thresholds (learned RSign thresholds fold into B, sw.export)
+    sign_c = c_bits == 1
+    context = random_requant(rng, rows=ah if sign_c else 1, terms=1, acc_bits=cbits, out_bits=c_bits,
+                             real_scale=2.0 * _mag(c_bits) / typical, per_row=sign_c,
+                             bias_scale=0.5 if sign_c else 0.0)
     attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,
                           probs=probs, context=context, max_len=max_len)
     attn_out = random_binary_linear(rng, k=ah, n=hidden, terms=terms, in_bits=c_bits, out="res")
@@ -232,9 +238,9 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                                   out="gelu" if act == "gelu" and g_bits > 1 else "code", out_bits=g_bits,
                                   relu=act == "relu")
     ffn_out = random_binary_linear(rng, k=ffn, n=hidden, terms=terms, in_bits=g_bits, out="res")
-    return EncoderLayer(qkv_in=input_requant(rng, x_bits), query=qkv[0], key=qkv[1], value=qkv[2],
+    return EncoderLayer(qkv_in=input_requant(rng, x_bits, n=hidden), query=qkv[0], key=qkv[1], value=qkv[2],
                         attention=attention, attn_out=attn_out, ln1=random_layernorm(hidden, rng),
-                        ffn_in_q=input_requant(rng, f_bits), ffn_in=ffn_in, ffn_out=ffn_out,
+                        ffn_in_q=input_requant(rng, f_bits, n=hidden), ffn_in=ffn_in, ffn_out=ffn_out,
                         ln2=random_layernorm(hidden, rng))
 
 

@@ -275,6 +275,18 @@ def int_linear(lin: nn.Linear, name: str, in_bits: int, s_in: float, out_fn, opt
                      out=out_fn((s_in * s_w)[None], bias, signed_bits(-bound, bound)))
 
 
+def threshold_bias(q, n: int, name: str) -> np.ndarray:
+    """Real requantizer bias of a sign quantizer's learned thresholds: [x >= beta] is
+    [x - beta >= 0], so B = -beta per row (§7); [0] for a plain sign or a multi-bit code."""
+    beta = getattr(q, "beta", None) if getattr(getattr(q, "cfg", None), "threshold", False) else None
+    if beta is None:
+        return np.zeros(1)
+    b = beta.detach().double().cpu().numpy()
+    if b.shape != (n,):
+        raise BinbertError(f"{name}: {b.shape[0]} thresholds for {n} features")
+    return -b
+
+
 def _mag(bits: int) -> int:
     return 1 if bits == 1 else 1 << (bits - 1)
 
@@ -331,7 +343,8 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
     x = act_of(att.query.act_quant, f"{pre}.attention.self.query.act_quant")
     if att.key.act_quant is not att.query.act_quant or att.value.act_quant is not att.query.act_quant:
         raise BinbertError(f"{pre}.attention.self: Q, K and V must share one input quantizer")
-    qkv_in = requant([[res_step / x.step]], [0.0], 1.0, res, x, opts, f"{pre}.qkv_in")
+    qkv_in = requant([[res_step / x.step]], threshold_bias(att.query.act_quant, att.query.in_features, f"{pre}.qkv_in"),
+                     1.0, res, x, opts, f"{pre}.qkv_in")
 
     acts = {}
     for key in ("q", "k", "v"):
@@ -367,7 +380,8 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
                         recip_shift=pshift, out_bits=p.bits, hi=p.hi, m_bits=opts.m_bits)
         s_p = p.step
     cb = max_len * probs.hi * _mag(acts["v"].bits)
-    context = requant([[s_p * acts["v"].step]], [0.0], c_act.step, signed_bits(-cb, cb),
+    context = requant([[s_p * acts["v"].step]], threshold_bias(dense_out.act_quant, dense_out.in_features,
+                                                               f"{pre}.context"), c_act.step, signed_bits(-cb, cb),
                       c_act, opts, f"{pre}.context")
     attention = Attention(heads=heads, head_dim=d, q_bits=acts["q"].bits, k_bits=acts["k"].bits,
                           v_bits=acts["v"].bits, probs=probs, context=context, max_len=max_len)
@@ -380,7 +394,8 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
 
     inter = layer.intermediate.dense
     fx = act_of(inter.act_quant, f"{pre}.intermediate.dense.act_quant")
-    ffn_in_q = requant([[res_step / fx.step]], [0.0], 1.0, res, fx, opts, f"{pre}.ffn_in_q")
+    ffn_in_q = requant([[res_step / fx.step]], threshold_bias(inter.act_quant, inter.in_features, f"{pre}.ffn_in_q"),
+                       1.0, res, fx, opts, f"{pre}.ffn_in_q")
     out_dense = layer.output.dense
     o = act_of(out_dense.act_quant, f"{pre}.output.dense.act_quant")
 
@@ -434,7 +449,9 @@ def build_params(model: nn.Module, opts: ExportOptions | None = None, meta: dict
 
         if isinstance(pdense, QuantLinear) or hasattr(pdense, "weight_quant1"):
             px = act_of(pdense.act_quant, "pooler.dense.act_quant")
-            pooler_in = requant([[2.0**-opts.res_frac / px.step]], [0.0], 1.0, opts.res_bits, px, opts, "pooler_in")
+            pooler_in = requant([[2.0**-opts.res_frac / px.step]],
+                                threshold_bias(pdense.act_quant, pdense.in_features, "pooler_in"),
+                                1.0, opts.res_bits, px, opts, "pooler_in")
             pooler = binary_linear(pdense, "pooler.dense", px, tanh_lut)
         else:
             pooler_in = None

@@ -42,6 +42,9 @@ class QuantBertConfig:
     centered: BiBERT's row-centred binarization (weight="bwn" only)
     weight_per_row: per-row scales for the linears too (BiBERT); the embedding is always per row
     act_integer: round half up in the activation quantizers (integer-simulation path, §8)
+    act_threshold: act="sign" only: learned per-feature thresholds (ReActNet's RSign) on the
+               binarized inputs of Q/K/V, the attention output dense, FFN1 and the pooler. Not on
+               FFN2's: its input sign(gelu(z) - beta) is a shift of FFN1's bias, already learned.
     split: names of modules stored as two binary terms (set by sw.split.split_model)
     """
 
@@ -54,6 +57,7 @@ class QuantBertConfig:
     centered: bool = False
     weight_per_row: bool = False
     act_integer: bool = False
+    act_threshold: bool = False
     split: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
@@ -64,8 +68,10 @@ class QuantBertConfig:
         elif isinstance(self.act_bits, bool) or not isinstance(self.act_bits, int):
             raise BinbertError(f"act_bits={self.act_bits!r} must be an integer")
         _check_choice("attention", self.attention, ATTENTIONS)
-        for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer"):
+        for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer", "act_threshold"):
             _check_bool(name, getattr(self, name))
+        if self.act_threshold and self.act != "sign":
+            raise BinbertError(f"act_threshold=true needs act='sign', got act={self.act!r}")
         if self.centered and self.weight != "bwn":
             raise BinbertError(f"centered=true needs weight='bwn', got weight={self.weight!r}")
         if isinstance(self.split, list):
@@ -107,8 +113,10 @@ class QuantBertConfig:
             return WeightQuantConfig("fp")
         return WeightQuantConfig(self.weight, per_row=True, centered=self.centered)
 
-    def linear_act(self) -> ActQuantConfig:
-        return ActQuantConfig(self.act, bits=self.act_bits, integer=self.act_integer)
+    def linear_act(self, threshold: bool = False) -> ActQuantConfig:
+        """Input quantizer of a linear; ``threshold``: one of the inputs act_threshold covers."""
+        return ActQuantConfig(self.act, bits=self.act_bits, integer=self.act_integer,
+                              threshold=threshold and self.act_threshold)
 
     @property
     def is_quantized(self) -> bool:
@@ -155,21 +163,21 @@ class QuantBertSelfAttention(BertSelfAttention):
         self.mode = cfg.attention
 
         wcfg = cfg.linear_weight()
-        acfg = cfg.linear_act()
+        acfg = cfg.linear_act(threshold=True)
         # Q, K and V read the same input: one quantizer (owned here, borrowed by the three
         # projections), so the hardware feeds one code vector to all three
         dev = dict(device=source.query.weight.device, dtype=source.query.weight.dtype)
-        self.act_quant = ActQuantizer(acfg).to(**dev)
+        self.act_quant = ActQuantizer(acfg, features=source.query.in_features).to(**dev)
         self.query = QuantLinear.from_linear(source.query, wcfg, acfg, act_quant=self.act_quant)
         self.key = QuantLinear.from_linear(source.key, wcfg, acfg, act_quant=self.act_quant)
         self.value = QuantLinear.from_linear(source.value, wcfg, acfg, act_quant=self.act_quant)
 
-        inner = ActQuantConfig("sign") if self.mode == "bi" else acfg
+        inner = ActQuantConfig("sign") if self.mode == "bi" else cfg.linear_act()
         self.q_quant = ActQuantizer(inner).to(**dev)
         self.k_quant = ActQuantizer(inner).to(**dev)
         self.v_quant = ActQuantizer(inner).to(**dev)
         # bi mode uses heaviside (no parameters); softmax mode quantizes the probabilities
-        self.p_quant = ActQuantizer(ActQuantConfig("fp") if self.mode == "bi" else acfg).to(**dev)
+        self.p_quant = ActQuantizer(ActQuantConfig("fp") if self.mode == "bi" else cfg.linear_act()).to(**dev)
         self._record: dict | None = None
         self.train(source.training)  # a fresh Module is in training mode; keep the source's
 
@@ -235,15 +243,15 @@ def quantize_bert(model: nn.Module, cfg: QuantBertConfig) -> nn.Module:
     if bert.config.is_decoder or bert.config.add_cross_attention:
         raise BinbertError("quantize_bert supports encoder (bidirectional) BERTs only")
 
-    wcfg, acfg = cfg.linear_weight(), cfg.linear_act()
+    wcfg, acfg, tcfg = cfg.linear_weight(), cfg.linear_act(), cfg.linear_act(threshold=True)
     base_cfg = replace(cfg, split=())
     for layer in bert.encoder.layer:
         layer.attention.self = QuantBertSelfAttention(layer.attention.self, base_cfg)
-        layer.attention.output.dense = QuantLinear.from_linear(layer.attention.output.dense, wcfg, acfg)
-        layer.intermediate.dense = QuantLinear.from_linear(layer.intermediate.dense, wcfg, acfg)
+        layer.attention.output.dense = QuantLinear.from_linear(layer.attention.output.dense, wcfg, tcfg)
+        layer.intermediate.dense = QuantLinear.from_linear(layer.intermediate.dense, wcfg, tcfg)
         layer.output.dense = QuantLinear.from_linear(layer.output.dense, wcfg, acfg)
     if cfg.pooler and bert.pooler is not None:
-        bert.pooler.dense = QuantLinear.from_linear(bert.pooler.dense, wcfg, acfg)
+        bert.pooler.dense = QuantLinear.from_linear(bert.pooler.dense, wcfg, tcfg)
     if cfg.embedding:
         emb = bert.embeddings
         emb.word_embeddings = QuantEmbedding.from_embedding(emb.word_embeddings, cfg.embedding_weight())

@@ -336,12 +336,15 @@ class ActQuantConfig:
     integer: round half up instead of half to even (the integer-simulation path, §8).
     init: first-batch initial value of the clip (uniform) or step (lsq); None = data rule
           (uniform: max|x|; lsq: 2 mean|x| / sqrt(Qp), Esser et al.).
+    threshold: sign only: a learned per-feature threshold beta, code = [x >= beta] (ReActNet's
+          RSign); it starts at 0 (plain sign) and folds into the requantizer's per-row B (§7).
     """
 
     method: str = "fp"
     bits: int = 8
     integer: bool = False
     init: float | None = None
+    threshold: bool = False
 
     def __post_init__(self):
         _check_choice("act method", self.method, ACT_METHODS)
@@ -353,6 +356,9 @@ class ActQuantConfig:
         if self.init is not None and (isinstance(self.init, bool) or not isinstance(self.init, (int, float))
                                       or not self.init > 0 or not math.isfinite(self.init)):
             raise BinbertError(f"act init={self.init!r} must be a positive number or null")
+        _check_bool("threshold", self.threshold)
+        if self.threshold and self.method != "sign":
+            raise BinbertError(f"act threshold=true applies to sign activations only, not method={self.method!r}")
 
     @property
     def out_bits(self) -> int | None:
@@ -398,9 +404,10 @@ class ActQuantizer(nn.Module):
     uniform: parameter ``clip`` (step = clip / Qp); lsq: parameter ``step``. Both are set from
     the first batch seen (in train or eval mode) unless the ``initialized`` buffer is already
     true, e.g. after ``load_state_dict``. ``integer`` switches rounding to half up (§8).
+    sign with ``threshold``: parameter ``beta`` (``features`` of them, over the last axis).
     """
 
-    def __init__(self, cfg: ActQuantConfig | None = None):
+    def __init__(self, cfg: ActQuantConfig | None = None, *, features: int | None = None):
         super().__init__()
         self.cfg = cfg if cfg is not None else ActQuantConfig()
         if not isinstance(self.cfg, ActQuantConfig):
@@ -410,6 +417,10 @@ class ActQuantizer(nn.Module):
             self.clip = nn.Parameter(torch.tensor(1.0))
         elif self.cfg.method == "lsq":
             self.step = nn.Parameter(torch.tensor(1.0))
+        elif self.cfg.threshold:
+            if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+                raise BinbertError(f"act threshold=true needs features (a positive int), got {features!r}")
+            self.beta = nn.Parameter(torch.zeros(features))
         if self.learned:
             self.register_buffer("initialized", torch.tensor(False))
 
@@ -451,7 +462,7 @@ class ActQuantizer(nn.Module):
         if m == "fp":
             return x
         if m == "sign":
-            return SignSTE.apply(x)
+            return SignSTE.apply(self._shifted(x))
         if not bool(self.initialized):
             self._init_from(x)
         if m == "lsq":
@@ -463,7 +474,7 @@ class ActQuantizer(nn.Module):
         """Hardware codes of x as int32: A-bit two's complement values, or sign bits {0,1}."""
         m = self.cfg.method
         if m == "sign":
-            return sign_codes(x).to(torch.int32)
+            return sign_codes(self._shifted(x)).to(torch.int32)
         if m == "fp":
             raise BinbertError("act method='fp' has no integer codes")
         if not bool(self.initialized):
@@ -472,8 +483,16 @@ class ActQuantizer(nn.Module):
             return lsq_codes(x, self.step, self.cfg.bits, self.rounding).to(torch.int32)
         return uniform_codes(x, self.clip, self.cfg.bits, self.rounding).to(torch.int32)
 
+    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.threshold:
+            return x
+        if x.shape[-1] != self.beta.shape[0]:
+            raise BinbertError(f"act quantizer: input has {x.shape[-1]} features, beta has {self.beta.shape[0]}")
+        return x - self.beta
+
     def extra_repr(self) -> str:
-        return f"method={self.cfg.method!r}, bits={self.bits}, integer={self.integer}"
+        extra = f", threshold={self.beta.shape[0]}" if self.cfg.threshold else ""
+        return f"method={self.cfg.method!r}, bits={self.bits}, integer={self.integer}{extra}"
 
 
 class QuantLinear(nn.Linear):
@@ -487,7 +506,7 @@ class QuantLinear(nn.Linear):
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.weight_quant = WeightQuantizer(wcfg)
-        self.act_quant = ActQuantizer(acfg)
+        self.act_quant = ActQuantizer(acfg, features=in_features)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, wcfg: WeightQuantConfig | None = None,
@@ -507,7 +526,8 @@ class QuantLinear(nn.Linear):
         if act_quant is not None:
             share_act_quant(q, act_quant)
         else:
-            q.act_quant = ActQuantizer(acfg).to(device=linear.weight.device, dtype=linear.weight.dtype)
+            q.act_quant = ActQuantizer(acfg, features=linear.in_features).to(
+                device=linear.weight.device, dtype=linear.weight.dtype)
         return q
 
     def quantized_weight(self) -> torch.Tensor:

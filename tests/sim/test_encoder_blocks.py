@@ -52,7 +52,8 @@ def _export(tmp_path_factory, variant, hidden, inter):
 
 @pytest.fixture(scope="module")
 def bi_export(tmp_path_factory):
-    return _export(tmp_path_factory, "bi", 16, 32)
+    # with learned thresholds: the per-row B of the input and context requantizers (§7)
+    return _export(tmp_path_factory, "bi_rsign", 16, 32)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ VARIANTS = {
     "binary": (dict(weight="bwn", act="lsq", act_bits=4), False, {}),
     "ternary": (dict(weight="twn", act="lsq", act_bits=2), False, {}),
     "bi": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True), False, {}),
+    # learned per-feature activation thresholds (RSign), set to random values after quantizing
+    "bi_rsign": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True,
+                      act_threshold=True), False, {}),
     "uniform8_relu": (dict(weight="bwn", act="uniform", act_bits=8), False, {"hidden_act": "relu"}),
     "fp_pooler_emb": (dict(weight="bwn", act="lsq", act_bits=8, pooler=False, embedding=False), False,
                       {"hidden_act": "gelu_new"}),
@@ -70,6 +73,11 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
 
         keep_units(model, [torch.arange(0, heads, 2)] * layers, [torch.arange(1, inter, 2)] * layers)
     quantize_bert(model, QuantBertConfig(**qkw))
+    with torch.no_grad():  # thresholds on the scale of each input: LayerNorm outputs ~1, counts ~t
+        for name, p in model.named_parameters():
+            if name.endswith("act_quant.beta"):
+                spread = 2.0 if "attention.output" in name else 0.5
+                p.copy_(torch.randn(p.shape) * spread)
     with torch.no_grad():  # first batch initialises the LSQ steps / uniform clips
         model(**batch(seed + 100, b=16, t=min(24, max_pos), vocab=vocab))
     if split:

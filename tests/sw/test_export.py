@@ -144,6 +144,35 @@ def test_ops_chosen_per_config(models):
     assert fp.pooler_in is None and not isinstance(fp.pooler, BinaryLinear) and fp.embedding.word_table is not None
 
 
+def test_learned_thresholds_fold_into_the_requantizer_bias(models):
+    """RSign thresholds: the golden requantizers' bits equal the fake-quant codes [x >= beta] on
+    every residual value and context count, and differ from the plain sign (they are used)."""
+    model = models["bi_rsign"]
+    params = build_params(model)
+    frac, res = params.res_frac, params.res_bits
+    r = np.arange(-(1 << (res - 1)), 1 << (res - 1), 7)  # residual codes across the whole range
+    plain = (r >= 0).astype(np.int64)
+    max_len = params.layers[0].attention.max_len
+    counts = np.arange(-max_len, max_len + 1)
+    for i, layer in enumerate(model.bert.encoder.layer):
+        ops = params.layers[i]
+        cases = [(ops.qkv_in, layer.attention.self.act_quant, r, r * 2.0**-frac),
+                 (ops.ffn_in_q, layer.intermediate.dense.act_quant, r, r * 2.0**-frac),
+                 (ops.attention.context, layer.attention.output.dense.act_quant, counts, counts)]
+        for op, q, acc, real in cases:
+            n = q.beta.shape[0]
+            assert op.rows == n and op.is_threshold
+            grid = np.repeat(acc[:, None], n, axis=1)
+            want = q.codes(torch.tensor(np.repeat(real[:, None], n, axis=1))).numpy()
+            assert np.array_equal(op.compute(grid[None]), want)
+            assert not np.array_equal(op.compute(grid[None]), np.repeat((acc >= 0)[:, None], n, axis=1))
+    px = model.bert.pooler.dense.act_quant
+    grid = np.repeat(r[:, None], px.beta.shape[0], axis=1)
+    want = px.codes(torch.tensor(grid * 2.0**-frac)).numpy()
+    assert np.array_equal(params.pooler_in.compute(grid[None]), want)
+    assert not np.array_equal(want, np.repeat(plain[:, None], px.beta.shape[0], axis=1))
+
+
 @pytest.mark.parametrize("variant,fn", [("split", "gelu"), ("fp_pooler_emb", "gelu_tanh")])
 def test_gelu_lut_follows_the_activation(models, variant, fn):
     """The requantize-then-ROM GELU equals code(gelu(x)) except next to a rounding boundary (§12)."""

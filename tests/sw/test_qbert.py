@@ -130,6 +130,28 @@ def test_structure_and_full_precision_parts(embedding, pooler):
     assert quant_config_of(m).weight == "twn" and m.config.binbert_quant["act"] == "uniform"
 
 
+def test_act_threshold_sits_on_the_inputs_it_names():
+    """RSign thresholds on Q/K/V (one, shared), the attention output dense, FFN1 and the pooler;
+    not on FFN2 (a shift of FFN1's bias). At 0 they are the plain sign model."""
+    plain, m = tiny(), tiny()
+    m.load_state_dict(plain.state_dict())
+    kw = dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True)
+    quantize_bert(plain, QuantBertConfig(**kw))
+    quantize_bert(m, QuantBertConfig(**kw, act_threshold=True))
+    betas = {n: p.shape for n, p in m.named_parameters() if n.endswith("beta")}
+    h = m.config.hidden_size
+    want = {f"bert.encoder.layer.{i}.{s}.act_quant.beta": (h,)
+            for i in range(m.config.num_hidden_layers)
+            for s in ("attention.self", "attention.output.dense", "intermediate.dense")}
+    assert betas == {**want, "bert.pooler.dense.act_quant.beta": (h,)}
+    ids = torch.randint(1, 100, (3, 9))
+    assert torch.equal(m(input_ids=ids).logits, plain(input_ids=ids).logits)
+    with torch.no_grad():
+        m.bert.encoder.layer[0].intermediate.dense.act_quant.beta.fill_(0.3)
+    assert not torch.equal(m(input_ids=ids).logits, plain(input_ids=ids).logits)
+    assert QuantBertConfig.from_dict(quant_config_of(m).to_dict()).act_threshold
+
+
 def test_training_mode_is_kept():
     m = tiny()
     quantize_bert(m, QuantBertConfig(weight="twn", act="lsq", act_bits=4))
@@ -341,6 +363,8 @@ def test_from_dict_round_trip():
     ({"weight": "twn", "centered": True}, "centered"),
     ({"split": "bert.pooler.dense"}, "split"),
     ({"weight": "twn", "split": ["a"]}, "split"),
+    ({"act": "lsq", "act_threshold": True}, "act_threshold"),
+    ({"act": "sign", "act_threshold": "yes"}, "act_threshold"),
 ])
 def test_from_dict_rejects(d, field):
     with pytest.raises(BinbertError, match=field):

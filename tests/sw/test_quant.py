@@ -236,6 +236,26 @@ def test_sign_quantizer_codes_are_bits():
     assert aq(x).tolist() == [-1.0, 1.0, 1.0] and aq.codes(x).tolist() == [0, 1, 1] and aq.bits == 1
 
 
+def test_sign_threshold_is_a_learned_per_feature_shift():
+    """RSign: code = [x >= beta] per feature; beta starts at 0 (plain sign) and its gradient is
+    minus the clipped STE's, summed over the batch."""
+    aq = Q.ActQuantizer(Q.ActQuantConfig("sign", threshold=True), features=3)
+    x = torch.tensor([[0.2, -0.1, 2.0], [0.6, 0.4, -3.0]], requires_grad=True)
+    assert aq.beta.tolist() == [0.0, 0.0, 0.0] and aq.codes(x).tolist() == [[1, 0, 1], [1, 1, 0]]
+    with torch.no_grad():
+        aq.beta.copy_(torch.tensor([0.5, 0.4, -2.5]))
+    assert aq.codes(x).tolist() == [[0, 0, 1], [1, 1, 0]]
+    y = aq(x)
+    assert y.tolist() == [[-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]]
+    g = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    y.backward(g)
+    inside = ((x - aq.beta).abs() <= 1).float()  # |x - beta| <= 1 passes the gradient
+    assert torch.equal(x.grad, g * inside) and torch.equal(aq.beta.grad, -(g * inside).sum(0))
+    assert "threshold=3" in repr(aq)
+    with pytest.raises(BinbertError, match="4 features, beta has 3"):
+        aq(torch.zeros(2, 4))
+
+
 def test_codes_before_init_and_fp_codes_raise():
     with pytest.raises(BinbertError, match="not initialized"):
         Q.ActQuantizer(Q.ActQuantConfig("lsq", bits=4)).codes(torch.ones(3))
@@ -292,6 +312,10 @@ def test_quant_embedding_gather_equals_full_table(method, per_row):
     (lambda: Q.ActQuantConfig("lsq", bits=True), "act bits"),
     (lambda: Q.ActQuantConfig("lsq", init=-1.0), "init"),
     (lambda: Q.ActQuantConfig("lsq", integer=1), "integer"),
+    (lambda: Q.ActQuantConfig("lsq", threshold=True), "threshold"),
+    (lambda: Q.ActQuantConfig("sign", threshold=1), "threshold"),
+    (lambda: Q.ActQuantizer(Q.ActQuantConfig("sign", threshold=True)), "features"),
+    (lambda: Q.ActQuantizer(Q.ActQuantConfig("sign", threshold=True), features=0), "features"),
     (lambda: Q.lsq_codes(torch.ones(2), 1.0, 9), "bits"),
     (lambda: Q.lsq_codes(torch.ones(2), 1.0, 4, "floor"), "rounding"),
     (lambda: Q.WeightQuantizer("twn"), "WeightQuantConfig"),
