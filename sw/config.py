@@ -154,6 +154,9 @@ class StageConfig:
     # (so a stage shared with runs without augmentation, e.g. BWN W1A8 before an augmented W1A1
     # stage, stays the same stage); None / true: on the rows plus data.augment's variants
     augment: Optional[bool] = None
+    # learning rate of the learned activation thresholds (quant act_threshold); None = the
+    # stage's. At weight-sized rates they hardly leave 0 (|theta| <= 0.02 after 3 epochs)
+    threshold_lr: Optional[float] = None
 
     @property
     def trains(self) -> bool:
@@ -393,8 +396,11 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         if s.name in seen:
             raise ctx.err(_node_of(s, "name"), f"{w}: duplicate stage name {s.name!r}")
         seen.add(s.name)
-        _positive(ctx, s, w, ("epochs", "steps", "learning_rate"))
+        _positive(ctx, s, w, ("epochs", "steps", "learning_rate", "threshold_lr"))
         _positive(ctx, s, w, ("eval_every",), allow_zero=True)
+        if s.threshold_lr is not None and not s.quant.get("act_threshold"):
+            raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant "
+                                                       f"act_threshold: true (no thresholds to train)")
         if s.dropout is not None:
             if not 0 <= s.dropout < 1:
                 raise ctx.err(_node_of(s, "dropout"), f"{w}.dropout must be in [0, 1), not "

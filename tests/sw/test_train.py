@@ -254,6 +254,28 @@ def test_ce_dmd_warms_up_on_the_task_loss_then_distils(tmp_path):
     assert "dmd" not in logged[0] and all(h["dmd"] > 0 for h in logged[1:])
 
 
+def test_threshold_lr_trains_the_rsign_thresholds_at_their_own_rate(tmp_path):
+    """quant act_threshold: the student has per-feature thresholds; threshold_lr gives them their
+    own learning rate (the stage's moves them by at most steps x lr under Adam)."""
+    text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue"))
+    moved = {}
+    for lr in (None, 0.05):
+        extra = "" if lr is None else f", threshold_lr: {lr}"
+        cfg = config_from_text(text.replace(
+            "{name: bibert, type: bibert, steps: 3}",
+            "{name: bibert, type: bibert, steps: 3, quant: {weight: bwn, act: sign, attention: bi, "
+            f"act_threshold: true}}{extra}}}"))
+        Trainer(cfg, tmp_path / str(lr), progress=False).run()
+        model, _, _ = load_checkpoint(tmp_path / str(lr) / "bibert" / "final")
+        betas = [p for n, p in model.named_parameters() if n.endswith("act_quant.beta")]
+        assert len(betas) == 2 * 3 + 1  # per layer: Q/K/V input, context, FFN1 input; pooler
+        moved[lr] = max(float(b.detach().abs().max()) for b in betas)
+    assert moved[None] <= 3 * 1.0e-3 * 1.01 < 0.01 < moved[0.05]
+    with pytest.raises(BinbertError, match=r"stages\[1\] \(bibert\).threshold_lr needs quant act_threshold"):
+        config_from_text(text.replace("{name: bibert, type: bibert, steps: 3}",
+                                      "{name: bibert, type: bibert, steps: 3, threshold_lr: 0.01}"))
+
+
 def test_stage_dropout_reaches_the_student_only(tmp_path):
     """A stage's dropout sets every dropout of its student (and its checkpoint), not the
     teacher's: the binarised BiBERT student trains without dropout (models/minilm-sst2-bibert)."""
