@@ -232,6 +232,22 @@ BIBERT_NOTES = [
     "variants: 74.7 / 81.6 / 83.0 near the same steps), no sign yet that more variants per "
     "sentence help. Untried: TinyBERT's 20 variants over its full schedule, "
     "augmentation in the BWN stage too, V-only or last-layer-only distillation",
+    "learned activation thresholds (RSign, `quant: {act_threshold: true}`: each binarised input "
+    "that reads the residual stream or the attention context is [x >= theta] with a per-feature "
+    "theta from 0; the export folds theta into the requantizers' per-row bias, so golden and RTL "
+    "stay bit-exact at no hardware cost but a constants ROM) do not move W1A1 at the stage's "
+    "learning rate: row bibert-rsign (bibert-multistep-aug otherwise) reads 76.7 / 80.2 / 75.7 / "
+    "80.8 / 81.5 / 80.6 / 81.6 / 81.6 / 82.0 / 81.9 / 82.2 / 82.9 / 82.8 / 82.2 % every 217 "
+    "steps, 81.8 % at the end, best 82.87 % (integer golden model 82.59 %, agreement 95.4 %) "
+    "against 83.03 % (82.48 %) without thresholds; on the short profile 73.86 % (73.81 %) "
+    "against 73.48 % (72.54 %). Both differences are inside the run-to-run spread of the curves "
+    "(+-1 pt between neighbouring evaluations). The thresholds hardly left 0 (mean |theta| 0.002, "
+    "max 0.017 after 3,153 steps at lr 2e-4), which is why the stage's `threshold_lr` exists. "
+    "Two more runs with thresholds, one epoch over 8 variants per sentence (1,888 steps): at "
+    "the stage's rate (out/exp/bibert-rsign-aug8) 77.5 / 79.0 / 81.6 / 82.3 / 80.8 / 80.7 / "
+    "82.0 / 81.4 / 82.0 %, best 82.26 %. Hidden-state MSE + prediction (`loss: dmd` with weight dmd 0, out/exp/"
+    "bibert-rsign-hid) fell to 74.8 / 51.0 / 64.1 % at steps 217 / 434 / 651 and was stopped: "
+    "the hidden-state term hurts W1A1 here as DMD does",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
     "reaches 66.06 % against 47.94 % at 2",
 ]
