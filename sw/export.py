@@ -278,10 +278,9 @@ def int_linear(lin: nn.Linear, name: str, in_bits: int, s_in: float, out_fn, opt
 def threshold_bias(q, n: int, name: str) -> np.ndarray:
     """Real requantizer bias of a sign quantizer's learned thresholds: [x >= beta] is
     [x - beta >= 0], so B = -beta per row (§7); [0] for a plain sign or a multi-bit code."""
-    beta = getattr(q, "beta", None) if getattr(getattr(q, "cfg", None), "threshold", False) else None
-    if beta is None:
+    if not q.cfg.threshold:
         return np.zeros(1)
-    b = beta.detach().double().cpu().numpy()
+    b = q.beta.detach().double().cpu().numpy()
     if b.shape != (n,):
         raise BinbertError(f"{name}: {b.shape[0]} thresholds for {n} features")
     return -b

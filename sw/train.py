@@ -797,12 +797,13 @@ class _StageRun:
     def _optim(self, phase: Phase):
         decay = self.cfg.train.weight_decay
         lr = self.stage.learning_rate or self.cfg.train.learning_rate
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         # the RSign thresholds (sw.quant ActQuantizer.beta) may have their own rate
-        theta = [p for n, p in named if n.endswith("act_quant.beta")] if self.stage.threshold_lr else []
-        groups = [{"params": [p for n, p in named if not any(p is t for t in theta)]}]
-        if theta:
-            groups.append({"params": theta, "lr": self.stage.threshold_lr})
+        own = self.stage.threshold_lr
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        theta = [bool(own) and n.endswith("act_quant.beta") for n, _ in named]
+        groups = [{"params": [p for (_, p), t in zip(named, theta) if not t]}]
+        if any(theta):
+            groups.append({"params": [p for (_, p), t in zip(named, theta) if t], "lr": own})
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(phase.steps,
                                                                    self.cfg.train.warmup))
