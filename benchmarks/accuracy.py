@@ -245,7 +245,10 @@ BIBERT_NOTES = [
     "max 0.017 after 3,153 steps at lr 2e-4), which is why the stage's `threshold_lr` exists. "
     "Two more runs with thresholds, one epoch over 8 variants per sentence (1,888 steps): at "
     "the stage's rate (out/exp/bibert-rsign-aug8) 77.5 / 79.0 / 81.6 / 82.3 / 80.8 / 80.7 / "
-    "82.0 / 81.4 / 82.0 %, best 82.26 %. Hidden-state MSE + prediction (`loss: dmd` with weight dmd 0, out/exp/"
+    "82.0 / 81.4 / 82.0 %, best 82.26 %; with `threshold_lr: 0.01` "
+    "(out/exp/bibert-rsign-aug8-tlr, stopped at step 1,519 for machine time), where the "
+    "thresholds do move (mean |theta| 0.09, max 0.96), 78.2 / 77.5 / 80.8 / 80.5 / 81.2 / 76.6 "
+    "/ 82.3 % at the same steps: no gain either. Hidden-state MSE + prediction (`loss: dmd` with weight dmd 0, out/exp/"
     "bibert-rsign-hid) fell to 74.8 / 51.0 / 64.1 % at steps 217 / 434 / 651 and was stopped: "
     "the hidden-state term hurts W1A1 here as DMD does",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
