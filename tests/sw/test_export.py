@@ -151,26 +151,20 @@ def test_learned_thresholds_fold_into_the_requantizer_bias(models):
     params = build_params(model)
     frac, res = params.res_frac, params.res_bits
     r = np.arange(-(1 << (res - 1)), 1 << (res - 1), 7)  # residual codes across the whole range
-    plain = (r >= 0).astype(np.int64)
     max_len = params.layers[0].attention.max_len
     counts = np.arange(-max_len, max_len + 1)
-    for i, layer in enumerate(model.bert.encoder.layer):
-        ops = params.layers[i]
-        cases = [(ops.qkv_in, layer.attention.self.act_quant, r, r * 2.0**-frac),
-                 (ops.ffn_in_q, layer.intermediate.dense.act_quant, r, r * 2.0**-frac),
-                 (ops.attention.context, layer.attention.output.dense.act_quant, counts, counts)]
-        for op, q, acc, real in cases:
-            n = q.beta.shape[0]
-            assert op.rows == n and op.is_threshold
-            grid = np.repeat(acc[:, None], n, axis=1)
-            want = q.codes(torch.tensor(np.repeat(real[:, None], n, axis=1))).numpy()
-            assert np.array_equal(op.compute(grid[None]), want)
-            assert not np.array_equal(op.compute(grid[None]), np.repeat((acc >= 0)[:, None], n, axis=1))
-    px = model.bert.pooler.dense.act_quant
-    grid = np.repeat(r[:, None], px.beta.shape[0], axis=1)
-    want = px.codes(torch.tensor(grid * 2.0**-frac)).numpy()
-    assert np.array_equal(params.pooler_in.compute(grid[None]), want)
-    assert not np.array_equal(want, np.repeat(plain[:, None], px.beta.shape[0], axis=1))
+    cases = [(params.pooler_in, model.bert.pooler.dense.act_quant, r, r * 2.0**-frac)]
+    for ops, layer in zip(params.layers, model.bert.encoder.layer):
+        cases += [(ops.qkv_in, layer.attention.self.act_quant, r, r * 2.0**-frac),
+                  (ops.ffn_in_q, layer.intermediate.dense.act_quant, r, r * 2.0**-frac),
+                  (ops.attention.context, layer.attention.output.dense.act_quant, counts, counts)]
+    for op, q, acc, real in cases:
+        n = q.beta.shape[0]
+        assert op.rows == n and op.is_threshold
+        grid = np.repeat(acc[:, None], n, axis=1)
+        want = q.codes(torch.tensor(np.repeat(real[:, None], n, axis=1))).numpy()
+        assert np.array_equal(op.compute(grid[None]), want)
+        assert not np.array_equal(want, (grid >= 0).astype(want.dtype))
 
 
 @pytest.mark.parametrize("variant,fn", [("split", "gelu"), ("fp_pooler_emb", "gelu_tanh")])
