@@ -73,6 +73,11 @@ VARIANTS = [
     ("bibert-rsign", "minilm-sst2-bibert-rsign.yaml", {}, "bibert",
      "BiBERT architecture from the BWN W1A8 model, learned activation thresholds, prediction "
      "distillation on augmented data (multi-step)", "1-1-1"),
+    # W1A1 from the TWS W1A8 model (stages shared with tws-a8): its two binary weight terms per
+    # matrix kept, sign activations with learned thresholds and Bi-Attention, as bibert-rsign
+    ("tws-a1", "minilm-sst2-tws-a1.yaml", {}, "bibert",
+     "TWS 1.0x, W1A1: the TWS W1A8 model's binary terms, sign activations with learned "
+     "thresholds, Bi-Attention, prediction distillation on augmented data (multi-step)", "1-1-1"),
 ]
 # Variants that report a stage of another variant's run share its output directory.
 RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4": "tws-a4",
@@ -481,7 +486,8 @@ TARGETS = (("tws-a8", 1.0, ""), ("tws-a8-split", 1.0, " (before the binary fine-
            ("bibert", 4.0, ""), ("bibert-multistep", 4.0, " (W1A1 from the BWN W1A8 model)"),
            ("bibert-multistep-ce", 4.0, " (W1A1 from the BWN W1A8 model, task loss only)"),
            ("bibert-multistep-aug", 4.0, " (W1A1 from the BWN W1A8 model, augmented data)"),
-           ("bibert-rsign", 4.0, " (W1A1 from the BWN W1A8 model, augmented data, learned thresholds)"))
+           ("bibert-rsign", 4.0, " (W1A1 from the BWN W1A8 model, augmented data, learned thresholds)"),
+           ("tws-a1", 4.0, " (W1A1 from the TWS W1A8 model: two binary terms per matrix)"))
 
 
 def targets(rows: list[dict]) -> list[str]:

@@ -416,6 +416,13 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
                 raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' needs a training stage "
                                                    f"before it (a binary stage after a split "
                                                    f"already starts from the split model)")
+            if any(t.type == "split" for t in cfg.stages[:i]):
+                from sw.qbert import ACT_KEYS
+                for key in s.quant:
+                    if key not in ACT_KEYS:
+                        raise ctx.err(_node_of(s, "quant"), f"{w}.quant.{key}: a stage that "
+                                      f"continues a split model keeps its binary weight terms; "
+                                      f"only {', '.join(ACT_KEYS)} can change")
         if s.distill is not None:
             _positive(ctx, s.distill, f"{w}.distill", ("temperature",))
             _positive(ctx, s.distill, f"{w}.distill", ("emb", "scores", "mha", "ffn", "hidden",

@@ -23,7 +23,7 @@ from transformers.models.bert.modeling_bert import BertModel, BertSelfAttention
 from hw.errors import BinbertError
 from sw.quant import (ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, ActQuantizer, HeavisideSTE,
                       QuantEmbedding, QuantLinear, WeightQuantConfig, _check_bits, _check_bool,
-                      _check_choice)
+                      _check_choice, share_act_quant)
 
 ATTENTIONS = ("softmax", "bi")
 
@@ -282,6 +282,52 @@ def set_act_integer(model: nn.Module, integer: bool = True) -> nn.Module:
     cfg = quant_config_of(model)
     if cfg is not None:
         set_quant_config(model, replace(cfg, act_integer=integer))
+    return model
+
+
+# what requantize_activations may change: everything that is not a weight layer
+ACT_KEYS = ("act", "act_bits", "attention", "act_integer", "act_threshold")
+
+
+def requantize_activations(model: nn.Module, changes: dict) -> nn.Module:
+    """Give a quantized model fresh activation quantizers (and attention mode) from ``changes``
+    (keys of :data:`ACT_KEYS`), keeping its weight layers as they are: multi-step binarisation of
+    a model whose weights the teacher cannot seed (a split or pruned one, e.g. TWS W1A8 -> W1A1).
+    The new quantizers sit exactly where :func:`quantize_bert` puts them, so a checkpoint of the
+    result rebuilds from its config; learned clips / steps initialise on the first batch."""
+    cfg = quant_config_of(model)
+    if cfg is None:
+        raise BinbertError("requantize_activations needs a quantized model (see quantize_bert)")
+    for key in changes:
+        if key not in ACT_KEYS:
+            raise BinbertError(f"requantize_activations: {key!r} is not an activation setting "
+                               f"(one of {', '.join(ACT_KEYS)}); the weight layers stay as trained")
+    new = QuantBertConfig.from_dict({**cfg.to_dict(), **changes})
+    acfg, tcfg = new.linear_act(), new.linear_act(threshold=True)
+
+    def fresh(acfg: ActQuantConfig, features: int | None, like: torch.Tensor) -> ActQuantizer:
+        return ActQuantizer(acfg, features=features).to(device=like.device, dtype=like.dtype)
+
+    bert = bert_of(model)
+    for layer in bert.encoder.layer:
+        att = layer.attention.self
+        if not isinstance(att, QuantBertSelfAttention):
+            raise BinbertError(f"{type(att).__name__}: not a quantized self-attention")
+        w = att.query.weight1 if hasattr(att.query, "weight1") else att.query.weight
+        att.act_quant = fresh(tcfg, att.query.in_features, w)
+        for proj in (att.query, att.key, att.value):
+            share_act_quant(proj, att.act_quant)
+        att.mode = new.attention
+        inner = ActQuantConfig("sign") if att.mode == "bi" else new.linear_act()
+        att.q_quant, att.k_quant, att.v_quant = (fresh(inner, None, w) for _ in range(3))
+        att.p_quant = fresh(ActQuantConfig("fp") if att.mode == "bi" else new.linear_act(), None, w)
+        for lin, c in ((layer.attention.output.dense, tcfg), (layer.intermediate.dense, tcfg),
+                       (layer.output.dense, acfg)):
+            lin.act_quant = fresh(c, lin.in_features, w)
+    if new.pooler and bert.pooler is not None:
+        bert.pooler.dense.act_quant = fresh(tcfg, bert.pooler.dense.in_features, w)
+    model.train(model.training)
+    set_quant_config(model, new)
     return model
 
 

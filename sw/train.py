@@ -603,6 +603,13 @@ class Trainer:
                 from sw.qbert import set_act_integer
                 set_act_integer(model, stage.quant["act_integer"])
             return model
+        if stage.init == "previous" and _is_split(prev):
+            # the teacher cannot seed a split (pruned) model: keep its binary terms, swap the
+            # activation side (e.g. TWS W1A8 -> W1A1 with Bi-Attention)
+            from sw.qbert import ACT_KEYS, requantize_activations
+            q = stage_quant_dict(stage)
+            model = _trainable(copy.deepcopy(prev))
+            return requantize_activations(model, {k: q[k] for k in ACT_KEYS if k in q})
         model = _trainable(copy.deepcopy(self.teacher))
         if stage.type == "ternary" and stage.width < 1.0:
             from sw.prune import prune_to_width
@@ -752,12 +759,16 @@ class Trainer:
                 "fingerprint": _fingerprint(self.cfg, idx, self.max_steps), **extra}
 
 
-def _starts_from_split(stage: StageConfig, prev: nn.Module | None) -> bool:
-    """A binary stage after a (full or adaptive) split fine-tunes the split model itself."""
+def _is_split(model: nn.Module | None) -> bool:
     from sw.qbert import quant_config_of
 
-    q = quant_config_of(prev) if prev is not None else None
-    return stage.type == "binary" and q is not None and bool(q.split)
+    q = quant_config_of(model) if model is not None else None
+    return q is not None and bool(q.split)
+
+
+def _starts_from_split(stage: StageConfig, prev: nn.Module | None) -> bool:
+    """A binary stage after a (full or adaptive) split fine-tunes the split model itself."""
+    return stage.type == "binary" and stage.init != "previous" and _is_split(prev)
 
 
 def _continues_trained(stage: StageConfig, prev: nn.Module | None) -> bool:

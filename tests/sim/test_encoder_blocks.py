@@ -61,6 +61,12 @@ def split_export(tmp_path_factory):
     return _export(tmp_path_factory, "split", 32, 64)
 
 
+@pytest.fixture(scope="module")
+def split_bi_export(tmp_path_factory):
+    # TWS W1A1: two binary terms per matrix on one-bit inputs, half the heads and neurons pruned
+    return _export(tmp_path_factory, "split_bi", 32, 64)
+
+
 def _check_export(results, layer):
     assert len(results) == 1
     st = results[0].stats
@@ -73,6 +79,11 @@ def _check_export(results, layer):
 
 def test_exported_bibert_layer_on_sst2_sentences(bi_export):
     _check_export(run_layer("encoder", sim="icarus", seed=SEED, ckpt=bi_export, vectors=3, size="tiny"), "encoder")
+
+
+def test_exported_tws_w1a1_layer_on_sst2_sentences(split_bi_export):
+    _check_export(run_layer("encoder", sim="icarus", seed=SEED, ckpt=split_bi_export, vectors=3,
+                            size="tiny"), "encoder")
 
 
 def test_exported_split_ln_on_sst2_sentences(split_export):

@@ -6,7 +6,7 @@ import os
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from sw.qbert import QuantBertConfig, quantize_bert
+from sw.qbert import QuantBertConfig, quantize_bert, requantize_activations
 from sw.split import split_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +26,10 @@ VARIANTS = {
                       {"hidden_act": "gelu_new"}),
     # half the heads and FFN neurons kept per layer (sw.prune), as a half-width ternary stage has
     "pruned": (dict(weight="twn", act="lsq", act_bits=4), True, {"prune": True}),
+    # TWS W1A1: the pruned split model's binary terms, activations swapped for sign with learned
+    # thresholds and Bi-Attention (sw.qbert.requantize_activations, models/minilm-sst2-tws-a1)
+    "split_bi": (dict(weight="twn", act="uniform", act_bits=8), True,
+                 {"prune": True, "requant": dict(act="sign", attention="bi", act_threshold=True)}),
 }
 
 
@@ -51,7 +55,7 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
     """
     qkw, split, bkw = VARIANTS[variant]
     bkw = dict(bkw)
-    prune = bkw.pop("prune", False)
+    prune, requant = bkw.pop("prune", False), bkw.pop("requant", None)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=inter, max_position_embeddings=max_pos, num_labels=2, **bkw)
@@ -73,15 +77,17 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
 
         keep_units(model, [torch.arange(0, heads, 2)] * layers, [torch.arange(1, inter, 2)] * layers)
     quantize_bert(model, QuantBertConfig(**qkw))
+    with torch.no_grad():  # first batch initialises the LSQ steps / uniform clips
+        model(**batch(seed + 100, b=16, t=min(24, max_pos), vocab=vocab))
+    if split:
+        split_model(model)
+    if requant:
+        requantize_activations(model, requant)
     with torch.no_grad():  # thresholds on the scale of each input: LayerNorm outputs ~1, counts ~t
         for name, p in model.named_parameters():
             if name.endswith("act_quant.beta"):
                 spread = 2.0 if "attention.output" in name else 0.5
                 p.copy_(torch.randn(p.shape) * spread)
-    with torch.no_grad():  # first batch initialises the LSQ steps / uniform clips
-        model(**batch(seed + 100, b=16, t=min(24, max_pos), vocab=vocab))
-    if split:
-        split_model(model)
     return model
 
 

@@ -167,6 +167,21 @@ def test_stage_init_previous():
             config_from_text(bad, "x.yaml")
 
 
+def test_init_previous_after_a_split_changes_only_activations():
+    """A stage that continues a split model (TWS W1A8 -> W1A1) keeps its binary weight terms:
+    activation keys are accepted, a weight key is refused with its line."""
+    text = BASE + ("  - name: w1a1\n    type: bibert\n    init: previous\n"
+                   "    quant: {act: sign, attention: bi, act_threshold: true}\n")
+    assert config_from_text(text, "x.yaml").stage("w1a1").quant["act_threshold"] is True
+    bad = text.replace("act_threshold: true}", "act_threshold: true, centered: true}")
+    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'centered')}: stages\[4\] "
+                                           r"\(w1a1\).quant.centered: a stage that continues a "
+                                           r"split model keeps its binary weight terms; only act, "
+                                           r"act_bits, attention, act_integer, act_threshold can "
+                                           r"change"):
+        config_from_text(bad, "x.yaml")
+
+
 def test_binary_stage_after_split_takes_only_act_integer():
     text = BASE.replace("    type: binary\n", "    type: binary\n    quant: {act_integer: true}\n")
     assert config_from_text(text, "x.yaml").stage("binary").quant == {"act_integer": True}

@@ -140,6 +140,12 @@ def test_ops_chosen_per_config(models):
     assert bi.layers[0].ffn_in.out.out_bits == 1  # gelu(x) >= 0 <=> x >= 0: a threshold, no ROM
     sm = build_params(models["split"]).layers[0].attention.probs
     assert isinstance(sm, Softmax) and sm.hi == 7  # LSQ 4-bit probability codes
+    # TWS W1A1: both binary terms of every (pruned) matrix on one-bit inputs, Bi-Attention
+    sb = build_params(models["split_bi"]).layers[0]
+    assert type(sb.attention.probs).__name__ == "Heaviside" and sb.qkv_in.out_bits == 1
+    for op in (sb.query, sb.key, sb.value, sb.attn_out, sb.ffn_in, sb.ffn_out):
+        assert len(op.weights) == 2 and op.in_bits == 1
+    assert sb.query.n == sb.attn_out.k == 16  # half of the 32 Q/K/V features
     fp = build_params(models["fp_pooler_emb"])
     assert fp.pooler_in is None and not isinstance(fp.pooler, BinaryLinear) and fp.embedding.word_table is not None
 

@@ -381,3 +381,46 @@ def test_bad_models_rejected():
         quantize_bert(tiny(), {"weight": "twn"})
     with pytest.raises(BinbertError, match="mapping"):
         QuantBertConfig.from_dict(["weight"])
+
+
+def test_requantize_activations_keeps_the_weights_and_swaps_the_activation_side():
+    """TWS W1A8 -> W1A1: a split model keeps its binary terms; the activation quantizers and the
+    attention mode are rebuilt where quantize_bert puts them, so the recorded config rebuilds the
+    same model (what load_checkpoint does)."""
+    from sw.qbert import requantize_activations
+    from sw.split import split_model
+
+    m = tiny()
+    quantize_bert(m, QuantBertConfig(weight="twn", act="uniform", act_bits=8))
+    with torch.no_grad():
+        m(**batch())  # calibrates the 8-bit clips
+    split_model(m)
+    split = quant_config_of(m).split
+    weights = {k: v.clone() for k, v in m.state_dict().items() if "_quant." not in k}
+    requantize_activations(m, {"act": "sign", "attention": "bi", "act_threshold": True})
+    sd = m.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in weights.items())
+    assert not any(k.endswith(".clip") for k in sd)  # no 8-bit clip left behind
+    cfg = quant_config_of(m)
+    assert (cfg.weight, cfg.act, cfg.attention, cfg.act_threshold, cfg.split) == (
+        "bwn", "sign", "bi", True, split)
+    layer = m.bert.encoder.layer[0]
+    att = layer.attention.self
+    assert att.mode == "bi" and att.act_quant.cfg.threshold
+    assert att.query.act_quant is att.key.act_quant is att.value.act_quant is att.act_quant
+    assert layer.intermediate.dense.act_quant.cfg.threshold
+    assert layer.output.dense.act_quant.cfg == Q.ActQuantConfig("sign")  # FFN2: plain sign
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("act_quant.beta"):
+                p.uniform_(-0.3, 0.3)
+    rebuilt = quantize_bert(tiny(seed=1), cfg)
+    rebuilt.load_state_dict(m.state_dict())  # strict: the same parameters and buffers
+    with torch.no_grad():
+        assert torch.equal(rebuilt(**batch(2)).logits, m(**batch(2)).logits)
+    for changes, message in (({"weight": "twn"}, r"'weight' is not an activation setting"),
+                             ({"act": "lsq", "act_bits": 4}, r"act_threshold=true needs act='sign'")):
+        with pytest.raises(BinbertError, match=message):
+            requantize_activations(m, changes)
+    with pytest.raises(BinbertError, match=r"needs a quantized model"):
+        requantize_activations(tiny(), {"act": "sign"})

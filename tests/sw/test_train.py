@@ -522,3 +522,30 @@ def test_augment_config_errors(tmp_path):
         f.write_text(base.replace(old, new))
         with pytest.raises(BinbertError, match=rf"c.yaml:\d+: .*{msg}"):
             load_config(f)
+
+
+def test_init_previous_continues_a_split_model_with_new_activations(pipeline, tmp_path):
+    """TWS W1A8 -> W1A1 (models/minilm-sst2-tws-a1.yaml): the teacher cannot seed a pruned split
+    model, so the W1A1 stage starts from the split binary model's terms, with sign activations,
+    learned thresholds and Bi-Attention; its checkpoint reloads as it was trained."""
+    base_out, _, _ = pipeline
+    for name in ("teacher", "ternary", "split", "binary"):
+        shutil.copytree(base_out / name, tmp_path / name)
+    text = TINY.read_text().replace("dir: data/glue", f"dir: {ROOT / 'data/glue'}") + (
+        "  - {name: w1a1, type: bibert, steps: 3, loss: prediction, init: previous,\n"
+        "     threshold_lr: 0.05, quant: {act: sign, attention: bi, act_threshold: true}}\n")
+    tr = Trainer(config_from_text(text), tmp_path, progress=False)
+    tr.run()  # the copied stages load (their fingerprints match), only w1a1 trains
+    binary, _, _ = load_checkpoint(tmp_path / "binary" / "final")
+    start = tr._init_student(tr.cfg.stage("w1a1"), binary).state_dict()
+    want = binary.state_dict()
+    assert all(torch.equal(start[k], want[k]) for k in want if "_quant." not in k)
+    q = json.loads((tmp_path / "w1a1" / "final" / "quant.json").read_text())
+    assert (q["act"], q["attention"], q["act_threshold"]) == ("sign", "bi", True)
+    assert q["split"] == list(binary.binbert_quant.split) and q["split"]
+    trained, _, _ = load_checkpoint(tmp_path / "w1a1" / "final")
+    assert trained.state_dict().keys() == start.keys()
+    hist = json.loads((tmp_path / "w1a1" / "metrics.json").read_text())["history"]
+    assert max(h["step"] for h in hist) == 3 and any(h.get("pred", 0) > 0 for h in hist)
+    ev = evaluate(trained, tr.dev_ds, "sst2", 32, torch.device("cpu"))
+    assert ev["acc"] == pytest.approx(tr.summary["w1a1"]["dev"]["acc"])
