@@ -31,6 +31,7 @@ from hw.errors import BinbertError
 from hw.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.linear import LinearUnitParams
 from hw.lut import RequantUnitParams, code_shape, const_layout, requant_pipeline, rows_consts
+from hw.params import BUFFER_STYLES
 from hw.softmax import ProbsParams
 from hw.streamutil import Fork, Regroup, StreamFifo
 
@@ -250,19 +251,20 @@ class AttentionCore(wiring.Component):
         with m.If(en_p):
             m.d.sync += [s1_valid.eq(issue), s1_isq.eq(is_q), s1_bank.eq(pb),
                          s1_mask.eq(masks[pb].bit_select(p_j, 1))]
-        q_reg = Signal(d * a.q_bits)
+        # datapath registers below carry no reset: the valid bits beside them do
+        q_reg = Signal(d * a.q_bits, reset_less=True)
         with m.If(en_p & s1_valid & s1_isq):
             m.d.sync += q_reg.eq(q_rd.data)
         sb = p.probs.score_bits
         # stage 1b: the K word registered (block RAM data is unregistered on ECP5); q_reg still
         # holds this row's Q here (the next row's Q lands one cycle after its last K)
-        k_reg = Signal(d * a.k_bits)
+        k_reg = Signal(d * a.k_bits, reset_less=True)
         s1b_valid, s1b_mask = Signal(), Signal()
         with m.If(en_p):
             m.d.sync += [k_reg.eq(k_rd.data), s1b_valid.eq(s1_valid & ~s1_isq), s1b_mask.eq(s1_mask)]
         # stage 2: per-lane products (or XORs) registered; stage 3: their sum, the score
         if a.q_bits == 1 and a.k_bits == 1:
-            part_bits = [Signal(name=f"qk{e}") for e in range(d)]
+            part_bits = [Signal(name=f"qk{e}", reset_less=True) for e in range(d)]
             with m.If(en_p):
                 m.d.sync += [part_bits[e].eq(q_reg[e] ^ k_reg[e]) for e in range(d)]
             score = d - 2 * sum(part_bits)
@@ -271,14 +273,14 @@ class AttentionCore(wiring.Component):
             kv = _values(m, k_reg, a.k_bits, d, "kv")
             prods = []
             for e, (x, y) in enumerate(zip(qv, kv)):
-                pr = Signal(signed(len(x) + max(2, a.k_bits) + 1), name=f"qkp{e}")
+                pr = Signal(signed(len(x) + max(2, a.k_bits) + 1), name=f"qkp{e}", reset_less=True)
                 with m.If(en_p):
                     m.d.sync += pr.eq(_mul_small(m, x, y, max(2, a.k_bits), signed_b=True, name=f"qk{e}"))
                 prods.append(pr)
             score = sum(prods)
         s2_valid, s2_mask = Signal(), Signal()
         s_valid = Signal()
-        s_out = Signal(p.probs.score_bits)
+        s_out = Signal(p.probs.score_bits, reset_less=True)
         s_mask = Signal()
         with m.If(en_p):
             m.d.sync += [s2_valid.eq(s1b_valid), s2_mask.eq(s1b_mask),
@@ -320,14 +322,14 @@ class AttentionCore(wiring.Component):
                     m.d.sync += [cb.eq(nxt(cb, B)), produced.bit_select(cb, 1).eq(0)]
             with m.Else():
                 m.d.sync += c_j.eq(c_j + 1)
-        c1_p = Signal(unsigned(p.probs.p_bits))
-        c1_h = Signal(range(H))
+        c1_p = Signal(unsigned(p.probs.p_bits), reset_less=True)
+        c1_h = Signal(range(H), reset_less=True)
         with m.If(en_c):
             m.d.sync += [c1_valid.eq(take), c1_last.eq(c_j == L - 1), c1_p.eq(probs.o.payload), c1_h.eq(c_h)]
         vv = _values(m, v_rd.data, a.v_bits, d, "vv")
         cbits = a.context.acc_bits
-        acc = [Signal(signed(cbits), name=f"acc{e}") for e in range(d)]
-        ctx = [Signal(signed(cbits), name=f"ctx{e}") for e in range(d)]
+        acc = [Signal(signed(cbits), name=f"acc{e}") for e in range(d)]  # reset: the first row adds to 0
+        ctx = [Signal(signed(cbits), name=f"ctx{e}", reset_less=True) for e in range(d)]
         load_ctx = Signal()
         m.d.comb += load_ctx.eq(en_c & c1_valid & c1_last)
         for e in range(d):
@@ -347,7 +349,7 @@ class AttentionCore(wiring.Component):
         # stage S: the chunk's values registered, its constants read (per-row requantizer)
         rq = a.context
         per_row = rq.rows > 1
-        s_val = [Signal(signed(cbits), name=f"chunk{e}") for e in range(cl)]
+        s_val = [Signal(signed(cbits), name=f"chunk{e}", reset_less=True) for e in range(cl)]
         s_valid = Signal()
         with m.If(en):
             m.d.sync += s_valid.eq(ser_issue)
@@ -393,6 +395,7 @@ class LayerFolding:
     simd_o: int
     banks: int = 2
     ln_multiplier: str = "parallel"  # the LayerNorms' (hw.layernorm.LayerNormUnitParams.multiplier)
+    mvu_buffer: str = "auto"  # every MVU's input buffer (hw.params.MVUParams.buffer)
 
     def __post_init__(self):
         o = type(self).__name__
@@ -402,6 +405,9 @@ class LayerFolding:
         if self.ln_multiplier not in MULTIPLIERS:
             raise BinbertError(f"{o}: ln_multiplier={self.ln_multiplier!r} must be one of "
                                f"{', '.join(MULTIPLIERS)}")
+        if self.mvu_buffer not in BUFFER_STYLES:
+            raise BinbertError(f"{o}: mvu_buffer={self.mvu_buffer!r} must be one of "
+                               f"{', '.join(BUFFER_STYLES)}")
         if self.hidden % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide hidden={self.hidden}")
 
@@ -447,7 +453,8 @@ class AttentionParams(LayerFolding):
     @property
     def projections(self) -> tuple[LinearUnitParams, ...]:
         lyr = self.layer
-        return tuple(LinearUnitParams(lin=lin, pe=self.pe_qkv, simd=self.simd_qkv, out_lanes=lyr.attention.head_dim)
+        return tuple(LinearUnitParams(lin=lin, pe=self.pe_qkv, simd=self.simd_qkv, out_lanes=lyr.attention.head_dim,
+                                      buffer=self.mvu_buffer)
                      for lin in (lyr.query, lyr.key, lyr.value))
 
     @property
@@ -456,7 +463,8 @@ class AttentionParams(LayerFolding):
 
     @property
     def out_proj(self) -> LinearUnitParams:
-        return LinearUnitParams(lin=self.layer.attn_out, pe=self.pe_o, simd=self.simd_o, out_lanes=self.lanes)
+        return LinearUnitParams(lin=self.layer.attn_out, pe=self.pe_o, simd=self.simd_o, out_lanes=self.lanes,
+                                buffer=self.mvu_buffer)
 
     @property
     def addnorm(self) -> AddNormParams:

@@ -49,7 +49,8 @@ class EncoderLayerParams(LayerFolding):
     def ffn(self) -> FfnParams:
         return FfnParams.from_layer(self.layer, lanes=self.lanes, pe1=self.pe_ffn1, simd1=self.simd_ffn1,
                                     pe2=self.pe_ffn2, simd2=self.simd_ffn2,
-                                    fifo_tokens=4, ln_multiplier=self.ln_multiplier)
+                                    fifo_tokens=4, ln_multiplier=self.ln_multiplier,
+                                    mvu_buffer=self.mvu_buffer)
 
     @property
     def stage_cycles(self) -> dict[str, int]:
@@ -108,10 +109,11 @@ def _largest_divisor(n: int, at_most: int, multiple_of: int = 1) -> int:
 
 
 def folding_for(layer: EncoderLayer, *, seq_len: int, macs: int = 256, lanes: int | None = None,
-                banks: int = 2, ln_multiplier: str = "parallel") -> EncoderLayerParams:
+                banks: int = 2, ln_multiplier: str = "parallel",
+                mvu_buffer: str = "auto") -> EncoderLayerParams:
     """A balanced folding for ``layer``: every MVU gets about ``macs`` XNOR lanes (PE·SIMD),
     SIMD as wide as a row allows, PE the rest (a multiple of the weight terms); the LayerNorms
-    with ``ln_multiplier`` multipliers."""
+    with ``ln_multiplier`` multipliers, the MVUs' input buffers mapped as ``mvu_buffer``."""
     h = layer.ln1.n
     f = layer.ffn_in.n
 
@@ -129,4 +131,5 @@ def folding_for(layer: EncoderLayer, *, seq_len: int, macs: int = 256, lanes: in
         lanes = _largest_divisor(h, 8)
     return EncoderLayerParams(layer=layer, seq_len=seq_len, lanes=lanes, pe_qkv=pe_qkv, simd_qkv=simd_qkv,
                               pe_o=pe_o, simd_o=simd_o, pe_ffn1=pe1, simd_ffn1=simd1, pe_ffn2=pe2,
-                              simd_ffn2=simd2, banks=banks, ln_multiplier=ln_multiplier)
+                              simd_ffn2=simd2, banks=banks, ln_multiplier=ln_multiplier,
+                              mvu_buffer=mvu_buffer)

@@ -43,6 +43,7 @@ class FfnParams:
     simd2: int
     fifo_tokens: int = 4
     ln_multiplier: str = "parallel"  # ln2's (hw.layernorm.LayerNormUnitParams.multiplier)
+    mvu_buffer: str = "auto"  # both MVUs' input buffers (hw.params.MVUParams.buffer)
 
     def __post_init__(self):
         o = "FfnParams"
@@ -88,11 +89,13 @@ class FfnParams:
 
     @property
     def lin1(self) -> LinearUnitParams:
-        return LinearUnitParams(lin=self.ffn_in, pe=self.pe1, simd=self.simd1, out_lanes=self.simd2)
+        return LinearUnitParams(lin=self.ffn_in, pe=self.pe1, simd=self.simd1, out_lanes=self.simd2,
+                                buffer=self.mvu_buffer)
 
     @property
     def lin2(self) -> LinearUnitParams:
-        return LinearUnitParams(lin=self.ffn_out, pe=self.pe2, simd=self.simd2, out_lanes=self.lanes)
+        return LinearUnitParams(lin=self.ffn_out, pe=self.pe2, simd=self.simd2, out_lanes=self.lanes,
+                                buffer=self.mvu_buffer)
 
     @property
     def addnorm(self) -> AddNormParams:

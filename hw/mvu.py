@@ -34,10 +34,11 @@ from hw.pe import xnor_popcount
 __all__ = ["MatrixVectorUnit"]
 
 
-def _delay(m, sig, cycles, en, name):
-    """``sig`` delayed by ``cycles`` registers that load only while ``en``."""
+def _delay(m, sig, cycles, en, name, *, reset_less=False):
+    """``sig`` delayed by ``cycles`` registers that load only while ``en``; ``reset_less`` for
+    data whose valid bit travels in a separate (reset) delay."""
     for c in range(cycles):
-        r = Signal.like(sig, name=f"{name}_d{c}")
+        r = Signal.like(sig, name=f"{name}_d{c}", reset_less=reset_less)
         with m.If(en):
             m.d.sync += r.eq(sig)
         sig = r
@@ -147,8 +148,8 @@ class MatrixVectorUnit(wiring.Component):
         xword0 = rport.data.word_select(ctrlx[4:], row_bits) if A > 1 else rport.data
         if A > 1:  # the sign plane counts XOR: feed it inverted
             xword0 = xword0 ^ (ctrlx[3].replicate(row_bits))
-        xword = _delay(m, xword0, 1, en, "xw")
-        wdata = _delay(m, wread.data, 1, en, "wd")
+        xword = _delay(m, xword0, 1, en, "xw", reset_less=True)
+        wdata = _delay(m, wread.data, 1, en, "wd", reset_less=True)
         counts = []
         for v in range(MMV):
             for q in range(PE):
@@ -197,7 +198,7 @@ class MatrixVectorUnit(wiring.Component):
                 acc = Signal(signed(acc_w), init=int(d[0]), name=f"acc{lane}")
                 s = Signal(signed(acc_w), name=f"sum{lane}")
                 m.d.comb += s.eq(acc + cnt)
-                out = Signal(signed(p.acc_width), name=f"out{lane}")
+                out = Signal(signed(p.acc_width), name=f"out{lane}", reset_less=True)  # under out_valid
                 # reload the constant with priority over the enable: the flip-flops' own
                 # synchronous set/reset (ECP5 LSR), not a LUT multiplexer per bit
                 with m.If(fold_end):
@@ -212,7 +213,7 @@ class MatrixVectorUnit(wiring.Component):
                 r_b = r_lane[q].bit_select(plane_a, 1) if A > 2 else r_lane[q][0]
                 src = Mux(fold_start_a, d_lane[q], Mux(plane_start_a, Cat(r_b, acc[:-1]), acc))
                 m.d.comb += s.eq(src + cnt)
-                out = Signal(signed(p.acc_width), name=f"out{lane}")
+                out = Signal(signed(p.acc_width), name=f"out{lane}", reset_less=True)  # under out_valid
                 with m.If(en & valid_a):
                     m.d.sync += acc.eq(s)
                     with m.If(last_a):

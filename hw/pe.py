@@ -48,7 +48,8 @@ def xnor_popcount(m: Module, x: Value, w: Value, *, simd: int, pipeline: int, en
         if level in regs_after:
             staged = []
             for idx, v in enumerate(nodes):
-                r = Signal(unsigned(len(v)), name=f"{name}_l{level}_{idx}")
+                # data only (a caller's valid bits travel beside it): no reset
+                r = Signal(unsigned(len(v)), name=f"{name}_l{level}_{idx}", reset_less=True)
                 if en is None:
                     m.d[domain] += r.eq(v)
                 else:

@@ -15,6 +15,8 @@ A preset is a flat YAML mapping (variants are configs, not code)::
     lanes: 2                # residual features per stream beat (must divide hidden)
     layernorm: parallel     # optional: parallel | shared (one bit-serial multiplier per
                             # LayerNorm: no DSP, ~3 products per feature; for the iCE40 UP5K)
+    mvu_buffer: block       # optional: auto (Yosys' choice, the default) | block | distributed
+                            # | logic: every MVU's input ping-pong buffer
     seed: 2024              # optional: the seeded random ops
     ckpt: PATH              # optional: a checkpoint or `binbert export` directory instead
     layer_index: 0          # optional: which of its layers
@@ -67,6 +69,7 @@ class EncoderPreset:
     lanes: int
     target: str = "ecp5-85k"
     layernorm: str = "parallel"
+    mvu_buffer: str = "auto"
     seed: int = CONFIG_SEED
     ckpt: str | None = None
     layer_index: int = 0
@@ -83,7 +86,7 @@ def _keys() -> list[str]:
 INT_RANGES = {"hidden": (1, None), "heads": (1, None), "ffn": (1, None), "seq_len": (1, None),
               "activation_bits": (1, 8), "weight_terms": (1, 4), "macs": (1, None),
               "lanes": (1, None), "seed": (0, None), "layer_index": (0, None)}
-STR_KEYS = ("attention", "target", "layernorm", "ckpt", "description")
+STR_KEYS = ("attention", "target", "layernorm", "mvu_buffer", "ckpt", "description")
 
 
 def _available() -> dict[str, Path]:
@@ -174,12 +177,15 @@ def preset_from_text(text: str, source: str = "<preset>", name: str = "") -> Enc
             raise BinbertError(f"{source}:1: missing required key {missing[0]!r}")
         from hw.flow import TARGETS
         from hw.layernorm import MULTIPLIERS
+        from hw.params import BUFFER_STYLES
 
         checks = [
             ("attention", values["attention"] not in ATTENTION,
              f"attention {values['attention']!r} unknown: choose softmax or bi"),
             ("layernorm", values.get("layernorm", "parallel") not in MULTIPLIERS,
              f"layernorm {values.get('layernorm')!r} unknown: choose {' or '.join(MULTIPLIERS)}"),
+            ("mvu_buffer", values.get("mvu_buffer", "auto") not in BUFFER_STYLES,
+             f"mvu_buffer {values.get('mvu_buffer')!r} unknown: choose one of {', '.join(BUFFER_STYLES)}"),
             ("target", values.get("target", "ecp5-85k") not in TARGETS,
              f"target {values.get('target')!r} unknown: choose one of {', '.join(TARGETS)}"),
             ("heads", values["hidden"] % values["heads"] != 0,
@@ -267,7 +273,7 @@ def bitstream_params(config="tiny", ckpt=None):
         # an exported layer's width may not divide the preset's lanes: one feature per beat
         lanes = p.lanes if layer.ln1.n % p.lanes == 0 else 1
         return folding_for(layer, seq_len=seq_len, macs=p.macs, lanes=lanes,
-                           ln_multiplier=p.layernorm)
+                           ln_multiplier=p.layernorm, mvu_buffer=p.mvu_buffer)
     except BinbertError as exc:
         if str(exc).startswith(p.source):
             raise
@@ -288,7 +294,7 @@ def bitstream_spec(config="tiny", ckpt=None) -> dict:
             "cycles_per_vector": -(-p.cycles_per_sequence // p.seq_len),
             "describe": {"config": preset.name, "hidden": p.hidden, "heads": lyr.attention.heads,
                          "ffn": lyr.ffn_in.n, "seq_len": p.seq_len, "lanes": p.lanes,
-                         "layernorm": p.ln_multiplier,
+                         "layernorm": p.ln_multiplier, "mvu_buffer": p.mvu_buffer,
                          "terms": lyr.query.terms, "attention": type(lyr.attention.probs).__name__,
                          "pe_simd": {"qkv": [p.pe_qkv, p.simd_qkv], "o": [p.pe_o, p.simd_o],
                                      "ffn1": [p.pe_ffn1, p.simd_ffn1], "ffn2": [p.pe_ffn2, p.simd_ffn2]},

@@ -18,6 +18,10 @@ from hw.errors import BinbertError
 __all__ = ["SeqDivider", "SeqMultiplier", "SeqSqrt", "quotient_bits"]
 
 
+def _tag_shape(tag):
+    return Shape.cast(tag) if not isinstance(tag, data.Layout) else tag.as_shape()
+
+
 def quotient_bits(max_dividend: int, min_divisor: int) -> int:
     """Quotient width that holds max_dividend // min_divisor (>= 1)."""
     if max_dividend < 0 or min_divisor < 1:
@@ -66,11 +70,11 @@ class SeqDivider(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         qb = self.iters * self.steps                       # padded: extra leading quotient bits are 0
-        rem = Signal(self.divisor_bits, name="rem")        # always < d
-        q = Signal(qb, name="q")                           # dividend low bits, then quotient
-        d = Signal(self.divisor_bits, name="d")
-        tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
-                     else self.tag_shape.as_shape(), name="tag")
+        # operands and result: no reset, all loaded with the operand (busy/o_valid guard them)
+        rem = Signal(self.divisor_bits, name="rem", reset_less=True)  # always < d
+        q = Signal(qb, name="q", reset_less=True)          # dividend low bits, then quotient
+        d = Signal(self.divisor_bits, name="d", reset_less=True)
+        tag = Signal(_tag_shape(self.tag_shape), name="tag", reset_less=True)
         busy = Signal()
         count = Signal(range(self.iters + 1))
         o_valid = Signal()
@@ -144,11 +148,11 @@ class SeqSqrt(wiring.Component):
         w, sb = self.x_bits, self.s_bits
         # Digit-by-digit: rem holds x - s^2 for the bits seen so far; each step brings in two
         # more operand bits and tries the next result bit (trial = 4*s + 1).
-        x = Signal(w, name="x")
-        rem = Signal(sb + 2, name="rem")
-        s = Signal(sb, name="s")
-        tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
-                     else self.tag_shape.as_shape(), name="tag")
+        # no reset: loaded with the operand (busy/o_valid guard them)
+        x = Signal(w, name="x", reset_less=True)
+        rem = Signal(sb + 2, name="rem", reset_less=True)
+        s = Signal(sb, name="s", reset_less=True)
+        tag = Signal(_tag_shape(self.tag_shape), name="tag", reset_less=True)
         busy = Signal()
         count = Signal(range(sb + 1))
         o_valid = Signal()
@@ -219,11 +223,11 @@ class SeqMultiplier(wiring.Component):
         # Classic shift-add, least significant bit first: ``hi`` holds the partial sum's upper
         # part (|hi| <= |a|), ``lo`` the multiplier bits not yet used and, from the top, the
         # product bits already final; the adder is a_bits + 2 wide, not a_bits + b_bits.
-        hi = Signal(signed(self.a_bits + 1), name="hi")
-        lo = Signal(bb, name="lo")
-        a = Signal(signed(self.a_bits), name="a")
-        tag = Signal(Shape.cast(self.tag_shape) if not isinstance(self.tag_shape, data.Layout)
-                     else self.tag_shape.as_shape(), name="tag")
+        # no reset: loaded with the operands (busy/o_valid guard them)
+        hi = Signal(signed(self.a_bits + 1), name="hi", reset_less=True)
+        lo = Signal(bb, name="lo", reset_less=True)
+        a = Signal(signed(self.a_bits), name="a", reset_less=True)
+        tag = Signal(_tag_shape(self.tag_shape), name="tag", reset_less=True)
         busy = Signal()
         count = Signal(range(self.iters + 1))
         o_valid = Signal()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -68,31 +68,30 @@ class Regroup(wiring.Component):
 
     def _gather(self, m, i, o, k):
         a = self.in_lanes
-        parts = Signal(data.ArrayLayout(self.shape, a * (k - 1)))
+        # payload registers: no reset (o_valid says when ``out`` holds a beat)
+        parts = Signal(data.ArrayLayout(self.shape, a * (k - 1)), reset_less=True)
         count = Signal(range(k))
-        out = Signal(data.ArrayLayout(self.shape, a * k))
+        out = Signal(data.ArrayLayout(self.shape, a * k), reset_less=True)
         o_valid = Signal()
         last = count == k - 1
         m.d.comb += [i.ready.eq(~last | ~o_valid | o.ready), o.valid.eq(o_valid), o.payload.eq(out)]
         with m.If(o.valid & o.ready):
             m.d.sync += o_valid.eq(0)
+        beat_bits = data.ArrayLayout(self.shape, a).size
         with m.If(i.valid & i.ready):
             with m.If(last):
-                m.d.sync += [count.eq(0), o_valid.eq(1)]
-                for j in range(a * (k - 1)):
-                    m.d.sync += out[j].eq(parts[j])
-                for j in range(a):
-                    m.d.sync += out[a * (k - 1) + j].eq(i.payload[j])
+                m.d.sync += [count.eq(0), o_valid.eq(1),
+                             out.eq(Cat(parts.as_value(), i.payload.as_value()))]
             with m.Else():
-                m.d.sync += count.eq(count + 1)
-                for c in range(k - 1):
-                    with m.If(count == c):
-                        for j in range(a):
-                            m.d.sync += parts[c * a + j].eq(i.payload[j])
+                # beats enter at the top and shift down: after k-1 beats beat c sits at lanes
+                # [c·a, (c+1)·a), and the whole register shares one enable (one iCE40 control
+                # set) instead of one per beat
+                m.d.sync += [count.eq(count + 1),
+                             parts.eq(Cat(parts.as_value()[beat_bits:], i.payload.as_value()))]
 
     def _split(self, m, i, o, k):
         b = self.out_lanes
-        held = Signal(data.ArrayLayout(self.shape, b * k))
+        held = Signal(data.ArrayLayout(self.shape, b * k), reset_less=True)  # read under ``full``
         full = Signal()
         count = Signal(range(k))
         last = count == k - 1

@@ -93,6 +93,18 @@ def test_other_bit_widths_draw_their_own_layer(tmp_path):
     assert not np.array_equal(other.layer.query.weights, lyr.query.weights)  # the seed is used
 
 
+def test_mvu_buffer_reaches_every_mvu(tmp_path):
+    """The preset's mvu_buffer maps every MVU's input buffer (micro-bi: block RAM); default auto."""
+    def buffers(config):
+        p = presets.bitstream_params(config)
+        units = (*p.attention.projections, p.attention.out_proj, p.ffn.lin1, p.ffn.lin2)
+        return {u.mvu.buffer for u in units}
+
+    assert buffers("micro-bi") == {"block"}
+    assert buffers("tiny") == {"auto"}
+    assert buffers(_edited(tmp_path, mvu_buffer="logic")) == {"logic"}
+
+
 @pytest.mark.parametrize("text,match", [
     ("hiden: 64\n", r":\d+: unknown key 'hiden' \(did you mean 'hidden'\?\)"),
     ("hidden: sixty\n", r":\d+: hidden must be an integer, not 'sixty'"),
@@ -104,6 +116,7 @@ def test_other_bit_widths_draw_their_own_layer(tmp_path):
     ("attention: linear\n", r":\d+: attention 'linear' unknown: choose softmax or bi"),
     ("layernorm: dsp\n", r":\d+: layernorm 'dsp' unknown: choose parallel or shared"),
     ("target: ice40-hx8k\n", r":\d+: target 'ice40-hx8k' unknown"),
+    ("mvu_buffer: sram\n", r":\d+: mvu_buffer 'sram' unknown: choose one of auto, block"),
     # a cross-key check names the line of the value to change
     ("attention: bi\n", r":\d+: activation_bits 4: Bi-Attention .* use activation_bits 1"),
     ("description: [a, b]\n", r":\d+: description must be a single value, not a list"),

@@ -130,3 +130,16 @@ def test_multiplier_bad_params():
         SeqMultiplier(a_bits=4, b_bits=1)
     with pytest.raises(BinbertError, match="steps=0"):
         SeqMultiplier(a_bits=4, b_bits=4, steps=0)
+
+
+def test_only_control_registers_reset():
+    """Operands and results carry no reset (busy / o_valid guard them; on an iCE40 a reset per
+    data flip-flop costs placement freedom); the handshake state does."""
+    from amaranth.hdl import Fragment
+
+    for unit in (SeqDivider(dividend_bits=8, divisor_bits=4, q_bits=8, tag=3),
+                 SeqSqrt(x_bits=8, tag=2), SeqMultiplier(a_bits=4, b_bits=4, tag=1)):
+        regs = {}
+        for st in Fragment.get(unit, None).statements["sync"]:
+            regs.update({s.name: s.reset_less for s in st._lhs_signals()})
+        assert {n for n, less in regs.items() if not less} == {"busy", "count", "o_valid"}, unit
