@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                         "layer (the preset's layer_index, default 0) folded at the preset's MAC "
                         "budget instead of seeded random ops")
     p.add_argument("--pe", type=int, default=16, help="MVU rows per cycle (default 16)")
-    p.add_argument("--simd", type=int, default=64, help="columns per cycle (default 64)")
+    p.add_argument("--simd", type=int, default=None,
+                   help="columns per cycle (default per target: 64 on ECP5, 32 on iCE40)")
     p.add_argument("--k", type=int, default=None, help="MVU input length (default 4*SIMD)")
     p.add_argument("--n", type=int, default=None, help="MVU output length (default 4*PE)")
     p.add_argument("--a-bits", type=int, default=1, help="activation bits (default 1)")

@@ -67,6 +67,9 @@ class Target:
     bram_width: int = 0  # widest port of one block RAM (ROM fit estimate)
     bram_depth_at_width: int = 0
     pipeline: int = 1  # default PE register stages: the fewest that reach freq_mhz (measured)
+    # default MVU / PE columns per cycle: the widest power of two whose default MVU (PE 16)
+    # places (measured: on the UP5K SIMD 64 packs 6,258 logic cells > 5,280, SIMD 32 2,048 LUT4)
+    simd: int = 64
 
     def platform(self):
         import importlib
@@ -92,7 +95,7 @@ TARGETS: dict[str, Target] = {
         lut_cells={"SB_LUT4": 1}, ff_prefix="SB_DFF", bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
         dsp_cells=("SB_MAC16",), pnr_lut="ICESTORM_LC", pnr_bram="ICESTORM_RAM",
         pnr_dsp="ICESTORM_DSP", luts_available=5280, brams_available=30, dsps_available=8,
-        bram_width=16, bram_depth_at_width=256, pipeline=4),
+        bram_width=16, bram_depth_at_width=256, pipeline=4, simd=32),
     "ecp5-85k": Target(
         name="ecp5-85k", family="ecp5", board="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         freq_mhz=150.0, synth_opts=("-abc9", "-nowidelut"),
@@ -470,7 +473,7 @@ def make_encoder(config="tiny", *, ckpt=None) -> LayerSpec:
                      rom_note="weight and constant ROMs (memories named *rom*) in block RAM")
 
 
-def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None,
+def make_layer(layer: str, *, pe: int = 16, simd: int | None = None, k: int | None = None,
                n: int | None = None, a_bits: int = 1, mmv: int = 1, pipeline: int | None = None,
                target: Target | None = None, seed: int = 0, config=None,
                ckpt=None) -> LayerSpec:
@@ -479,8 +482,9 @@ def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None
     MVU defaults: K = 4·SIMD, N = 4·PE, i.e. a 16-word weight ROM for every (PE, SIMD), so the
     sweep compares datapaths, not ROM depths. Weights are seeded random bits.
     ``pipeline`` None: the target's default (:attr:`Target.pipeline`, capped at the tree depth;
-    1 without a target). ``encoder``: ``config`` (a hardware preset name or path, default
-    tiny) and ``ckpt``, see :func:`make_encoder`; the other knobs do not apply.
+    1 without a target); ``simd`` None: the target's (:attr:`Target.simd`; 64 without one).
+    ``encoder``: ``config`` (a hardware preset name or path, default tiny) and ``ckpt``, see
+    :func:`make_encoder`; the other knobs do not apply.
     """
     import numpy as np
 
@@ -493,6 +497,8 @@ def make_layer(layer: str, *, pe: int = 16, simd: int = 64, k: int | None = None
     for opt, v in (("--config", config), ("--export", ckpt)):
         if v is not None:
             raise BinbertError(f"{opt} applies to --layer encoder only (got --layer {layer})")
+    if simd is None:
+        simd = target.simd if target else 64
     if pipeline is None:
         deepest = PEParams(simd=simd, pipeline=0).max_pipeline
         pipeline = min(target.pipeline if target else 1, deepest)

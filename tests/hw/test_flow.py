@@ -288,3 +288,11 @@ def test_layer_defaults(name):
     assert spec.macs_per_cycle == 4 * 32 and spec.cycles_per_vector == p.cycles_per_vector
     tiny = flow.make_layer("pe", simd=2, target=t).params
     assert tiny.pipeline == min(t.pipeline, tiny.max_pipeline)
+    # SIMD from the target when not given: the widest default MVU that places there
+    assert flow.make_layer("mvu", target=t).params.simd == t.simd
+    assert flow.make_layer("pe", target=t).params.simd == t.simd
+
+
+def test_default_simd_per_target():
+    assert {n: t.simd for n, t in flow.TARGETS.items()} == {"ice40-up5k": 32, "ecp5-85k": 64}
+    assert flow.make_layer("mvu").params.simd == 64  # no target
