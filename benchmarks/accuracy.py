@@ -256,6 +256,20 @@ BIBERT_NOTES = [
     "/ 82.3 % at the same steps: no gain either. Hidden-state MSE + prediction (`loss: dmd` with weight dmd 0, out/exp/"
     "bibert-rsign-hid) fell to 74.8 / 51.0 / 64.1 % at steps 217 / 434 / 651 and was stopped: "
     "the hidden-state term hurts W1A1 here as DMD does",
+    "W1A1 from the TWS W1A8 model (row tws-a1, models/minilm-sst2-tws-a1.yaml: `init: previous` "
+    "after the split keeps the two binary terms of every matrix, trained at W1A8, and swaps in "
+    "bibert-rsign's activation side, sign inputs with learned thresholds and Bi-Attention; "
+    "bibert-rsign's schedule and loss otherwise) trains far worse than from the BWN model, "
+    "although its W1A8 start is better (87.81 against 87.20 %) and it stores two binary terms "
+    "per matrix (5.01 against 3.58 MB): 64.4 % binarised before any step (BWN: 69.0 %), then "
+    "63.8 / 70.7 / 73.8 / 73.8 / 76.3 / 74.5 / 77.5 / 78.2 / 76.0 / 77.8 / 78.6 / 79.0 / 79.0 "
+    "/ 78.8 % every 217 steps, 78.7 % at the end, best 79.02 % (integer golden model 78.80 %, "
+    "agreement 94.1 %; bibert-rsign 82.87 %); short profile 57.55 % (56.29 %; bibert-rsign "
+    "73.86 %). A likely cause, not established: with one-bit activations what limits the "
+    "student is how many binary features a token carries, and the split model is the "
+    "half-width ternary model's shape (6 heads' Q/K/V codes and 768 FFN bits per token, "
+    "against 12 heads and 1,536), which a second weight term does not widen; at 8 bits the "
+    "same shape loses nothing (TWS W1A8 87.81 %)",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
     "reaches 66.06 % against 47.94 % at 2",
 ]
