@@ -134,6 +134,27 @@ def _mask_parts(mask: torch.Tensor | None, dtype: torch.dtype):
     return mask.to(dtype), mask > -1
 
 
+def attention_acts(cfg: QuantBertConfig) -> tuple[ActQuantConfig, ActQuantConfig, ActQuantConfig]:
+    """Activation quantizers of a self-attention: (its input, shared by Q/K/V; Q, K and V before
+    the matmuls; the probabilities). Bi mode: sign and heaviside (no parameters, p stays fp)."""
+    if cfg.attention == "bi":
+        return cfg.linear_act(threshold=True), ActQuantConfig("sign"), ActQuantConfig("fp")
+    return cfg.linear_act(threshold=True), cfg.linear_act(), cfg.linear_act()
+
+
+def layer_acts(cfg: QuantBertConfig) -> dict[str, ActQuantConfig]:
+    """Input quantizer of each encoder-layer linear outside the self-attention, by module path.
+    Not FFN2's threshold: its input sign(gelu(z) - beta) is a shift of FFN1's bias."""
+    return {"attention.output.dense": cfg.linear_act(threshold=True),
+            "intermediate.dense": cfg.linear_act(threshold=True),
+            "output.dense": cfg.linear_act()}
+
+
+def pooler_act(cfg: QuantBertConfig) -> ActQuantConfig:
+    """Input quantizer of the pooler dense (it reads the residual stream: thresholds apply)."""
+    return cfg.linear_act(threshold=True)
+
+
 class QuantBertSelfAttention(BertSelfAttention):
     """Drop-in replacement of BertSelfAttention (same forward signature and outputs).
 
@@ -163,7 +184,7 @@ class QuantBertSelfAttention(BertSelfAttention):
         self.mode = cfg.attention
 
         wcfg = cfg.linear_weight()
-        acfg = cfg.linear_act(threshold=True)
+        acfg, inner, probs = attention_acts(cfg)
         # Q, K and V read the same input: one quantizer (owned here, borrowed by the three
         # projections), so the hardware feeds one code vector to all three
         dev = dict(device=source.query.weight.device, dtype=source.query.weight.dtype)
@@ -171,13 +192,10 @@ class QuantBertSelfAttention(BertSelfAttention):
         self.query = QuantLinear.from_linear(source.query, wcfg, acfg, act_quant=self.act_quant)
         self.key = QuantLinear.from_linear(source.key, wcfg, acfg, act_quant=self.act_quant)
         self.value = QuantLinear.from_linear(source.value, wcfg, acfg, act_quant=self.act_quant)
-
-        inner = ActQuantConfig("sign") if self.mode == "bi" else cfg.linear_act()
         self.q_quant = ActQuantizer(inner).to(**dev)
         self.k_quant = ActQuantizer(inner).to(**dev)
         self.v_quant = ActQuantizer(inner).to(**dev)
-        # bi mode uses heaviside (no parameters); softmax mode quantizes the probabilities
-        self.p_quant = ActQuantizer(ActQuantConfig("fp") if self.mode == "bi" else cfg.linear_act()).to(**dev)
+        self.p_quant = ActQuantizer(probs).to(**dev)
         self._record: dict | None = None
         self.train(source.training)  # a fresh Module is in training mode; keep the source's
 
@@ -243,15 +261,16 @@ def quantize_bert(model: nn.Module, cfg: QuantBertConfig) -> nn.Module:
     if bert.config.is_decoder or bert.config.add_cross_attention:
         raise BinbertError("quantize_bert supports encoder (bidirectional) BERTs only")
 
-    wcfg, acfg, tcfg = cfg.linear_weight(), cfg.linear_act(), cfg.linear_act(threshold=True)
+    wcfg = cfg.linear_weight()
     base_cfg = replace(cfg, split=())
     for layer in bert.encoder.layer:
         layer.attention.self = QuantBertSelfAttention(layer.attention.self, base_cfg)
-        layer.attention.output.dense = QuantLinear.from_linear(layer.attention.output.dense, wcfg, tcfg)
-        layer.intermediate.dense = QuantLinear.from_linear(layer.intermediate.dense, wcfg, tcfg)
-        layer.output.dense = QuantLinear.from_linear(layer.output.dense, wcfg, acfg)
+        for path, acfg in layer_acts(cfg).items():
+            owner, name = path.rsplit(".", 1)
+            holder = layer.get_submodule(owner)
+            setattr(holder, name, QuantLinear.from_linear(getattr(holder, name), wcfg, acfg))
     if cfg.pooler and bert.pooler is not None:
-        bert.pooler.dense = QuantLinear.from_linear(bert.pooler.dense, wcfg, tcfg)
+        bert.pooler.dense = QuantLinear.from_linear(bert.pooler.dense, wcfg, pooler_act(cfg))
     if cfg.embedding:
         emb = bert.embeddings
         emb.word_embeddings = QuantEmbedding.from_embedding(emb.word_embeddings, cfg.embedding_weight())
@@ -303,29 +322,29 @@ def requantize_activations(model: nn.Module, changes: dict) -> nn.Module:
             raise BinbertError(f"requantize_activations: {key!r} is not an activation setting "
                                f"(one of {', '.join(ACT_KEYS)}); the weight layers stay as trained")
     new = QuantBertConfig.from_dict({**cfg.to_dict(), **changes})
-    acfg, tcfg = new.linear_act(), new.linear_act(threshold=True)
+    bert = bert_of(model)
+    like = next(bert.encoder.parameters())
 
-    def fresh(acfg: ActQuantConfig, features: int | None, like: torch.Tensor) -> ActQuantizer:
+    def fresh(acfg: ActQuantConfig, features: int | None = None) -> ActQuantizer:
         return ActQuantizer(acfg, features=features).to(device=like.device, dtype=like.dtype)
 
-    bert = bert_of(model)
+    # each replaces the module of the same name (same place in state_dict, so in the optimizer)
     for layer in bert.encoder.layer:
         att = layer.attention.self
         if not isinstance(att, QuantBertSelfAttention):
             raise BinbertError(f"{type(att).__name__}: not a quantized self-attention")
-        w = att.query.weight1 if hasattr(att.query, "weight1") else att.query.weight
-        att.act_quant = fresh(tcfg, att.query.in_features, w)
+        acfg, inner, probs = attention_acts(new)
+        att.act_quant = fresh(acfg, att.query.in_features)
         for proj in (att.query, att.key, att.value):
             share_act_quant(proj, att.act_quant)
         att.mode = new.attention
-        inner = ActQuantConfig("sign") if att.mode == "bi" else new.linear_act()
-        att.q_quant, att.k_quant, att.v_quant = (fresh(inner, None, w) for _ in range(3))
-        att.p_quant = fresh(ActQuantConfig("fp") if att.mode == "bi" else new.linear_act(), None, w)
-        for lin, c in ((layer.attention.output.dense, tcfg), (layer.intermediate.dense, tcfg),
-                       (layer.output.dense, acfg)):
-            lin.act_quant = fresh(c, lin.in_features, w)
+        att.q_quant, att.k_quant, att.v_quant = fresh(inner), fresh(inner), fresh(inner)
+        att.p_quant = fresh(probs)
+        for path, acfg in layer_acts(new).items():
+            lin = layer.get_submodule(path)
+            lin.act_quant = fresh(acfg, lin.in_features)
     if new.pooler and bert.pooler is not None:
-        bert.pooler.dense.act_quant = fresh(tcfg, bert.pooler.dense.in_features, w)
+        bert.pooler.dense.act_quant = fresh(pooler_act(new), bert.pooler.dense.in_features)
     model.train(model.training)
     set_quant_config(model, new)
     return model
