@@ -255,7 +255,11 @@ BIBERT_NOTES = [
     "thresholds do move (mean |theta| 0.09, max 0.96), 78.2 / 77.5 / 80.8 / 80.5 / 81.2 / 76.6 "
     "/ 82.3 % at the same steps: no gain either. Hidden-state MSE + prediction (`loss: dmd` with weight dmd 0, out/exp/"
     "bibert-rsign-hid) fell to 74.8 / 51.0 / 64.1 % at steps 217 / 434 / 651 and was stopped: "
-    "the hidden-state term hurts W1A1 here as DMD does",
+    "the hidden-state term hurts W1A1 here as DMD does. Nor does a lower rate: "
+    "bibert-multistep-aug at lr 1e-4 instead of 2e-4 (out/exp/bibert-aug-lr1e4, stopped at "
+    "step 2,170 of 3,153 for machine time) read 78.1 / 77.9 / 81.1 / 79.6 / 80.3 / 79.7 / 81.1 "
+    "/ 80.7 / 81.4 / 80.1 % every 217 steps against 77.5 / 79.9 / 74.7 / 80.1 / 81.7 / 81.6 / "
+    "82.5 / 82.3 / 83.0 / 81.1 % at 2e-4: steadier early, lower from step 1,085 on",
     "W1A1 from the TWS W1A8 model (row tws-a1, models/minilm-sst2-tws-a1.yaml: `init: previous` "
     "after the split keeps the two binary terms of every matrix, trained at W1A8, and swaps in "
     "bibert-rsign's activation side, sign inputs with learned thresholds and Bi-Attention; "
