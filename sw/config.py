@@ -157,6 +157,10 @@ class StageConfig:
     # learning rate of the learned activation thresholds (quant act_threshold); None = the
     # stage's. At weight-sized rates they hardly leave 0 (|theta| <= 0.02 after 3 epochs)
     threshold_lr: Optional[float] = None
+    # the earlier stage whose model this stage distils from (None: the teacher stage). Naming
+    # the stage it starts from is BiT's multi-step distillation (Liu et al., NeurIPS 2022): the
+    # W1A8 model teaches W1A1, a target the student can reach from where it starts
+    teacher: Optional[str] = None
 
     @property
     def trains(self) -> bool:
@@ -401,6 +405,16 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         if s.threshold_lr is not None and not s.quant.get("act_threshold"):
             raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant "
                                                        f"act_threshold: true (no thresholds to train)")
+        if s.teacher is not None:
+            names = [t.name for t in cfg.stages[:i]]
+            if s.type in ("teacher", "split") or s.resolved_loss == "ce":
+                raise ctx.err(_node_of(s, "teacher"), f"{w}.teacher: only distilling stages have "
+                                                      f"a teacher (this one is a {s.type} stage "
+                                                      f"with loss {s.resolved_loss!r})")
+            if s.teacher not in names:
+                raise ctx.err(_node_of(s, "teacher"), f"{w}.teacher: {s.teacher!r} is not an "
+                                                      f"earlier stage (earlier: "
+                                                      f"{', '.join(names) or 'none'})")
         if s.dropout is not None:
             if not 0 <= s.dropout < 1:
                 raise ctx.err(_node_of(s, "dropout"), f"{w}.dropout must be in [0, 1), not "

@@ -453,6 +453,29 @@ def set_dropout(model: nn.Module, p: float) -> nn.Module:
     return model
 
 
+def distill_head_map(student: nn.Module, teacher: nn.Module,
+                     fp_teacher: nn.Module | None) -> list[list[int]] | None:
+    """Per layer, the ``teacher`` head each student head compares with (sw.distill's
+    ``head_map``). Head maps record teacher-stage heads; when the teacher is itself a pruned
+    stage, each student head maps to that model's position of the same teacher-stage head."""
+    smap = getattr(student, HEAD_MAP, None)
+    if teacher is fp_teacher:
+        return smap
+    tmap = getattr(teacher, HEAD_MAP, None)
+    if smap is None or tmap is None:
+        # a full-width teacher stage keeps the teacher's head order; a pruned teacher of a
+        # full-width student compares head averages (sw.distill without a map)
+        return smap
+    out = []
+    for i, (s_heads, t_heads) in enumerate(zip(smap, tmap)):
+        missing = [h for h in s_heads if h not in t_heads]
+        if missing:
+            raise BinbertError(f"distill: layer {i} student heads {missing} were pruned from the "
+                               f"teacher stage's model")
+        out.append([t_heads.index(h) for h in s_heads])
+    return out
+
+
 def _trainable(model: nn.Module) -> nn.Module:
     for p in model.parameters():  # copies of the (frozen) teacher
         p.requires_grad_(True)
@@ -491,6 +514,8 @@ class Trainer:
         self.dev_ds = Encoded(load_split(d.dir, d.task, "dev", d.eval_limit), self.tokenizer,
                               d.max_seq_len, self.spec.regression)
         self.teacher: nn.Module | None = None
+        # frozen models of the stages that a later stage names as its ``teacher``
+        self.stage_models: dict[str, nn.Module] = {}
         self.summary: dict[str, Any] = {}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -525,6 +550,12 @@ class Trainer:
             self.log(f"[data] augmented: {len(self.train_examples)} training rows + "
                      f"{len(extra)} variants")
         return self._distill_ds
+
+    def distill_teacher(self, stage: StageConfig) -> nn.Module:
+        """The model a distilling stage learns from: its ``teacher`` stage's, else the teacher."""
+        if stage.teacher is None:
+            return self.teacher
+        return self.stage_models[stage.teacher]
 
     def phase_ds(self, stage: StageConfig, loss: str) -> Encoded:
         # the ground-truth task loss never reads an augmented row (its label is a guess)
@@ -659,6 +690,7 @@ class Trainer:
         names = [s.name for s in self.cfg.stages]
         upto = max(names.index(n) for n in self.only) if self.only else len(names) - 1
         prev: nn.Module | None = None
+        teaches = {s.teacher for s in self.cfg.stages if s.teacher is not None}
         t_all = time.time()
         for idx, stage in enumerate(self.cfg.stages[: upto + 1]):
             sdir = self.stage_dir(stage)
@@ -673,11 +705,14 @@ class Trainer:
                                    f"run it first (--stages {stage.name})")
             else:
                 model = self.run_stage(idx, stage, prev)
+            if stage.type == "teacher" or stage.name in teaches:
+                model.eval()
+                for p in model.parameters():  # later stages copy it through _trainable
+                    p.requires_grad_(False)
             if stage.type == "teacher":
                 self.teacher = model
-                self.teacher.eval()
-                for p in self.teacher.parameters():
-                    p.requires_grad_(False)
+            if stage.name in teaches:
+                self.stage_models[stage.name] = model
             prev = model
         self.summary["_wall_s"] = round(time.time() - t_all, 1)
         if self.dist.main:
@@ -869,9 +904,10 @@ class _StageRun:
         need_trace = phase.loss != "prediction"
         with (record(self.model) if need_trace else contextlib.nullcontext()) as srec:
             s_logits = net(**inputs).logits
+        teacher = self.tr.distill_teacher(self.stage)
         with torch.no_grad():
-            with (record(self.tr.teacher) if need_trace else contextlib.nullcontext()) as trec:
-                t_logits = self.tr.teacher(**inputs).logits
+            with (record(teacher) if need_trace else contextlib.nullcontext()) as trec:
+                t_logits = teacher(**inputs).logits
         s = {"logits": s_logits}
         t = {"logits": t_logits}
         if need_trace:
@@ -879,7 +915,8 @@ class _StageRun:
             t.update(embeddings=trec.embeddings, layers=trec.layers)
         loss, terms = distill_loss(phase.loss, s, t, batch["attention_mask"],
                                    self.cfg.stage_distill(self.stage),
-                                   head_map=getattr(self.model, HEAD_MAP, None))
+                                   head_map=distill_head_map(self.model, teacher,
+                                                             self.tr.teacher))
         if net is not self.model:
             # DDP reduces gradients of everything its output depends on; the intermediate loss
             # reads hooked tensors, not the logits, so tie the logits in with weight zero.
@@ -894,6 +931,8 @@ class _StageRun:
                    desc=f"{self.stage.name}:{phase.loss}", dynamic_ncols=True, leave=False)
         self.model.train()
         tr.teacher is not None and tr.teacher.eval()
+        if self.stage.teacher is not None:
+            tr.distill_teacher(self.stage).eval()
         running: dict[str, float] = {}
         n_run = 0
         it = self._batches_from(start)
@@ -1020,7 +1059,8 @@ def plot_curves(out: Path, stages: list[str], dest: Path | None = None) -> Path 
         tl = [(r["step"], r["loss"]) for r in h if "loss" in r]
         if tl:
             ax.plot(*zip(*tl), color="tab:blue", label="train loss")
-            ax.set_yscale("log")
+            if all(v > 0 for _, v in tl):  # a loss of exactly 0 (student = teacher) has no log
+                ax.set_yscale("log")
         # phase boundaries (intermediate -> prediction distillation: different loss scales)
         logged = [r for r in h if "loss" in r]
         for a, b in zip(logged, logged[1:]):

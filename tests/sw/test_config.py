@@ -200,3 +200,26 @@ def test_bibert_stage_defaults_to_centred_per_row_binarisation():
     q = stage_quant_dict(cfg.stage("b"))
     assert (q["weight"], q["act"], q["attention"]) == ("bwn", "sign", "bi")
     assert q["weight_per_row"] is True and q["centered"] is True
+
+
+def test_stage_teacher_names_an_earlier_distilling_stage():
+    """teacher: <stage> (BiT's multi-step distillation) names an earlier stage; a stage that
+    learns from no teacher (the teacher stage, a split, a task-loss-only stage) takes none."""
+    text = ("stages:\n  - {name: teacher, type: teacher}\n  - {name: bwn, type: binary}\n"
+            "  - {name: bibert, type: bibert, init: previous, teacher: bwn}\n")
+    cfg = config_from_text(text, "x.yaml")
+    assert cfg.stage("bibert").teacher == "bwn" and cfg.stage("bwn").teacher is None
+    for bad, message in (
+            (text.replace("teacher: bwn", "teacher: bibert"),
+             r"x.yaml:4: stages\[2\] \(bibert\).teacher: 'bibert' is not an earlier stage "
+             r"\(earlier: teacher, bwn\)"),
+            (text.replace("teacher: bwn", "teacher: bwm"),
+             r"x.yaml:4: .*'bwm' is not an earlier stage"),
+            (text.replace("teacher: bwn", "teacher: bwn, loss: ce"),
+             r"x.yaml:4: stages\[2\] \(bibert\).teacher: only distilling stages have a teacher "
+             r"\(this one is a bibert stage with loss 'ce'\)"),
+            (BASE.replace("    type: split\n", "    type: split\n    teacher: ternary\n"),
+             rf"x.yaml:{_line_of(BASE, 'type: split') + 1}: stages\[2\] \(split\).teacher: only "
+             r"distilling stages have a teacher")):
+        with pytest.raises(BinbertError, match=message):
+            config_from_text(bad, "x.yaml")

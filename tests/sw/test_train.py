@@ -348,6 +348,50 @@ def test_init_previous_starts_from_the_previous_students_weights(tmp_path):
         Trainer(config_from_text(pruned), tmp_path / "pruned", progress=False).run()
 
 
+def test_stage_distils_from_an_earlier_stage_it_names(tmp_path):
+    """teacher: <stage> (BiT's multi-step distillation): the stage learns from that stage's
+    frozen model instead of the teacher's. A student that starts as a copy of its teacher stage
+    (init: previous, same quantization, no dropout) matches every intermediate state at step 1:
+    the loss is exactly 0 there, against the full-precision teacher it is not."""
+    base = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue")).replace(
+        "train: {", "train: {log_every: 1, ").replace(
+        "{name: bibert, type: bibert, steps: 3}",
+        "{name: b1, type: bibert, steps: 2, dropout: 0.0}\n"
+        "  - {name: b2, type: bibert, steps: 1, dropout: 0.0, init: previous, loss: intermediate"
+        "TEACHER}")
+    first = {}
+    for teacher in (None, "b1"):
+        text = base.replace("TEACHER", "" if teacher is None else f", teacher: {teacher}")
+        out = tmp_path / str(teacher)
+        tr = Trainer(config_from_text(text), out, progress=False)
+        tr.run()
+        hist = json.loads((out / "b2" / "metrics.json").read_text())["history"]
+        first[teacher] = [h for h in hist if "loss" in h][0]
+        assert set(tr.stage_models) == ({"b1"} if teacher else set())
+    assert first["b1"]["loss"] == 0.0 and first["b1"]["ffn"] == 0.0
+    assert first[None]["loss"] > 0.01
+    # the checkpoint knows its teacher: the same directory under another teacher is refused
+    with pytest.raises(BinbertError, match=r"b2.*does not match the config \(differs in "
+                                           r"stages\[2\]\.teacher\)"):
+        Trainer(config_from_text(base.replace("TEACHER", ", teacher: teacher")),
+                tmp_path / "None", progress=False).run()
+
+
+def test_distill_head_map_follows_a_pruned_teacher_stage():
+    from sw.train import HEAD_MAP, distill_head_map
+
+    fp, t, s = torch.nn.Module(), torch.nn.Module(), torch.nn.Module()
+    setattr(s, HEAD_MAP, [[3, 1], [0, 2]])
+    assert distill_head_map(s, fp, fp) == [[3, 1], [0, 2]]  # the teacher stage itself
+    assert distill_head_map(s, t, fp) == [[3, 1], [0, 2]]  # a full-width stage: same heads
+    setattr(t, HEAD_MAP, [[1, 3], [2, 0]])  # the same heads, pruned in another order
+    assert distill_head_map(s, t, fp) == [[1, 0], [1, 0]]
+    setattr(t, HEAD_MAP, [[1, 3], [2, 1]])
+    with pytest.raises(BinbertError, match=r"distill: layer 1 student heads \[0\] were pruned "
+                                           r"from the teacher stage's model"):
+        distill_head_map(s, t, fp)
+
+
 def test_ddp_code_path_gloo_world_1(pipeline, tmp_path, monkeypatch):
     """torch.distributed initialised (gloo, one rank): DDP wrapper and collectives run."""
     base_out, _, _ = pipeline
