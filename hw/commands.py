@@ -50,7 +50,10 @@ def register(subparsers) -> None:
     p.add_argument("--rom", default="auto",
                    help="weight ROM: auto (block RAM when it fits), bram or logic")
     p.add_argument("--synth-opts", default=None,
-                   help="override the synth_<family> flags (default per target, see hw/flow.py)")
+                   help="replace the synth_<family> flags (default per target, see hw/flow.py)")
+    p.add_argument("--synth-extra", default=None,
+                   help="flags appended to the synth_<family> flags, e.g. '-dsp' on top of the "
+                        "target's defaults")
     p.add_argument("--out", type=Path, default=Path("out/bitstream"), help="output directory")
     p.set_defaults(func=run)
 
@@ -70,6 +73,7 @@ def run(args) -> int:
     else:
         targets = [flow.get_target(target_name)]
     opts = None if args.synth_opts is None else tuple(args.synth_opts.split())
+    extra = () if args.synth_extra is None else tuple(args.synth_extra.split())
     export = None if args.export is None else str(args.export)
     if export is not None and args.layer == "encoder" and not args.export.exists():
         raise BinbertError(f"--export {export}: no such checkpoint or export directory")
@@ -81,7 +85,7 @@ def run(args) -> int:
         out = args.out / target.name if len(targets) > 1 else args.out
         try:
             r = flow.build(spec, target, out, freq_mhz=args.freq, seeds=args.seeds,
-                           synth_opts=opts, rom=args.rom)
+                           synth_opts=opts, synth_extra=extra, rom=args.rom)
         except flow.DoesNotFit as exc:
             print(f"{target.name}: {exc} (report: {out / 'report.md'})")
             no_fit.append(str(exc))

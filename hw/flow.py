@@ -295,9 +295,17 @@ def rom_fits_bram(width: int, depth: int, target: Target) -> tuple[bool, int]:
     return blocks <= target.brams_available, blocks
 
 
+def synth_flags(target: Target, synth_opts: tuple[str, ...] | None = None,
+                extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The synth_<family> flags: ``synth_opts`` replaces the target's defaults (None keeps
+    them), ``extra`` is appended (e.g. ``-dsp`` on top of the iCE40 defaults)."""
+    return tuple(target.synth_opts if synth_opts is None else synth_opts) + tuple(extra)
+
+
 def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float | None = None,
              seeds: tuple[int, ...] = (1,), synth_opts: tuple[str, ...] | None = None,
-             rom: str = "bram", bitstream: bool = True) -> dict:
+             synth_extra: tuple[str, ...] = (), rom: str = "bram",
+             bitstream: bool = True) -> dict:
     """Synthesize, place and route ``BoardTop(make_block)`` for ``target`` in ``out``.
 
     ``rom``: 'bram' maps the block's ROMs (memories named ``*rom*``) to block RAM (the
@@ -317,7 +325,7 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
     freq = float(freq_mhz or target.freq_mhz)
     if not freq > 0:
         raise BinbertError(f"freq={freq_mhz}: the requested clock must be > 0 MHz")
-    opts = tuple(target.synth_opts if synth_opts is None else synth_opts)
+    opts = synth_flags(target, synth_opts, synth_extra)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "flow.log"
@@ -549,7 +557,7 @@ def _layer_figures(spec: LayerSpec) -> dict:
 
 def build(spec: LayerSpec, target: Target, out, *, freq_mhz: float | None = None,
           seeds: tuple[int, ...] = (1,), synth_opts: tuple[str, ...] | None = None,
-          rom: str = "auto", bitstream: bool = True) -> dict:
+          synth_extra: tuple[str, ...] = (), rom: str = "auto", bitstream: bool = True) -> dict:
     """Implement ``spec`` on ``target`` in ``out``; write report.json + report.md; return it.
 
     A design that does not fit still gets its report (synthesis figures, ``fits: false``)
@@ -559,7 +567,8 @@ def build(spec: LayerSpec, target: Target, out, *, freq_mhz: float | None = None
     rom_kind, rom_why = choose_rom(spec, target, rom)
     try:
         res = run_flow(spec.params.create, target, out, freq_mhz=freq_mhz, seeds=seeds,
-                       synth_opts=synth_opts, rom=rom_kind, bitstream=bitstream)
+                       synth_opts=synth_opts, synth_extra=synth_extra, rom=rom_kind,
+                       bitstream=bitstream)
     except DoesNotFit as exc:
         report = {"layer": spec.layer, "params": spec.describe, "fits": False, "error": str(exc),
                   **exc.partial, "weights": rom_why, **_layer_figures(spec)}

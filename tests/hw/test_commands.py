@@ -56,15 +56,19 @@ def micro_ice40(tmp_path_factory):
 
 
 def test_cli_no_fit_exits_2_after_writing_the_report(tmp_path, monkeypatch, capsys):
-    """A design over capacity: status 2, the one-line error, the report of what was measured."""
+    """A design over capacity: status 2, the one-line error, the report of what was measured.
+    --synth-extra flags go after the target's default flags instead of replacing them."""
     import dataclasses
 
     small = dataclasses.replace(flow.TARGETS["ice40-up5k"], luts_available=10)
     monkeypatch.setitem(flow.TARGETS, "ice40-up5k", small)
     rc = main(["bitstream", "--layer", "pe", "--simd", "16", "--target", "ice40-up5k",
-               "--out", str(tmp_path)])
+               "--synth-extra=-dsp", "--out", str(tmp_path)])
     r = json.loads((tmp_path / "report.json").read_text())
     assert rc == 2 and r["fits"] is False
+    flags = " ".join(small.synth_opts + ("-dsp",))
+    assert r["synth_opts"] == flags == "-abc9 -dffe_min_ce_use 4 -dsp"
+    assert f"synth_ice40 -top top {flags}" in (tmp_path / "synth.ys").read_text()
     assert _one_line_error(capsys) == f"binbert: error: {r['error']}"
     assert r["error"].startswith("design does not fit ice40-up5k: ")
 
