@@ -251,6 +251,21 @@ def requant(accs: np.ndarray, m: np.ndarray, b: np.ndarray, shift: int, out_bits
     return np.clip(q, -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
 
 
+def bit_thresholds(m: np.ndarray, b: np.ndarray, acc_bits: int) -> np.ndarray:
+    """T with [acc >= T] == [acc·M + B >= 0] for every signed ``acc_bits`` accumulator (§7, one
+    term to one bit, M >= 0): T = ceil(-B / M) for M > 0, clamped to [acc_min, acc_max + 1];
+    for M = 0 the bit is the constant [B >= 0], T = acc_min (always 1) or acc_max + 1 (never).
+    So the hardware compares instead of multiplying."""
+    m = np.asarray(m, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    if m.min(initial=0) < 0:
+        raise BinbertError("bit_thresholds: multipliers must be >= 0")
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    t = -np.floor_divide(b, np.maximum(m, 1))  # ceil(-B / M), exact in integers
+    t = np.where(m > 0, t, np.where(b >= 0, lo, hi + 1))
+    return np.clip(t, lo, hi + 1).astype(np.int64)
+
+
 def fold_scale(real: np.ndarray, *, m_bits: int = 16, max_shift: int = 40) -> tuple[np.ndarray, int]:
     """Fixed-point (M, S) with M / 2**S ~= real, M < 2**m_bits, the largest S <= max_shift (§8).
 

@@ -222,12 +222,8 @@ class Requant:
         if not self.is_threshold:
             raise BinbertError(f"Requant.thresholds: needs out_bits 1 and one term, not "
                                f"out_bits {self.out_bits} with {self.terms} terms")
-        lo, hi = signed_range(self.acc_bits)
-        m = np.broadcast_to(self.mult[0], (self.rows,)).astype(np.int64)
-        b = np.broadcast_to(self.bias, (self.rows,)).astype(np.int64)
-        t = -np.floor_divide(b, np.maximum(m, 1))  # ceil(-B / M), exact in integers
-        t = np.where(m > 0, t, np.where(b >= 0, lo, hi + 1))
-        return np.clip(t, lo, hi + 1).astype(np.int64)
+        return arith.bit_thresholds(np.broadcast_to(self.mult[0], (self.rows,)),
+                                    np.broadcast_to(self.bias, (self.rows,)), self.acc_bits)
 
 
 # --------------------------------------------------------------------------------------------

@@ -443,6 +443,18 @@ class RequantParams:
             raise BinbertError(f"RequantParams.compute: accumulators outside acc_width={self.acc_width}")
         return arith.requant(accs, self.m, self.b, self.shift, self.out_bits)
 
+    @property
+    def is_threshold(self) -> bool:
+        """One term to one bit: the RTL compares ``acc >= T`` instead of multiplying (§7)."""
+        return self.out_bits == 1 and self.terms == 1
+
+    def thresholds(self) -> np.ndarray:
+        """(n,) T with [acc >= T] == [acc·M + B >= 0] for every acc of acc_width."""
+        if not self.is_threshold:
+            raise BinbertError(f"RequantParams.thresholds: needs out_bits 1 and one term, not "
+                               f"out_bits {self.out_bits} with {self.terms} terms")
+        return arith.bit_thresholds(self.m[0], self.b, self.acc_width)
+
     def create(self):
         from hw.requant import Requantizer
         return Requantizer(self)

@@ -7,8 +7,10 @@ Per row ``n`` (rows cycle through ``n / lanes`` beats per vector)::
     bit  = z >= 0                                                     out_bits == 1
 
 Two register stages: the products (so the multipliers sit alone between registers), then the
-rounded and clamped codes. ``M``/``B`` come from a small ROM indexed by the beat within the
-vector when they differ between the rows of a lane, from constants otherwise.
+rounded and clamped codes. One term to one bit (BiBERT's sign activations) compares instead,
+``bit = acc >= T[n]`` (``RequantParams.thresholds``, the same bits): no multiplier, no z.
+``M``/``B`` (or ``T``) come from a small ROM indexed by the beat within the vector when they
+differ between the rows of a lane, from constants otherwise.
 """
 from __future__ import annotations
 
@@ -66,28 +68,30 @@ class Requantizer(wiring.Component):
         accept = self.i.valid & self.i.ready
 
         # ---------------- per-row constants ----------------
-        m_rows = p.m.reshape(T, NF, L)   # [t, beat, lane]
-        b_rows = p.b.reshape(NF, L)
-        # per lane: are M and B the same for every beat? then a constant, else ROM fields
-        vary = NF > 1 and not (np.all(m_rows == m_rows[:, :1, :]) and np.all(b_rows == b_rows[:1, :]))
-        mult = [[None] * T for _ in range(L)]
-        bias = [None] * L
+        # (name, width, signed, values[beat, lane]): M per term and B, or the threshold T
+        if p.is_threshold:  # one term to one bit: [acc >= T], no multiplier (§7)
+            tw = p.acc_width + 1
+            fields = [("t", tw, True, p.thresholds().reshape(NF, L))]
+        else:
+            m_rows = p.m.reshape(T, NF, L)   # [t, beat, lane]
+            fields = [(f"m{t}", mb, False, m_rows[t]) for t in range(T)]
+            fields.append(("b", bw, True, p.b.reshape(NF, L)))
+        # per lane: the same for every beat? then constants, else ROM fields
+        vary = NF > 1 and any(np.any(v != v[:1, :]) for _, _, _, v in fields)
+        const = [dict() for _ in range(L)]
         if not vary:
             for lane in range(L):
-                for t in range(T):
-                    mult[lane][t] = C(int(m_rows[t, 0, lane]), unsigned(mb))
-                bias[lane] = C(int(b_rows[0, lane]), signed(bw))
+                for name, w, sgn, v in fields:
+                    const[lane][name] = C(int(v[0, lane]), signed(w) if sgn else unsigned(w))
         else:
-            field = T * mb + bw
+            field = sum(w for _, w, _, _ in fields)
             words = []
             for beat in range(NF):
-                word = 0
+                word, pos = 0, 0
                 for lane in range(L):
-                    f = 0
-                    for t in range(T):
-                        f |= int(m_rows[t, beat, lane]) << (t * mb)
-                    f |= (int(b_rows[beat, lane]) & ((1 << bw) - 1)) << (T * mb)
-                    word |= f << (lane * field)
+                    for _, w, _, v in fields:
+                        word |= (int(v[beat, lane]) & ((1 << w) - 1)) << pos
+                        pos += w
                 words.append(word)
             m.submodules.crom = crom = memory.Memory(shape=unsigned(L * field), depth=NF, init=words)
             cread = crom.read_port()
@@ -97,31 +101,46 @@ class Requantizer(wiring.Component):
             m.d.sync += beat.eq(beat_next)
             # read the *next* beat's row so its constants are registered when it arrives
             m.d.comb += [cread.addr.eq(beat_next), cread.en.eq(1)]
+            pos = 0
             for lane in range(L):
-                base = lane * field
-                for t in range(T):
-                    mult[lane][t] = cread.data[base + t * mb: base + (t + 1) * mb]
-                bias[lane] = cread.data[base + T * mb: base + field].as_signed()
+                for name, w, sgn, _ in fields:
+                    f = cread.data[pos: pos + w]
+                    const[lane][name] = f.as_signed() if sgn else f
+                    pos += w
+
+        v1 = Signal()
+        with m.If(en):
+            m.d.sync += v1.eq(accept)
+        v2 = Signal()
+        with m.If(en):
+            m.d.sync += v2.eq(v1)
+        m.d.comb += self.o.valid.eq(v2)
+
+        if p.is_threshold:
+            # stage 1: the compare; stage 2: its register (the latency of the general path)
+            for lane in range(L):
+                b1 = Signal(name=f"ge{lane}")
+                out = Signal(self.o.payload[lane].shape(), name=f"q{lane}")
+                with m.If(en):
+                    m.d.sync += [b1.eq(self.i.payload[lane][0] >= const[lane]["t"]), out.eq(b1)]
+                m.d.comb += self.o.payload[lane].eq(out)
+            return m
 
         # ---------------- stage 1: products ----------------
-        v1 = Signal()
         prods = []
         for lane in range(L):
             row = []
             for t in range(T):
                 pr = Signal(signed(p.acc_width + mb + 1), name=f"prod{lane}_{t}")
                 with m.If(en):
-                    m.d.sync += pr.eq(self.i.payload[lane][t] * mult[lane][t])
+                    m.d.sync += pr.eq(self.i.payload[lane][t] * const[lane][f"m{t}"])
                 row.append(pr)
             b1 = Signal(signed(bw), name=f"bias{lane}")
             with m.If(en):
-                m.d.sync += b1.eq(bias[lane])
+                m.d.sync += b1.eq(const[lane]["b"])
             prods.append((row, b1))
-        with m.If(en):
-            m.d.sync += v1.eq(accept)
 
         # ---------------- stage 2: sum, round half up, clamp ----------------
-        v2 = Signal()
         lo, hi = -(1 << (p.out_bits - 1)), (1 << (p.out_bits - 1)) - 1
         for lane, (row, b1) in enumerate(prods):
             z = Signal(signed(p.z_width), name=f"z{lane}")
@@ -130,7 +149,7 @@ class Requantizer(wiring.Component):
                 total = total + pr
             m.d.comb += z.eq(total)
             out = Signal(self.o.payload[lane].shape(), name=f"q{lane}")
-            if p.out_bits == 1:
+            if p.out_bits == 1:  # two terms: the sign of the weighted sum
                 res = ~z[-1]  # z >= 0
             else:
                 rw = max(p.z_width, p.shift + 1) + 1
@@ -142,7 +161,4 @@ class Requantizer(wiring.Component):
             with m.If(en):
                 m.d.sync += out.eq(res)
             m.d.comb += self.o.payload[lane].eq(out)
-        with m.If(en):
-            m.d.sync += v2.eq(v1)
-        m.d.comb += self.o.valid.eq(v2)
         return m

@@ -97,6 +97,31 @@ def test_requant_threshold_zero_is_one():
     assert got[0].tolist() == [1, 1, 1] and got[2].tolist() == [0, 1, 0]
 
 
+@pytest.mark.parametrize("vary", [False, True])
+def test_one_bit_one_term_is_a_threshold_compare(vary):
+    """One term to one bit: [acc·M + B >= 0] == [acc >= T] for every accumulator (M = 0 rows
+    included: the constant [B >= 0]), and the RTL compares with T: no multiplier in its
+    Verilog, the same bits as the golden model on every accumulator value."""
+    n, acc_width = 8, 6
+    m = np.array([[0, 0, 1, 3, 7, 1000, 65535, 2]]) if vary else [3]
+    b = np.array([5, -5, 0, -7, 20, -64000, 10**6, -10**6]) if vary else -7
+    p = RequantParams(n=n, lanes=4, acc_width=acc_width, m=m, b=b, shift=4, out_bits=1)
+    assert p.is_threshold
+    every = np.arange(-(1 << (acc_width - 1)), 1 << (acc_width - 1))
+    accs = np.repeat(every[None, :, None], n, axis=2)  # (1, 64, n): each row sees every value
+    want = p.compute(accs)
+    assert np.array_equal((accs[0] >= p.thresholds()).astype(np.int64), want)
+    assert np.array_equal(simulate(p, accs, idle=0.2, stall=0.3), want)
+    text = verilog.convert(p.create(), name="requant")
+    assert " * " not in text and "prod" not in text
+    two = RequantParams(n=n, lanes=4, terms=2, acc_width=acc_width, m=[3, 5], b=0, shift=4,
+                        out_bits=1)
+    assert not two.is_threshold and " * " in verilog.convert(two.create(), name="requant")
+    with pytest.raises(BinbertError, match=r"RequantParams.thresholds: needs out_bits 1 and one "
+                                           r"term, not out_bits 1 with 2 terms"):
+        two.thresholds()
+
+
 def test_requant_throughput_and_latency():
     params = RequantParams(n=8, lanes=2, acc_width=8, m=np.arange(8)[None] * 100, b=np.arange(8),
                            shift=5, out_bits=4)
