@@ -274,6 +274,21 @@ BIBERT_NOTES = [
     "half-width ternary model's shape (6 heads' Q/K/V codes and 768 FFN bits per token, "
     "against 12 heads and 1,536), which a second weight term does not widen; at 8 bits the "
     "same shape loses nothing (TWS W1A8 87.81 %)",
+    "distilling W1A1 from the BWN W1A8 model it starts from instead of the full-precision "
+    "teacher (stage key `teacher: bwn`: BiT's multi-step distillation, Liu et al. 2022, and "
+    "teacher-assistant distillation) does not help either. Hand runs on bibert-multistep-aug's "
+    "schedule from a new teacher and BWN stage (out/exp/base, the same config at 2 threads: "
+    "teacher 88.63 %, BWN W1A8 87.97 % against the row's 87.20 %, a difference of float "
+    "summation order alone; 68.9 % binarised before any step), stopped for machine time: the "
+    "control, as the row (prediction distillation from the FP teacher, out/exp/ctrl), read "
+    "78.1 / 79.6 / 79.6 / 80.2 / 81.7 / 80.2 / 81.1 / 81.9 / 82.0 / 80.8 % every 217 steps "
+    "(the row: 77.5 / 79.9 / 74.7 / 80.1 / 81.7 / 81.6 / 82.5 / 82.3 / 83.0 / 81.1 %), so the "
+    "better W1A8 start does not carry over to W1A1; prediction distillation from the BWN model "
+    "(out/exp/takd) 77.7 / 77.2 / 79.0 / 79.9 / 80.3 / 80.4 %, 0.3-2.4 pt under the control at "
+    "5 of its 6 evaluations (0.2 above at step 1,302); hidden states (MSE of the embeddings and every layer output) plus prediction "
+    "from the BWN model (out/exp/bit-hid) 72.8 / 72.7 % at steps 217 / 434, stopped there: "
+    "unlike the FP teacher's hidden states (74.8 / 51.0 %) they do not collapse the student, "
+    "but it trails the control by 5-7 pt",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
     "reaches 66.06 % against 47.94 % at 2",
 ]
