@@ -15,8 +15,8 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
     distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
               loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
-              budget_mb, eval_every, dropout, init: teacher|previous,
-              distill: {...overrides...}}, ...]
+              budget_mb, eval_every, dropout, init: teacher|previous, augment,
+              threshold_lr, teacher: <earlier stage>, ema, distill: {...overrides...}}, ...]
 """
 from __future__ import annotations
 
@@ -161,6 +161,10 @@ class StageConfig:
     # the stage it starts from is BiT's multi-step distillation (Liu et al., NeurIPS 2022): the
     # W1A8 model teaches W1A1, a target the student can reach from where it starts
     teacher: Optional[str] = None
+    # decay of an exponential moving average of the weights (Polyak averaging; None: off). The
+    # average is what is evaluated, selected and handed on; training steps the live weights.
+    # Binary students oscillate: latent weights near 0 flip sign step after step
+    ema: Optional[float] = None
 
     @property
     def trains(self) -> bool:
@@ -405,6 +409,11 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         if s.threshold_lr is not None and not s.quant.get("act_threshold"):
             raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant "
                                                        f"act_threshold: true (no thresholds to train)")
+        if s.ema is not None:
+            if not 0 < s.ema < 1:
+                raise ctx.err(_node_of(s, "ema"), f"{w}.ema is a decay in (0, 1), not {s.ema!r}")
+            if not s.trains:
+                raise ctx.err(_node_of(s, "ema"), f"{w}.ema: a {s.type} stage does not train")
         if s.teacher is not None:
             names = [t.name for t in cfg.stages[:i]]
             if s.type in ("teacher", "split") or s.resolved_loss == "ce":

@@ -8,7 +8,8 @@ Output layout of ``binbert train --out OUT``::
                          a stage that continues a trained student (binary after a split,
                          ``init: previous``) evaluates it first, and that evaluation competes
     OUT/<stage>/last/    resumable state (model + optimizer + scheduler + step + RNG), removed
-                         once final exists
+                         once final exists (with a stage's ``ema``, the live weights; the
+                         average, which best/ and final/ hold, is in its training.pt)
     OUT/<stage>/metrics.json, OUT/<stage>/curve.png, OUT/summary.json, OUT/curve.png
 
 A checkpoint directory holds ``model.safetensors``, ``bert_config.json`` (HF BertConfig),
@@ -751,7 +752,7 @@ class Trainer:
         run = _StageRun(self, idx, stage, model, phases, resume,
                         start_competes=_continues_trained(stage, prev))
         run.train()
-        model = run.model
+        model = run.eval_model
         summary = {"dev": run.best_metrics if self.cfg.train.select == "best" else run.last_metrics,
                    "best_step": run.best_step, "steps": sum(p.steps for p in phases),
                    "phases": [p.__dict__ for p in phases], "size_mb": _size_mb(model),
@@ -812,6 +813,37 @@ def _continues_trained(stage: StageConfig, prev: nn.Module | None) -> bool:
     return stage.init == "previous" or _starts_from_split(stage, prev)
 
 
+class _Ema:
+    """Exponential moving average of a model's floating-point state (parameters and buffers;
+    others, e.g. LSQ's ``initialized`` flag, are copied). The decay ramps up as in
+    tf.train.ExponentialMovingAverage with num_updates, min(decay, (1 + t) / (10 + t)), so a
+    short stage averages about its last ninth of steps rather than clinging to its start."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = model.state_dict()
+        for k, e in self.model.state_dict().items():
+            if e.is_floating_point():
+                e.lerp_(live[k], 1.0 - d)
+            else:
+                e.copy_(live[k])
+
+    def state(self) -> dict:
+        return {"updates": self.updates, "model": _state_dict(self.model)}
+
+    def load(self, state: dict) -> None:
+        self.updates = state["updates"]
+        self.model.load_state_dict(state["model"])
+
+
 class _StageRun:
     """The optimisation loop of one stage: phases, eval, best/last checkpoints, resume."""
 
@@ -835,10 +867,19 @@ class _StageRun:
             self.best_metrics, self.best_step = resume["best_metrics"], resume["best_step"]
             self.last_metrics = resume["last_metrics"]
             self.wall = resume["wall"]
+        # the stage's weight average (stage key ema): evaluated, selected and handed on
+        self.ema = _Ema(model, stage.ema) if stage.ema is not None else None
+        if self.ema is not None and resume is not None:
+            self.ema.load(resume["ema"])
         self.t_start = time.time()
         self.eval_every = stage.eval_every if stage.eval_every is not None else \
             self.cfg.train.eval_every
         self.global_offset = sum(p.steps for p in phases[: self.phase_i])
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model that is evaluated and saved as best / final: the weight average if any."""
+        return self.ema.model if self.ema is not None else self.model
 
     def _optim(self, phase: Phase):
         decay = self.cfg.train.weight_decay
@@ -946,6 +987,8 @@ class _StageRun:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
             opt.step()
             sched.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             for k, v in terms.items():
                 running[k] = running.get(k, 0.0) + v
             running["loss"] = running.get("loss", 0.0) + float(loss.detach())
@@ -984,7 +1027,7 @@ class _StageRun:
     def _evaluate(self, gstep: int, phase: str, what: str) -> dict:
         """Dev metrics of the model now, recorded in the history and the log (main rank)."""
         tr, cfg = self.tr, self.cfg
-        metrics = evaluate(self.model, tr.dev_ds, cfg.data.task, cfg.train.eval_batch_size,
+        metrics = evaluate(self.eval_model, tr.dev_ds, cfg.data.task, cfg.train.eval_batch_size,
                            tr.device)
         self.model.train()
         self.history.append({"step": gstep, "phase": phase, "dev": metrics})
@@ -996,7 +1039,7 @@ class _StageRun:
         tr = self.tr
         gstep = self.global_offset + done
         self.best_main, self.best_metrics, self.best_step = metrics["main"], metrics, gstep
-        save_checkpoint(tr.stage_dir(self.stage) / "best", self.model, self.cfg,
+        save_checkpoint(tr.stage_dir(self.stage) / "best", self.eval_model, self.cfg,
                         tr._state(self.idx, self.stage, pi, done, dev=metrics))
 
     def _eval_and_save(self, pi: int, done: int, opt, sched, final: bool) -> None:
@@ -1027,6 +1070,8 @@ class _StageRun:
                         "best_main": self.best_main, "best_metrics": self.best_metrics,
                         "best_step": self.best_step, "last_metrics": self.last_metrics,
                         "wall": wall}
+            if self.ema is not None:
+                training["ema"] = self.ema.state()
             if final:  # the next phase starts with a fresh optimizer: nothing to restore
                 training["optimizer"] = training["scheduler"] = None
             save_checkpoint(tr.stage_dir(self.stage) / "last", self.model, cfg,
