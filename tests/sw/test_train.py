@@ -653,3 +653,8 @@ def test_stage_ema_is_what_is_evaluated_handed_on_and_resumed(tmp_path):
     for bad in ("1.0", "0", "-0.5"):
         with pytest.raises(BinbertError, match=r"stages\[1\] \(bibert\).ema is a decay in \(0, 1\)"):
             config_from_text(base.replace("EMA", f", ema: {bad}"))
+    tiny = (ROOT / "models" / "tiny-test.yaml").read_text()
+    assert tiny.count("{name: split, type: split}") == 1
+    with pytest.raises(BinbertError, match=r"stages\[2\] \(split\).ema: a split stage does not train"):
+        config_from_text(tiny.replace("{name: split, type: split}",
+                                      "{name: split, type: split, ema: 0.9}"))
