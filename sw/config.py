@@ -16,7 +16,7 @@ Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete
     stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
               loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
               budget_mb, eval_every, dropout, init: teacher|previous, augment,
-              threshold_lr, teacher: <earlier stage>, ema, distill: {...overrides...}}, ...]
+              threshold_lr, scale_lr, teacher: <earlier stage>, ema, distill: {...overrides...}}, ...]
 """
 from __future__ import annotations
 
@@ -157,6 +157,8 @@ class StageConfig:
     # learning rate of the learned activation thresholds (quant act_threshold); None = the
     # stage's. At weight-sized rates they hardly leave 0 (|theta| <= 0.02 after 3 epochs)
     threshold_lr: Optional[float] = None
+    # learning rate of the learned weight-scale gains (quant learned_scale); None = the stage's
+    scale_lr: Optional[float] = None
     # the earlier stage whose model this stage distils from (None: the teacher stage). Naming
     # the stage it starts from is BiT's multi-step distillation (Liu et al., NeurIPS 2022): the
     # W1A8 model teaches W1A1, a target the student can reach from where it starts
@@ -404,11 +406,15 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         if s.name in seen:
             raise ctx.err(_node_of(s, "name"), f"{w}: duplicate stage name {s.name!r}")
         seen.add(s.name)
-        _positive(ctx, s, w, ("epochs", "steps", "learning_rate", "threshold_lr"))
+        _positive(ctx, s, w, ("epochs", "steps", "learning_rate", "threshold_lr",
+                                 "scale_lr"))
         _positive(ctx, s, w, ("eval_every",), allow_zero=True)
         if s.threshold_lr is not None and not s.quant.get("act_threshold"):
             raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant "
                                                        f"act_threshold: true (no thresholds to train)")
+        if s.scale_lr is not None and not s.quant.get("learned_scale"):
+            raise ctx.err(_node_of(s, "scale_lr"), f"{w}.scale_lr needs quant "
+                                                   f"learned_scale: true (no gains to train)")
         if s.ema is not None:
             if not 0 < s.ema < 1:
                 raise ctx.err(_node_of(s, "ema"), f"{w}.ema is a decay in (0, 1), not {s.ema!r}")

@@ -45,6 +45,10 @@ class QuantBertConfig:
     act_threshold: act="sign" only: learned per-feature thresholds (ReActNet's RSign) on the
                binarized inputs of Q/K/V, the attention output dense, FFN1 and the pooler. Not on
                FFN2's: its input sign(gelu(z) - beta) is a shift of FFN1's bias, already learned.
+    learned_scale: weight="bwn" only: a learned gain on each linear's binary scales (per row with
+               weight_per_row), starting at 1; the export folds it into alpha (§6), so the hardware
+               is unchanged. Not on the word embedding (one gain per token would be a vocab-sized
+               table) nor on split modules (their two terms keep BinaryBERT's a and b)
     split: names of modules stored as two binary terms (set by sw.split.split_model)
     """
 
@@ -58,6 +62,7 @@ class QuantBertConfig:
     weight_per_row: bool = False
     act_integer: bool = False
     act_threshold: bool = False
+    learned_scale: bool = False
     split: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
@@ -68,7 +73,8 @@ class QuantBertConfig:
         elif isinstance(self.act_bits, bool) or not isinstance(self.act_bits, int):
             raise BinbertError(f"act_bits={self.act_bits!r} must be an integer")
         _check_choice("attention", self.attention, ATTENTIONS)
-        for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer", "act_threshold"):
+        for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer", "act_threshold",
+                     "learned_scale"):
             _check_bool(name, getattr(self, name))
         if self.act_threshold and self.act != "sign":
             raise BinbertError(f"act_threshold=true needs act='sign', got act={self.act!r}")
@@ -80,6 +86,11 @@ class QuantBertConfig:
             raise BinbertError(f"split={self.split!r} must be a list of module names")
         if self.split and self.weight != "bwn":
             raise BinbertError(f"split modules need weight='bwn', got weight={self.weight!r}")
+        if self.learned_scale and self.weight != "bwn":
+            raise BinbertError(f"learned_scale=true needs weight='bwn', got weight={self.weight!r}")
+        if self.learned_scale and self.split:
+            raise BinbertError("learned_scale=true does not apply to split models: their two binary "
+                               "terms keep their own scales (BinaryBERT's a and b)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantBertConfig":
@@ -106,7 +117,8 @@ class QuantBertConfig:
 
     # the per-module quantizer configs this model config implies
     def linear_weight(self) -> WeightQuantConfig:
-        return WeightQuantConfig(self.weight, per_row=self.weight_per_row, centered=self.centered)
+        return WeightQuantConfig(self.weight, per_row=self.weight_per_row, centered=self.centered,
+                                 learned_scale=self.learned_scale)
 
     def embedding_weight(self) -> WeightQuantConfig:
         if not self.embedding:

@@ -313,18 +313,25 @@ class WeightQuantConfig:
     method: "fp" (no quantization), "twn" (ternary), "bwn" (binary).
     per_row: one scale per row (word embedding; BiBERT linears) instead of per matrix.
     centered: BiBERT's row-centred binarization (bwn only).
+    learned_scale: bwn only: a learned gain g on the scale, w_q = g * mean|w| * sign(w), one per
+          row (per_row) or per matrix, starting at 1 (XNOR-Net++'s learned scaling factors). The
+          hardware sees only the product, the row's alpha (§6), so it costs nothing there.
     """
 
     method: str = "fp"
     per_row: bool = False
     centered: bool = False
+    learned_scale: bool = False
 
     def __post_init__(self):
         _check_choice("weight method", self.method, WEIGHT_METHODS)
         _check_bool("per_row", self.per_row)
         _check_bool("centered", self.centered)
+        _check_bool("learned_scale", self.learned_scale)
         if self.centered and self.method != "bwn":
             raise BinbertError(f"centered=true applies to binary weights only, not method={self.method!r}")
+        if self.learned_scale and self.method != "bwn":
+            raise BinbertError(f"learned_scale=true applies to binary weights only, not method={self.method!r}")
 
 
 @dataclass(frozen=True)
@@ -367,21 +374,39 @@ class ActQuantConfig:
 
 
 class WeightQuantizer(nn.Module):
-    """Applies a :class:`WeightQuantConfig` to a latent weight (identity STE)."""
+    """Applies a :class:`WeightQuantConfig` to a latent weight (identity STE).
 
-    def __init__(self, cfg: WeightQuantConfig | None = None):
+    learned_scale: parameter ``gain``, ``rows`` of them (per_row) or one, initialised to 1.
+    """
+
+    def __init__(self, cfg: WeightQuantConfig | None = None, *, rows: int | None = None):
         super().__init__()
         self.cfg = cfg if cfg is not None else WeightQuantConfig()
         if not isinstance(self.cfg, WeightQuantConfig):
             raise BinbertError("weight quantizer config must be a WeightQuantConfig, "
                                f"got {type(cfg).__name__}")
+        if self.cfg.learned_scale:
+            if not self.cfg.per_row:
+                rows = None
+            elif isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+                raise BinbertError(f"learned_scale with per_row needs rows (a positive int), got {rows!r}")
+            self.gain = nn.Parameter(torch.ones(rows) if rows is not None else torch.ones(()))
+
+    def _gain(self, w: torch.Tensor) -> torch.Tensor:
+        """The gain shaped to broadcast against w's per-row (or per-matrix) scale."""
+        if not self.cfg.per_row:
+            return self.gain
+        if w.shape[0] != self.gain.shape[0]:
+            raise BinbertError(f"weight quantizer: weight has {w.shape[0]} rows, gain has {self.gain.shape[0]}")
+        return self.gain.reshape(-1, *([1] * (w.dim() - 1)))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         m = self.cfg.method
         if m == "twn":
             return TWNSTE.apply(w, self.cfg.per_row)
         if m == "bwn":
-            return BWNSTE.apply(w, self.cfg.per_row, self.cfg.centered)
+            q = BWNSTE.apply(w, self.cfg.per_row, self.cfg.centered)
+            return q * self._gain(w) if self.cfg.learned_scale else q
         return w
 
     @torch.no_grad()
@@ -391,7 +416,8 @@ class WeightQuantizer(nn.Module):
         if m == "twn":
             return twn_codes(w, self.cfg.per_row)
         if m == "bwn":
-            return bwn_codes(w, self.cfg.per_row, self.cfg.centered)
+            bits, alpha = bwn_codes(w, self.cfg.per_row, self.cfg.centered)
+            return bits, alpha * self._gain(w) if self.cfg.learned_scale else alpha
         return w, torch.ones((), dtype=w.dtype, device=w.device)
 
     def extra_repr(self) -> str:
@@ -505,7 +531,7 @@ class QuantLinear(nn.Linear):
                  wcfg: WeightQuantConfig | None = None, acfg: ActQuantConfig | None = None,
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.weight_quant = WeightQuantizer(wcfg)
+        self.weight_quant = WeightQuantizer(wcfg, rows=out_features)
         self.act_quant = ActQuantizer(acfg, features=in_features)
 
     @classmethod
@@ -523,6 +549,8 @@ class QuantLinear(nn.Linear):
                 wcfg=wcfg, acfg=acfg, device="meta")
         q.weight = linear.weight
         q.bias = linear.bias
+        q.weight_quant = WeightQuantizer(wcfg, rows=linear.out_features).to(
+            device=linear.weight.device, dtype=linear.weight.dtype)
         if act_quant is not None:
             share_act_quant(q, act_quant)
         else:

@@ -884,13 +884,15 @@ class _StageRun:
     def _optim(self, phase: Phase):
         decay = self.cfg.train.weight_decay
         lr = self.stage.learning_rate or self.cfg.train.learning_rate
-        # the RSign thresholds (sw.quant ActQuantizer.beta) may have their own rate
-        own = self.stage.threshold_lr
+        # the RSign thresholds (sw.quant ActQuantizer.beta) and the weight-scale gains
+        # (WeightQuantizer.gain) may have their own rates
+        own = {"act_quant.beta": self.stage.threshold_lr, "weight_quant.gain": self.stage.scale_lr}
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        theta = [bool(own) and n.endswith("act_quant.beta") for n, _ in named]
-        groups = [{"params": [p for (_, p), t in zip(named, theta) if not t]}]
-        if any(theta):
-            groups.append({"params": [p for (_, p), t in zip(named, theta) if t], "lr": own})
+        kind = [next((k for k, r in own.items() if r and n.endswith(k)), None) for n, _ in named]
+        groups = [{"params": [p for (_, p), k in zip(named, kind) if k is None]}]
+        for k, r in own.items():
+            if k in kind:
+                groups.append({"params": [p for (_, p), kk in zip(named, kind) if kk == k], "lr": r})
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(phase.steps,
                                                                    self.cfg.train.warmup))

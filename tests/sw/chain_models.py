@@ -21,6 +21,9 @@ VARIANTS = {
     # learned per-feature activation thresholds (RSign), set to random values after quantizing
     "bi_rsign": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True,
                       act_threshold=True), False, {}),
+    # learned gains on the binary weight scales, set to random values after quantizing
+    "bi_gain": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True,
+                     act_threshold=True, learned_scale=True), False, {}),
     "uniform8_relu": (dict(weight="bwn", act="uniform", act_bits=8), False, {"hidden_act": "relu"}),
     "fp_pooler_emb": (dict(weight="bwn", act="lsq", act_bits=8, pooler=False, embedding=False), False,
                       {"hidden_act": "gelu_new"}),
@@ -88,6 +91,8 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
             if name.endswith("act_quant.beta"):
                 spread = 2.0 if "attention.output" in name else 0.5
                 p.copy_(torch.randn(p.shape) * spread)
+            if name.endswith("weight_quant.gain"):
+                p.uniform_(0.5, 1.5)
     return model
 
 

@@ -1,6 +1,7 @@
 """sw.export: quantized model -> integer ops -> ROM files + manifest (docs/arithmetic.md §10-§19)."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -13,7 +14,7 @@ from tests.sw.chain_models import VARIANTS, batch, tiny_quant
 from hw import arith
 from hw.encoder_params import BinaryLinear, Lut, Softmax
 from hw.errors import BinbertError
-from sw.export import ExportOptions, act_of, build_params, export_model
+from sw.export import ExportOptions, act_of, build_params, export_model, weight_terms
 from sw.qbert import QuantBertConfig, quantize_bert
 
 
@@ -249,3 +250,22 @@ def test_export_is_deterministic(models, tmp_path):
     export_model(models["binary"], a)
     export_model(models["binary"], b)
     assert (a / "manifest.json").read_text() == (b / "manifest.json").read_text()
+
+
+def test_learned_weight_gains_fold_into_alpha(models):
+    """learned_scale: each row's exported alpha is gain * mean|w| (the fake-quant scale), so the
+    golden model computes the gains; with them reset to 1 it computes other logits."""
+    model = models["bi_gain"]
+    ids, am, tt = (batch(9, b=8, t=12)[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))
+    for name, lin in (("ffn_in", model.bert.encoder.layer[1].intermediate.dense),
+                      ("query", model.bert.encoder.layer[0].attention.self.query)):
+        _, (alpha,) = weight_terms(lin, name)
+        want = lin.weight_quant.gain.detach().double() * lin.weight.detach().double().abs().mean(1)
+        assert np.allclose(alpha, want.numpy(), rtol=1e-6)
+        assert not np.allclose(lin.weight_quant.gain.detach().numpy(), 1.0)
+    plain = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in plain.named_parameters():
+            if n.endswith("weight_quant.gain"):
+                p.fill_(1.0)
+    assert not np.array_equal(build_params(model).compute(ids, am, tt), build_params(plain).compute(ids, am, tt))

@@ -365,6 +365,8 @@ def test_from_dict_round_trip():
     ({"weight": "twn", "split": ["a"]}, "split"),
     ({"act": "lsq", "act_threshold": True}, "act_threshold"),
     ({"act": "sign", "act_threshold": "yes"}, "act_threshold"),
+    ({"weight": "twn", "learned_scale": True}, "learned_scale"),
+    ({"weight": "bwn", "learned_scale": True, "split": ["a"]}, "learned_scale"),
 ])
 def test_from_dict_rejects(d, field):
     with pytest.raises(BinbertError, match=field):

@@ -256,6 +256,33 @@ def test_sign_threshold_is_a_learned_per_feature_shift():
         aq(torch.zeros(2, 4))
 
 
+@pytest.mark.parametrize("per_row", [True, False])
+def test_learned_scale_is_a_gain_on_the_bwn_scale(per_row):
+    """learned_scale: w_q = g * alpha * sign(w'), g starting at 1 (plain BWN); its gradient is
+    the weight gradient projected on alpha * sign(w') (per row or summed); codes() hands the
+    exporter the product g * alpha, the only scale the hardware sees."""
+    cfg = Q.WeightQuantConfig("bwn", per_row=per_row, centered=True, learned_scale=True)
+    wq = Q.WeightQuantizer(cfg, rows=4)
+    w = _gauss(4, 6, seed=3)
+    plain = Q.bwn_quantize(w, per_row, centered=True)
+    assert torch.equal(wq(w), plain)  # the gain starts at 1
+    gain = torch.tensor([0.5, 1.0, 2.0, 3.0]) if per_row else torch.tensor(1.5)
+    with torch.no_grad():
+        wq.gain.copy_(gain)
+    col = gain[:, None] if per_row else gain
+    assert torch.allclose(wq(w), plain * col)
+    g = _gauss(4, 6, seed=4)
+    (wq(w) * g).sum().backward()
+    want = (g * plain).sum(1) if per_row else (g * plain).sum()
+    assert torch.allclose(wq.gain.grad, want)
+    bits, alpha = wq.codes(w)
+    assert torch.equal(bits, Q.bwn_codes(w, per_row, True)[0])
+    assert torch.allclose(alpha, Q.bwn_params(w, per_row) * col)
+    if per_row:
+        with pytest.raises(BinbertError, match="weight has 5 rows, gain has 4"):
+            wq(_gauss(5, 6, seed=5))
+
+
 def test_codes_before_init_and_fp_codes_raise():
     with pytest.raises(BinbertError, match="not initialized"):
         Q.ActQuantizer(Q.ActQuantConfig("lsq", bits=4)).codes(torch.ones(3))
@@ -305,6 +332,9 @@ def test_quant_embedding_gather_equals_full_table(method, per_row):
     (lambda: Q.WeightQuantConfig("xnor"), "weight method"),
     (lambda: Q.WeightQuantConfig("twn", per_row="yes"), "per_row"),
     (lambda: Q.WeightQuantConfig("twn", centered=True), "centered"),
+    (lambda: Q.WeightQuantConfig("twn", learned_scale=True), "learned_scale"),
+    (lambda: Q.WeightQuantConfig("bwn", learned_scale="yes"), "learned_scale"),
+    (lambda: Q.WeightQuantizer(Q.WeightQuantConfig("bwn", per_row=True, learned_scale=True)), "rows"),
     (lambda: Q.ActQuantConfig("log"), "act method"),
     (lambda: Q.ActQuantConfig("lsq", bits=1), "act bits"),
     (lambda: Q.ActQuantConfig("uniform", bits=9), "act bits"),

@@ -254,26 +254,31 @@ def test_ce_dmd_warms_up_on_the_task_loss_then_distils(tmp_path):
     assert "dmd" not in logged[0] and all(h["dmd"] > 0 for h in logged[1:])
 
 
-def test_threshold_lr_trains_the_rsign_thresholds_at_their_own_rate(tmp_path):
-    """quant act_threshold: the student has per-feature thresholds; threshold_lr gives them their
-    own learning rate (the stage's moves them by at most steps x lr under Adam)."""
+@pytest.mark.parametrize("quant,lr_key,suffix,count,start", [
+    ("act_threshold", "threshold_lr", "act_quant.beta", 2 * 3 + 1, 0.0),  # Q/K/V in, context, FFN1 in; pooler
+    ("learned_scale", "scale_lr", "weight_quant.gain", 2 * 6 + 1, 1.0),  # Q, K, V, O, FFN1, FFN2; pooler
+])
+def test_own_learning_rates_train_thresholds_and_gains(tmp_path, quant, lr_key, suffix, count, start):
+    """quant act_threshold / learned_scale: the student has per-feature thresholds / per-row
+    weight-scale gains; threshold_lr / scale_lr give them their own learning rate (the stage's
+    moves them by at most steps x lr under Adam)."""
     text = BIBERT.replace("TASK", "sst2").replace("DATA", str(ROOT / "data/glue"))
     moved = {}
     for lr in (None, 0.05):
-        extra = "" if lr is None else f", threshold_lr: {lr}"
+        extra = "" if lr is None else f", {lr_key}: {lr}"
         cfg = config_from_text(text.replace(
             "{name: bibert, type: bibert, steps: 3}",
             "{name: bibert, type: bibert, steps: 3, quant: {weight: bwn, act: sign, attention: bi, "
-            f"act_threshold: true}}{extra}}}"))
+            f"weight_per_row: true, {quant}: true}}{extra}}}"))
         Trainer(cfg, tmp_path / str(lr), progress=False).run()
         model, _, _ = load_checkpoint(tmp_path / str(lr) / "bibert" / "final")
-        betas = [p for n, p in model.named_parameters() if n.endswith("act_quant.beta")]
-        assert len(betas) == 2 * 3 + 1  # per layer: Q/K/V input, context, FFN1 input; pooler
-        moved[lr] = max(float(b.detach().abs().max()) for b in betas)
+        learned = [p for n, p in model.named_parameters() if n.endswith(suffix)]
+        assert len(learned) == count
+        moved[lr] = max(float((p.detach() - start).abs().max()) for p in learned)
     assert moved[None] <= 3 * 1.0e-3 * 1.01 < 0.01 < moved[0.05]
-    with pytest.raises(BinbertError, match=r"stages\[1\] \(bibert\).threshold_lr needs quant act_threshold"):
+    with pytest.raises(BinbertError, match=rf"stages\[1\] \(bibert\).{lr_key} needs quant {quant}"):
         config_from_text(text.replace("{name: bibert, type: bibert, steps: 3}",
-                                      "{name: bibert, type: bibert, steps: 3, threshold_lr: 0.01}"))
+                                      f"{{name: bibert, type: bibert, steps: 3, {lr_key}: 0.01}}"))
 
 
 def test_stage_dropout_reaches_the_student_only(tmp_path):
