@@ -26,7 +26,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.encoder_params import Attention, EncoderLayer, LayerNorm
+from hw.encoder_params import Attention, EncoderLayer, LayerNorm, signed_bits
 from hw.errors import BinbertError
 from hw.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.linear import LinearUnitParams
@@ -248,9 +248,11 @@ class AttentionCore(wiring.Component):
         s1_valid, s1_isq = Signal(), Signal()
         s1_mask = Signal()
         s1_bank = Signal(range(B))
+        # the row's head travels with each score for the per-head Bi-Attention threshold (§14)
+        s1_h, s1b_h, s2_h = Signal(range(H)), Signal(range(H)), Signal(range(H))
         with m.If(en_p):
             m.d.sync += [s1_valid.eq(issue), s1_isq.eq(is_q), s1_bank.eq(pb),
-                         s1_mask.eq(masks[pb].bit_select(p_j, 1))]
+                         s1_mask.eq(masks[pb].bit_select(p_j, 1)), s1_h.eq(p_h)]
         # datapath registers below carry no reset: the valid bits beside them do
         q_reg = Signal(d * a.q_bits, reset_less=True)
         with m.If(en_p & s1_valid & s1_isq):
@@ -261,7 +263,8 @@ class AttentionCore(wiring.Component):
         k_reg = Signal(d * a.k_bits, reset_less=True)
         s1b_valid, s1b_mask = Signal(), Signal()
         with m.If(en_p):
-            m.d.sync += [k_reg.eq(k_rd.data), s1b_valid.eq(s1_valid & ~s1_isq), s1b_mask.eq(s1_mask)]
+            m.d.sync += [k_reg.eq(k_rd.data), s1b_valid.eq(s1_valid & ~s1_isq), s1b_mask.eq(s1_mask),
+                         s1b_h.eq(s1_h)]
         # stage 2: per-lane products (or XORs) registered; stage 3: their sum, the score
         if a.q_bits == 1 and a.k_bits == 1:
             part_bits = [Signal(name=f"qk{e}", reset_less=True) for e in range(d)]
@@ -278,12 +281,22 @@ class AttentionCore(wiring.Component):
                     m.d.sync += pr.eq(_mul_small(m, x, y, max(2, a.k_bits), signed_b=True, name=f"qk{e}"))
                 prods.append(pr)
             score = sum(prods)
+        if a.thresholds is not None and a.thresholds.any():
+            thr = Signal(signed(signed_bits(int(a.thresholds.min()), int(a.thresholds.max()))))
+            if H == 1:
+                m.d.comb += thr.eq(int(a.thresholds[0]))
+            else:
+                with m.Switch(s2_h):
+                    for h, t in enumerate(a.thresholds.tolist()):
+                        with m.Case(h):
+                            m.d.comb += thr.eq(t)
+            score = score - thr
         s2_valid, s2_mask = Signal(), Signal()
         s_valid = Signal()
         s_out = Signal(p.probs.score_bits, reset_less=True)
         s_mask = Signal()
         with m.If(en_p):
-            m.d.sync += [s2_valid.eq(s1b_valid), s2_mask.eq(s1b_mask),
+            m.d.sync += [s2_valid.eq(s1b_valid), s2_mask.eq(s1b_mask), s2_h.eq(s1b_h),
                          s_valid.eq(s2_valid), s_out.eq(score), s_mask.eq(s2_mask)]
         m.d.comb += [probs.i.valid.eq(s_valid), probs.i.payload.s.eq(s_out.as_signed()),
                      probs.i.payload.valid.eq(s_mask)]

@@ -522,8 +522,12 @@ class Heaviside:
 class Attention:
     """Multi-head attention core between the Q/K/V requantizers and the output projection.
 
-    S = Q_h·K_hᵀ (integer values: ±1 for 1-bit codes);  P = probs(S, valid);
+    S = Q_h·K_hᵀ (integer values: ±1 for 1-bit codes);  P = probs(S − T_h, valid);
     C = P·V_h (V ±1 for 1-bit codes);  out = context.compute(C), the output dense's input codes.
+
+    thresholds: Heaviside only, optional: one integer T_h per head (learned Bi-Attention
+    thresholds, §14), in [−b − 1, b] for scores in [−b, b] (beyond, every key or none is kept);
+    None: T = 0, BiBERT's bool(S > 0).
     """
 
     heads: int
@@ -534,6 +538,7 @@ class Attention:
     probs: Union[Softmax, Heaviside]
     context: Requant
     max_len: int
+    thresholds: Union[np.ndarray, None] = None
 
     def __post_init__(self):
         o = "Attention"
@@ -543,6 +548,13 @@ class Attention:
             _set(self, name, _int(o, name, getattr(self, name), 1, arith.MAX_ACT_BITS))
         if not isinstance(self.probs, (Softmax, Heaviside)):
             raise BinbertError(f"{o}.probs: must be Softmax or Heaviside, got {type(self.probs).__name__}")
+        if self.thresholds is not None:
+            if not isinstance(self.probs, Heaviside):
+                raise BinbertError(f"{o}.thresholds: per-head thresholds need Heaviside probabilities")
+            b = self.score_max
+            _set(self, "thresholds", _ints(o, "thresholds", self.thresholds, ndim=1, lo=-b - 1, hi=b))
+            if self.thresholds.shape != (self.heads,):
+                raise BinbertError(f"{o}.thresholds: {self.thresholds.shape[0]} values for {self.heads} heads")
         if self.probs.score_bits < self.score_bits:
             raise BinbertError(f"{o}.probs: score_bits={self.probs.score_bits}, scores need {self.score_bits}")
         if not isinstance(self.context, Requant) or self.context.terms != 1:
@@ -559,9 +571,17 @@ class Attention:
         return 1 if bits == 1 else 1 << (bits - 1)
 
     @property
+    def score_max(self) -> int:
+        """Largest |S|: head_dim times the largest |q|·|k|."""
+        return self.head_dim * self._mag(self.q_bits) * self._mag(self.k_bits)
+
+    @property
     def score_bits(self) -> int:
-        b = self.head_dim * self._mag(self.q_bits) * self._mag(self.k_bits)
-        return signed_bits(-b, b)
+        """Signed width of what the probabilities unit reads, S − T_h."""
+        b = self.score_max
+        if self.thresholds is None:
+            return signed_bits(-b, b)
+        return signed_bits(-b - int(self.thresholds.max()), b - int(self.thresholds.min()))
 
     @property
     def context_bits(self) -> int:
@@ -586,6 +606,8 @@ class Attention:
         if valid.shape != (b, l):
             raise BinbertError(f"Attention: valid mask must be ({b}, {l}), got {valid.shape}")
         scores = exact_matmul(qh, kh.transpose(0, 1, 3, 2), 1 << self.score_bits)
+        if self.thresholds is not None:
+            scores = scores - self.thresholds[None, :, None, None]
         p = self.probs.compute(scores, valid[:, None, None, :])
         ctx = exact_matmul(p, vh, 1 << self.context_bits)  # (B, h, L, d)
         ctx = ctx.transpose(0, 2, 1, 3).reshape(b, l, self.hidden)

@@ -15,6 +15,7 @@ import numpy as np
 
 from hw import arith
 from hw.encoder_params import BinaryLinear, LayerNorm, Lut, Requant, Softmax, exp2_table, signed_bits
+from hw.errors import BinbertError
 
 RES_BITS, RES_FRAC = 16, 8
 LN_EXTRA, LN_NORM_FRAC, LN_RECIP = 4, 12, 24   # ExportOptions defaults (§17)
@@ -204,10 +205,14 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                          max_len: int = 8, x_bits: int = 2, q_bits: int = 2, k_bits: int = 2,
                          v_bits: int = 2, p_bits: int = 4, c_bits: int = 2, f_bits: int = 2,
                          g_bits: int = 2, terms: int = 1, mode: str = "softmax",
-                         act: str = "gelu", head_dim: int | None = None) -> "EncoderLayer":
+                         act: str = "gelu", head_dim: int | None = None,
+                         head_thresholds: bool = False) -> "EncoderLayer":
     """A whole §19 layer of seeded random ops, folded like the export (binary weight terms,
     LSQ codes of the given widths, softmax or Bi-Attention Heaviside, GELU table or ReLU).
-    ``head_dim`` below hidden/heads: width-pruned heads (Q/K/V heads·head_dim x hidden)."""
+    ``head_dim`` below hidden/heads: width-pruned heads (Q/K/V heads·head_dim x hidden).
+    ``head_thresholds`` (bi mode): learned per-head Bi-Attention thresholds T_h (§14), nonzero,
+    distinct per head where there are enough, within about ±sqrt(head_dim) of 0 like a trained one; above two heads one of them
+    at the range's edge."""
     from hw.encoder_params import Attention, EncoderLayer, Heaviside
 
     d = hidden // heads if head_dim is None else head_dim
@@ -217,6 +222,17 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
     qkv = [random_binary_linear(rng, k=hidden, n=ah, terms=terms, in_bits=x_bits, out="code",
                                 out_bits=b) for b in (q_bits, k_bits, v_bits)]
     sb = signed_bits(-d * _mag(q_bits) * _mag(k_bits), d * _mag(q_bits) * _mag(k_bits))
+    thresholds = None
+    if head_thresholds:
+        if mode != "bi":
+            raise BinbertError("random_encoder_layer: head_thresholds needs mode='bi'")
+        r = max(1, int(math.isqrt(d)))
+        choices = np.concatenate([np.arange(-r, 0), np.arange(1, r + 1)])  # 0 is plain BiBERT
+        thresholds = rng.choice(choices, heads, replace=heads > choices.size)
+        if heads > 2:  # an extreme one: keep every key (T = -d - 1) or none (T = d)
+            thresholds[rng.integers(heads)] = rng.choice([-d - 1, d])
+        lo, hi_t = int(thresholds.min()), int(thresholds.max())
+        sb = signed_bits(-d - hi_t, d - lo)
     if mode == "bi":
         probs, hi = Heaviside(score_bits=sb), 1
     else:
@@ -232,7 +248,7 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                              real_scale=2.0 * _mag(c_bits) / typical, per_row=sign_c,
                              bias_scale=0.5 if sign_c else 0.0)
     attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,
-                          probs=probs, context=context, max_len=max_len)
+                          probs=probs, context=context, max_len=max_len, thresholds=thresholds)
     attn_out = random_binary_linear(rng, k=ah, n=hidden, terms=terms, in_bits=c_bits, out="res")
     ffn_in = random_binary_linear(rng, k=hidden, n=ffn, terms=terms, in_bits=f_bits,
                                   out="gelu" if act == "gelu" and g_bits > 1 else "code", out_bits=g_bits,
@@ -273,7 +289,8 @@ def random_layer_pair(rng: np.random.Generator, *, hidden: int, heads: int, ffn:
     split = random_encoder_layer(rng, hidden=hidden, heads=heads, ffn=ffn, max_len=max_len, x_bits=4, q_bits=4,
                                  k_bits=4, v_bits=4, p_bits=4, c_bits=4, f_bits=4, g_bits=4, terms=2)
     bi = random_encoder_layer(rng, hidden=hidden, heads=heads, ffn=ffn, max_len=max_len, x_bits=1, c_bits=1,
-                              f_bits=1, g_bits=1, terms=1, mode="bi")
+                              f_bits=1, g_bits=1, terms=1, mode="bi",
+                              head_thresholds=True)
     return split, bi
 
 

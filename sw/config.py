@@ -154,7 +154,7 @@ class StageConfig:
     # (so a stage shared with runs without augmentation, e.g. BWN W1A8 before an augmented W1A1
     # stage, stays the same stage); None / true: on the rows plus data.augment's variants
     augment: Optional[bool] = None
-    # learning rate of the learned activation thresholds (quant act_threshold); None = the
+    # learning rate of the learned thresholds (quant act_threshold, attention_threshold); None = the
     # stage's. At weight-sized rates they hardly leave 0 (|theta| <= 0.02 after 3 epochs)
     threshold_lr: Optional[float] = None
     # learning rate of the learned weight-scale gains (quant learned_scale); None = the stage's
@@ -409,9 +409,9 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         _positive(ctx, s, w, ("epochs", "steps", "learning_rate", "threshold_lr",
                                  "scale_lr"))
         _positive(ctx, s, w, ("eval_every",), allow_zero=True)
-        if s.threshold_lr is not None and not s.quant.get("act_threshold"):
-            raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant "
-                                                       f"act_threshold: true (no thresholds to train)")
+        if s.threshold_lr is not None and not (s.quant.get("act_threshold") or s.quant.get("attention_threshold")):
+            raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant act_threshold or "
+                                                       f"attention_threshold: true (no thresholds to train)")
         if s.scale_lr is not None and not s.quant.get("learned_scale"):
             raise ctx.err(_node_of(s, "scale_lr"), f"{w}.scale_lr needs quant "
                                                    f"learned_scale: true (no gains to train)")

@@ -361,6 +361,15 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
     sb = signed_bits(-d * _mag(acts["q"].bits) * _mag(acts["k"].bits), d * _mag(acts["q"].bits) * _mag(acts["k"].bits))
     dense_out = layer.attention.output.dense
     c_act = act_of(dense_out.act_quant, f"{pre}.attention.output.dense.act_quant")
+    thresholds = None
+    if att.mode == "bi" and att.score_threshold is not None:
+        # S·scaling > τ  <=>  S > τ / scaling  <=>  S > floor(τ / scaling) for integer S (§14)
+        tau = att.score_threshold.detach().double().cpu().numpy()
+        if not np.isfinite(tau).all():
+            raise BinbertError(f"{pre}.attention.self.score_threshold: not finite")
+        b = d * _mag(acts["q"].bits) * _mag(acts["k"].bits)
+        thresholds = np.clip(np.floor(tau / float(att.scaling)), -b - 1, b).astype(np.int64)
+        sb = signed_bits(-b - int(thresholds.max()), b - int(thresholds.min()))
     if att.mode == "bi":
         probs, s_p = Heaviside(score_bits=sb), 1.0
     else:
@@ -383,7 +392,8 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
                                                                f"{pre}.context"), c_act.step, signed_bits(-cb, cb),
                       c_act, opts, f"{pre}.context")
     attention = Attention(heads=heads, head_dim=d, q_bits=acts["q"].bits, k_bits=acts["k"].bits,
-                          v_bits=acts["v"].bits, probs=probs, context=context, max_len=max_len)
+                          v_bits=acts["v"].bits, probs=probs, context=context, max_len=max_len,
+                          thresholds=thresholds)
 
     def to_res(nm):
         return lambda reals, bias, acc: requant(reals * 2.0**frac, bias * 2.0**frac, 1.0, acc, res, opts, nm)

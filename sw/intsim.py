@@ -129,6 +129,7 @@ class _Attention:
         self.op = op
         self.probs = _Softmax(op.probs, dev) if isinstance(op.probs, Softmax) else None
         self.context = _Requant(op.context, dev)
+        self.thresholds = None if op.thresholds is None else _t(op.thresholds, dev)[:, None, None]
 
     def _heads(self, x, bits):
         b, l, _ = x.shape
@@ -139,6 +140,8 @@ class _Attention:
         qh, kh, vh = self._heads(q, op.q_bits), self._heads(k, op.k_bits), self._heads(v, op.v_bits)
         s = _mm(qh, kh.transpose(2, 3), 1 << op.score_bits)
         vm = valid[:, None, None, :]
+        if self.thresholds is not None:
+            s = s - self.thresholds
         p = self.probs(s, vm) if self.probs is not None else ((s > 0) & vm).long()
         ctx = _mm(p, vh, 1 << op.context_bits).transpose(1, 2).reshape(q.shape[0], q.shape[1], op.hidden)
         return self.context(ctx[None])

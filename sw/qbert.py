@@ -45,6 +45,10 @@ class QuantBertConfig:
     act_threshold: act="sign" only: learned per-feature thresholds (ReActNet's RSign) on the
                binarized inputs of Q/K/V, the attention output dense, FFN1 and the pooler. Not on
                FFN2's: its input sign(gelu(z) - beta) is a shift of FFN1's bias, already learned.
+    attention_threshold: attention="bi" only: a learned threshold per head on the scaled scores,
+               P = heaviside(scores − τ_h), starting at 0 (BiBERT's bool(scores > 0)): a head may
+               then keep fewer (or more) keys than the half a zero threshold keeps. The export
+               turns τ_h into an integer threshold on the XNOR-popcount score (§14)
     learned_scale: weight="bwn" only: a learned gain on each linear's binary scales (per row with
                weight_per_row), starting at 1; the export folds it into alpha (§6), so the hardware
                is unchanged. Not on the word embedding (one gain per token would be a vocab-sized
@@ -62,6 +66,7 @@ class QuantBertConfig:
     weight_per_row: bool = False
     act_integer: bool = False
     act_threshold: bool = False
+    attention_threshold: bool = False
     learned_scale: bool = False
     split: tuple[str, ...] = field(default=())
 
@@ -74,10 +79,12 @@ class QuantBertConfig:
             raise BinbertError(f"act_bits={self.act_bits!r} must be an integer")
         _check_choice("attention", self.attention, ATTENTIONS)
         for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer", "act_threshold",
-                     "learned_scale"):
+                     "attention_threshold", "learned_scale"):
             _check_bool(name, getattr(self, name))
         if self.act_threshold and self.act != "sign":
             raise BinbertError(f"act_threshold=true needs act='sign', got act={self.act!r}")
+        if self.attention_threshold and self.attention != "bi":
+            raise BinbertError(f"attention_threshold=true needs attention='bi', got attention={self.attention!r}")
         if self.centered and self.weight != "bwn":
             raise BinbertError(f"centered=true needs weight='bwn', got weight={self.weight!r}")
         if isinstance(self.split, list):
@@ -171,8 +178,9 @@ class QuantBertSelfAttention(BertSelfAttention):
     """Drop-in replacement of BertSelfAttention (same forward signature and outputs).
 
     softmax mode: scores = q(Q)·q(K)ᵀ/√d (+ mask); P = softmax(scores); out = q(P)·q(V)
-    bi mode:      scores = sign(Q)·sign(K)ᵀ/√d; P = heaviside(scores) (0 where masked);
-                  out = P·sign(V)   (BiBERT Bi-Attention, the bool attention)
+    bi mode:      scores = sign(Q)·sign(K)ᵀ/√d; P = heaviside(scores − τ_h) (0 where masked);
+                  out = P·sign(V)   (BiBERT Bi-Attention, the bool attention; τ_h = 0 unless
+                  attention_threshold: parameter ``score_threshold``, one per head)
 
     Subclassing BertSelfAttention keeps isinstance checks and HF's output_attentions capture
     working; the head count follows the projections' width, so pruned heads work too.
@@ -208,8 +216,18 @@ class QuantBertSelfAttention(BertSelfAttention):
         self.k_quant = ActQuantizer(inner).to(**dev)
         self.v_quant = ActQuantizer(inner).to(**dev)
         self.p_quant = ActQuantizer(probs).to(**dev)
+        self.set_threshold(cfg.attention_threshold)
         self._record: dict | None = None
         self.train(source.training)  # a fresh Module is in training mode; keep the source's
+
+    def set_threshold(self, learned: bool) -> None:
+        """Give the heads learned Bi-Attention thresholds (from 0) or take them away."""
+        if not learned:
+            self.score_threshold = None
+            return
+        like = self.query.weight
+        self.score_threshold = nn.Parameter(torch.zeros(self.query.out_features // self.attention_head_size,
+                                                        device=like.device, dtype=like.dtype))
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 past_key_values=None, **kwargs):
@@ -224,7 +242,8 @@ class QuantBertSelfAttention(BertSelfAttention):
         scores = torch.matmul(self.q_quant(q), self.k_quant(k).transpose(2, 3)) * self.scaling
         additive, allowed = _mask_parts(attention_mask, scores.dtype)
         if self.mode == "bi":
-            probs = HeavisideSTE.apply(scores)
+            shifted = scores if self.score_threshold is None else scores - self.score_threshold[:, None, None]
+            probs = HeavisideSTE.apply(shifted)
             if allowed is not None:
                 probs = probs * allowed.to(probs.dtype)
         else:
@@ -317,7 +336,7 @@ def set_act_integer(model: nn.Module, integer: bool = True) -> nn.Module:
 
 
 # what requantize_activations may change: everything that is not a weight layer
-ACT_KEYS = ("act", "act_bits", "attention", "act_integer", "act_threshold")
+ACT_KEYS = ("act", "act_bits", "attention", "act_integer", "act_threshold", "attention_threshold")
 
 
 def requantize_activations(model: nn.Module, changes: dict) -> nn.Module:
@@ -350,6 +369,7 @@ def requantize_activations(model: nn.Module, changes: dict) -> nn.Module:
         for proj in (att.query, att.key, att.value):
             share_act_quant(proj, att.act_quant)
         att.mode = new.attention
+        att.set_threshold(new.attention_threshold)
         att.q_quant, att.k_quant, att.v_quant = fresh(inner), fresh(inner), fresh(inner)
         att.p_quant = fresh(probs)
         for path, acfg in layer_acts(new).items():

@@ -884,9 +884,10 @@ class _StageRun:
     def _optim(self, phase: Phase):
         decay = self.cfg.train.weight_decay
         lr = self.stage.learning_rate or self.cfg.train.learning_rate
-        # the RSign thresholds (sw.quant ActQuantizer.beta) and the weight-scale gains
-        # (WeightQuantizer.gain) may have their own rates
-        own = {"act_quant.beta": self.stage.threshold_lr, "weight_quant.gain": self.stage.scale_lr}
+        # the RSign and Bi-Attention thresholds (sw.quant ActQuantizer.beta, the attentions'
+        # score_threshold) and the weight-scale gains (WeightQuantizer.gain) may have their own rates
+        own = {"act_quant.beta": self.stage.threshold_lr, "score_threshold": self.stage.threshold_lr,
+               "weight_quant.gain": self.stage.scale_lr}
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         kind = [next((k for k, r in own.items() if r and n.endswith(k)), None) for n, _ in named]
         groups = [{"params": [p for (_, p), k in zip(named, kind) if k is None]}]

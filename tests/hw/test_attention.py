@@ -67,6 +67,24 @@ def test_attention_core_matches_golden(mode, bits, seq_len, banks, ctx_lanes, id
     assert len(np.unique(want)) > 1
 
 
+@pytest.mark.parametrize("heads,seq_len,banks", [(4, 6, 2), (1, 5, 1)])
+def test_attention_core_per_head_thresholds(heads, seq_len, banks):
+    """Learned Bi-Attention thresholds (§14): the core subtracts each row's T_h from its scores;
+    one head at the edge of the range (keeps every key or none) when there are more than two."""
+    rng = np.random.default_rng(heads * 7 + seq_len)
+    layer = random_encoder_layer(rng, hidden=8 * heads, heads=heads, max_len=8, mode="bi",
+                                 head_thresholds=True)
+    att = layer.attention
+    assert att.thresholds is not None and (att.thresholds != 0).all()
+    params = AttentionCoreParams(att=att, seq_len=seq_len, banks=banks, ctx_lanes=4)
+    q, k, v, valid = _core_inputs(rng, att, 3, seq_len)
+    got, _ = _run_core(params, q, k, v, valid, idle=0.2, stall=0.2)
+    want = np.concatenate([params.compute(q[s:s + 1], k[s:s + 1], v[s:s + 1], valid[s:s + 1]) for s in range(3)])
+    assert np.array_equal(got, want)
+    plain = dataclasses.replace(att, thresholds=None)
+    assert not np.array_equal(want, plain.compute(q, k, v, valid))  # the thresholds are used
+
+
 def test_attention_core_bad_params():
     layer = random_encoder_layer(np.random.default_rng(0), hidden=16, heads=2, max_len=8)
     with pytest.raises(BinbertError, match="seq_len=9 exceeds the attention's max_len=8"):
@@ -87,9 +105,10 @@ def _block_case(seed, **kw):
     return layer, *masked_residuals(rng, 3, 6, 16)
 
 
-@pytest.mark.parametrize("mode,terms,banks,idle,stall", [("softmax", 1, 2, 0.2, 0.3), ("bi", 2, 1, 0.0, 0.3)])
-def test_attention_block_matches_golden(mode, terms, banks, idle, stall):
-    layer, r, valid = _block_case(5 + terms, mode=mode, terms=terms)
+@pytest.mark.parametrize("mode,terms,banks,idle,stall,thr", [("softmax", 1, 2, 0.2, 0.3, False),
+                                                              ("bi", 2, 1, 0.0, 0.3, False), ("bi", 1, 2, 0.2, 0.2, True)])
+def test_attention_block_matches_golden(mode, terms, banks, idle, stall, thr):
+    layer, r, valid = _block_case(5 + terms, mode=mode, terms=terms, head_thresholds=thr)
     params = AttentionParams(layer=layer, seq_len=6, lanes=4, pe_qkv=4 * terms, simd_qkv=8,
                              pe_o=2 * terms, simd_o=16, banks=banks)
     got, _ = run_sequences(params, r, valid, idle=idle, stall=stall)

@@ -24,6 +24,9 @@ VARIANTS = {
     # learned gains on the binary weight scales, set to random values after quantizing
     "bi_gain": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True,
                      act_threshold=True, learned_scale=True), False, {}),
+    # learned per-head Bi-Attention thresholds, set to random values after quantizing
+    "bi_athr": (dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True,
+                     attention_threshold=True), False, {}),
     "uniform8_relu": (dict(weight="bwn", act="uniform", act_bits=8), False, {"hidden_act": "relu"}),
     "fp_pooler_emb": (dict(weight="bwn", act="lsq", act_bits=8, pooler=False, embedding=False), False,
                       {"hidden_act": "gelu_new"}),
@@ -91,6 +94,8 @@ def tiny_quant(variant: str = "split", seed: int = 0, vocab: int = VOCAB, hidden
             if name.endswith("act_quant.beta"):
                 spread = 2.0 if "attention.output" in name else 0.5
                 p.copy_(torch.randn(p.shape) * spread)
+            if name.endswith("score_threshold"):  # on S/sqrt(d): within about ±1 of 0
+                p.uniform_(-1.0, 1.0)
             if name.endswith("weight_quant.gain"):
                 p.uniform_(0.5, 1.5)
     return model

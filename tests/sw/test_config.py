@@ -177,8 +177,8 @@ def test_init_previous_after_a_split_changes_only_activations():
     with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'centered')}: stages\[4\] "
                                            r"\(w1a1\).quant.centered: a stage that continues a "
                                            r"split model keeps its binary weight terms; only act, "
-                                           r"act_bits, attention, act_integer, act_threshold can "
-                                           r"change"):
+                                           r"act_bits, attention, act_integer, act_threshold, "
+                                           r"attention_threshold can change"):
         config_from_text(bad, "x.yaml")
 
 

@@ -269,3 +269,27 @@ def test_learned_weight_gains_fold_into_alpha(models):
             if n.endswith("weight_quant.gain"):
                 p.fill_(1.0)
     assert not np.array_equal(build_params(model).compute(ids, am, tt), build_params(plain).compute(ids, am, tt))
+
+
+def test_learned_attention_thresholds_become_integer_score_thresholds(models):
+    """attention_threshold: T_h = floor(tau_h * sqrt(d)) on the integer score (§14); the golden
+    keep-masks equal the fake-quant [S / sqrt(d) > tau_h] on every score value, and the golden
+    model computes the thresholds (reset to 0, other logits)."""
+    model = models["bi_athr"]
+    params = build_params(model)
+    for ops, layer in zip(params.layers, model.bert.encoder.layer):
+        att = layer.attention.self
+        tau = att.score_threshold.detach()
+        t = ops.attention.thresholds
+        assert t is not None and t.shape == tau.shape and len(set(t.tolist())) > 1
+        d = ops.attention.head_dim
+        s = np.arange(-d, d + 1)
+        fake = (torch.tensor(s, dtype=torch.float32)[None] * att.scaling - tau[:, None]) > 0
+        assert np.array_equal(s[None] > t[:, None], fake.numpy())
+    ids, am, tt = (batch(9, b=8, t=12)[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))
+    plain = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in plain.named_parameters():
+            if n.endswith("score_threshold"):
+                p.zero_()
+    assert not np.array_equal(build_params(model).compute(ids, am, tt), build_params(plain).compute(ids, am, tt))

@@ -36,7 +36,7 @@ def _np(b):
     return b["input_ids"].numpy(), b["attention_mask"].numpy(), b["token_type_ids"].numpy()
 
 
-@pytest.mark.parametrize("variant", ["split", "bi", "bi_rsign", "bi_gain", "ternary", "uniform8_relu", "fp_pooler_emb",
+@pytest.mark.parametrize("variant", ["split", "bi", "bi_rsign", "bi_gain", "bi_athr", "ternary", "uniform8_relu", "fp_pooler_emb",
                                      "pruned", "split_bi"])
 def test_round_trip_and_torch_path_are_bit_exact(variant, tmp_path):
     model = tiny_quant(variant)

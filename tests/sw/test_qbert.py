@@ -14,7 +14,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 from hw.errors import BinbertError
 from sw import quant as Q
 from sw.qbert import (QuantBertConfig, QuantBertSelfAttention, quant_config_of, quant_modules,
-                      quantize_bert, record)
+                      quantize_bert, record, requantize_activations)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +150,38 @@ def test_act_threshold_sits_on_the_inputs_it_names():
         m.bert.encoder.layer[0].intermediate.dense.act_quant.beta.fill_(0.3)
     assert not torch.equal(m(input_ids=ids).logits, plain(input_ids=ids).logits)
     assert QuantBertConfig.from_dict(quant_config_of(m).to_dict()).act_threshold
+
+
+def test_attention_threshold_is_a_learned_per_head_score_shift():
+    """Bi-Attention thresholds: one per head and layer, from 0 (the plain bool attention); the
+    keep-mask is [scores > tau_h], and tau gets the clipped STE gradient; requantize_activations
+    adds or removes them with the activation side."""
+    plain, m = tiny(), tiny()
+    m.load_state_dict(plain.state_dict())
+    kw = dict(weight="bwn", act="sign", attention="bi", centered=True, weight_per_row=True)
+    quantize_bert(plain, QuantBertConfig(**kw))
+    quantize_bert(m, QuantBertConfig(**kw, attention_threshold=True))
+    heads = m.config.num_attention_heads
+    taus = {n: p.shape for n, p in m.named_parameters() if n.endswith("score_threshold")}
+    assert taus == {f"bert.encoder.layer.{i}.attention.self.score_threshold": (heads,)
+                    for i in range(m.config.num_hidden_layers)}
+    ids = torch.randint(1, 100, (3, 9))
+    assert torch.equal(m(input_ids=ids).logits, plain(input_ids=ids).logits)
+    att = m.bert.encoder.layer[0].attention.self
+    with torch.no_grad():
+        att.score_threshold.copy_(torch.linspace(-0.5, 0.5, heads))
+    with torch.no_grad(), record(m) as rec:
+        m(input_ids=ids)
+    scores, probs = rec.layers[0]["scores"], rec.layers[0]["probs"]
+    assert torch.equal(probs, (scores > att.score_threshold[:, None, None]).to(probs.dtype))
+    assert not torch.equal(m(input_ids=ids).logits, plain(input_ids=ids).logits)
+    m.train()
+    m(input_ids=ids).logits.sum().backward()
+    assert att.score_threshold.grad is not None and att.score_threshold.grad.abs().sum() > 0
+    requantize_activations(m, {"attention_threshold": False})
+    assert not any(n.endswith("score_threshold") for n, _ in m.named_parameters())
+    requantize_activations(m, {"attention_threshold": True})
+    assert m.bert.encoder.layer[1].attention.self.score_threshold.tolist() == [0.0] * heads
 
 
 def test_training_mode_is_kept():
@@ -367,6 +399,8 @@ def test_from_dict_round_trip():
     ({"act": "sign", "act_threshold": "yes"}, "act_threshold"),
     ({"weight": "twn", "learned_scale": True}, "learned_scale"),
     ({"weight": "bwn", "learned_scale": True, "split": ["a"]}, "learned_scale"),
+    ({"act": "sign", "attention_threshold": True}, "attention_threshold"),
+    ({"attention": "bi", "attention_threshold": 1}, "attention_threshold"),
 ])
 def test_from_dict_rejects(d, field):
     with pytest.raises(BinbertError, match=field):
