@@ -211,8 +211,8 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
     LSQ codes of the given widths, softmax or Bi-Attention Heaviside, GELU table or ReLU).
     ``head_dim`` below hidden/heads: width-pruned heads (Q/K/V heads·head_dim x hidden).
     ``head_thresholds`` (bi mode): learned per-head Bi-Attention thresholds T_h (§14), nonzero,
-    distinct per head where there are enough, within about ±sqrt(head_dim) of 0 like a trained one; above two heads one of them
-    at the range's edge."""
+    within about ±sqrt(head_dim) of 0 like a trained one; above two heads one of them at the
+    range's edge."""
     from hw.encoder_params import Attention, EncoderLayer, Heaviside
 
     d = hidden // heads if head_dim is None else head_dim
@@ -221,20 +221,11 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
         q_bits = k_bits = v_bits = 1
     qkv = [random_binary_linear(rng, k=hidden, n=ah, terms=terms, in_bits=x_bits, out="code",
                                 out_bits=b) for b in (q_bits, k_bits, v_bits)]
+    if head_thresholds and mode != "bi":
+        raise BinbertError("random_encoder_layer: head_thresholds needs mode='bi'")
     sb = signed_bits(-d * _mag(q_bits) * _mag(k_bits), d * _mag(q_bits) * _mag(k_bits))
-    thresholds = None
-    if head_thresholds:
-        if mode != "bi":
-            raise BinbertError("random_encoder_layer: head_thresholds needs mode='bi'")
-        r = max(1, int(math.isqrt(d)))
-        choices = np.concatenate([np.arange(-r, 0), np.arange(1, r + 1)])  # 0 is plain BiBERT
-        thresholds = rng.choice(choices, heads, replace=heads > choices.size)
-        if heads > 2:  # an extreme one: keep every key (T = -d - 1) or none (T = d)
-            thresholds[rng.integers(heads)] = rng.choice([-d - 1, d])
-        lo, hi_t = int(thresholds.min()), int(thresholds.max())
-        sb = signed_bits(-d - hi_t, d - lo)
     if mode == "bi":
-        probs, hi = Heaviside(score_bits=sb), 1
+        hi = 1
     else:
         probs = random_softmax(rng, score_bits=sb, p_bits=p_bits,
                                logit_scale=rng.uniform(1.0, 3.0) / math.sqrt(d) / (_mag(q_bits) * _mag(k_bits)) * 2)
@@ -247,17 +238,29 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
     context = random_requant(rng, rows=ah if sign_c else 1, terms=1, acc_bits=cbits, out_bits=c_bits,
                              real_scale=2.0 * _mag(c_bits) / typical, per_row=sign_c,
                              bias_scale=0.5 if sign_c else 0.0)
-    attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,
-                          probs=probs, context=context, max_len=max_len, thresholds=thresholds)
     attn_out = random_binary_linear(rng, k=ah, n=hidden, terms=terms, in_bits=c_bits, out="res")
     ffn_in = random_binary_linear(rng, k=hidden, n=ffn, terms=terms, in_bits=f_bits,
                                   out="gelu" if act == "gelu" and g_bits > 1 else "code", out_bits=g_bits,
                                   relu=act == "relu")
     ffn_out = random_binary_linear(rng, k=ffn, n=hidden, terms=terms, in_bits=g_bits, out="res")
-    return EncoderLayer(qkv_in=input_requant(rng, x_bits, n=hidden), query=qkv[0], key=qkv[1], value=qkv[2],
-                        attention=attention, attn_out=attn_out, ln1=random_layernorm(hidden, rng),
-                        ffn_in_q=input_requant(rng, f_bits, n=hidden), ffn_in=ffn_in, ffn_out=ffn_out,
-                        ln2=random_layernorm(hidden, rng))
+    qkv_in = input_requant(rng, x_bits, n=hidden)
+    ln1 = random_layernorm(hidden, rng)
+    ffn_in_q = input_requant(rng, f_bits, n=hidden)
+    ln2 = random_layernorm(hidden, rng)
+    thresholds = None
+    if head_thresholds:  # drawn last: every other op is the layer drawn without them
+        r = max(1, int(math.isqrt(d)))
+        choices = np.concatenate([np.arange(-r, 0), np.arange(1, r + 1)])  # 0 is plain BiBERT
+        thresholds = rng.choice(choices, heads, replace=heads > choices.size)
+        if heads > 2:  # an extreme one: keep every key (T = -d - 1) or none (T = d)
+            thresholds[rng.integers(heads)] = rng.choice([-d - 1, d])
+        sb = signed_bits(-d - int(thresholds.max()), d - int(thresholds.min()))
+    if mode == "bi":
+        probs = Heaviside(score_bits=sb)
+    attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,
+                          probs=probs, context=context, max_len=max_len, thresholds=thresholds)
+    return EncoderLayer(qkv_in=qkv_in, query=qkv[0], key=qkv[1], value=qkv[2], attention=attention,
+                        attn_out=attn_out, ln1=ln1, ffn_in_q=ffn_in_q, ffn_in=ffn_in, ffn_out=ffn_out, ln2=ln2)
 
 
 # --------------------------------------------------------------------------------------------
