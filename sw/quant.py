@@ -531,8 +531,9 @@ class QuantLinear(nn.Linear):
                  wcfg: WeightQuantConfig | None = None, acfg: ActQuantConfig | None = None,
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.weight_quant = WeightQuantizer(wcfg, rows=out_features)
-        self.act_quant = ActQuantizer(acfg, features=in_features)
+        like = dict(device=self.weight.device, dtype=self.weight.dtype)  # learned gains / thresholds
+        self.weight_quant = WeightQuantizer(wcfg, rows=out_features).to(**like)
+        self.act_quant = ActQuantizer(acfg, features=in_features).to(**like)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, wcfg: WeightQuantConfig | None = None,
