@@ -301,6 +301,18 @@ BIBERT_NOTES = [
     "81.1 %, 81.5 % at the end, best 81.82 %. Nor is the averaged curve steadier: neighbouring "
     "evaluations still differ by up to 1.6 pt (control 1.5), so the swings are not sign flips of "
     "the last few hundred steps that an average would damp",
+    "a learned gain on the binary weight scales (quant key `learned_scale`: w_q = g * mean|w| "
+    "* sign(w), one g per row from 1, XNOR-Net++'s learned scaling factors; the export folds "
+    "g into alpha, so the hardware is unchanged) does not lift W1A1 either, although the "
+    "binarised branches outweigh the residual they join. From the same out/exp/base BWN model "
+    "on bibert-multistep-aug's schedule, with the gains at 10x the stage's rate (`scale_lr: "
+    "0.002`, out/exp/gain-lr): 77.6 / 79.0 / 79.2 / 81.1 / 80.8 / 81.1 / 81.1 / 81.3 / 81.3 / "
+    "81.9 / 82.1 / 81.0 / 81.9 / 81.1 % every 217 steps, 81.0 % at the end, best 82.10 % "
+    "(integer golden model 82.26 %, bit-equal to the PyTorch integer path, agreement with "
+    "fake-quant 95.9 %), against the control's 82.0 % and the row's 83.03 %. The gains stay "
+    "near 1 (std 0.03-0.05 per matrix, extremes 0.71 and 1.16; FFN2's mean 0.98): the loss "
+    "hardly pulls on the branch scale. At the stage's own rate (out/exp/gain, stopped at step "
+    "600 for machine time) they moved by less than 0.003 in 200 steps",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
     "reaches 66.06 % against 47.94 % at 2",
 ]
