@@ -313,6 +313,17 @@ BIBERT_NOTES = [
     "near 1 (std 0.03-0.05 per matrix, extremes 0.71 and 1.16; FFN2's mean 0.98): the loss "
     "hardly pulls on the branch scale. At the stage's own rate (out/exp/gain, stopped at step "
     "600 for machine time) they moved by less than 0.003 in 200 steps",
+    "nor does a learned per-head Bi-Attention threshold (quant key `attention_threshold`: P = "
+    "[S/sqrt(d) > tau_h] instead of BiBERT's [S > 0]; the export makes it an integer per-head "
+    "constant that the RTL attention core subtracts before the sign test). From the same BWN "
+    "model and schedule at 10x the stage's rate (`threshold_lr: 0.002`, out/exp/athr): 77.9 / "
+    "80.2 / 78.7 / 80.7 / 81.1 / 80.7 / 81.2 / 80.8 / 81.1 / 81.7 / 78.9 / 82.0 / 81.4 / 81.7 "
+    "% every 217 steps, 81.8 % at the end, best 82.04 % (integer golden model 82.54 %, "
+    "bit-equal to the PyTorch integer path, agreement with fake-quant 94.8 %). The thresholds "
+    "stay within |tau| <= 0.054 (integer T_h 0 or -1: they decide only whether a score of "
+    "exactly 0 keeps its key); the Q and K biases already set how many keys a head keeps: in "
+    "the control's best model 36-40 % per row in layers 1-3 and 62 / 72 / 85 % in layers 4-6 "
+    "(single heads 11-93 %), so the threshold adds no freedom the loss pulls on",
     "from the teacher, longer training helps too: the BiBERT ablation at 6 epochs (564 steps) "
     "reaches 66.06 % against 47.94 % at 2",
 ]
