@@ -496,6 +496,15 @@ def exp2_table(frac_bits: int, exp_bits: int) -> np.ndarray:
     return np.floor(np.exp2(exp_bits - f / (1 << frac_bits)) + 0.5).astype(np.int64)
 
 
+def shifted_score_bits(score_max: int, thresholds=None) -> int:
+    """Signed width of S − T_h for scores in [−score_max, score_max] and per-head thresholds T
+    (None: T = 0), what a Heaviside unit reads (§14)."""
+    if thresholds is None:
+        return signed_bits(-score_max, score_max)
+    t = np.asarray(thresholds)
+    return signed_bits(-score_max - int(t.max()), score_max - int(t.min()))
+
+
 @dataclass(frozen=True, eq=False)
 class Heaviside:
     """BiBERT Bi-Attention probabilities (§14): p = 1 if score > 0 and the key is valid, else 0."""
@@ -578,10 +587,7 @@ class Attention:
     @property
     def score_bits(self) -> int:
         """Signed width of what the probabilities unit reads, S − T_h."""
-        b = self.score_max
-        if self.thresholds is None:
-            return signed_bits(-b, b)
-        return signed_bits(-b - int(self.thresholds.max()), b - int(self.thresholds.min()))
+        return shifted_score_bits(self.score_max, self.thresholds)
 
     @property
     def context_bits(self) -> int:

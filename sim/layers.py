@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from hw import arith
-from hw.encoder_params import BinaryLinear, LayerNorm, Lut, Requant, Softmax, exp2_table, signed_bits
+from hw.encoder_params import (BinaryLinear, LayerNorm, Lut, Requant, Softmax, exp2_table, shifted_score_bits,
+                               signed_bits)
 from hw.errors import BinbertError
 
 RES_BITS, RES_FRAC = 16, 8
@@ -223,7 +224,7 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
                                 out_bits=b) for b in (q_bits, k_bits, v_bits)]
     if head_thresholds and mode != "bi":
         raise BinbertError("random_encoder_layer: head_thresholds needs mode='bi'")
-    sb = signed_bits(-d * _mag(q_bits) * _mag(k_bits), d * _mag(q_bits) * _mag(k_bits))
+    sb = shifted_score_bits(d * _mag(q_bits) * _mag(k_bits))
     if mode == "bi":
         hi = 1
     else:
@@ -254,7 +255,7 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
         thresholds = rng.choice(choices, heads, replace=heads > choices.size)
         if heads > 2:  # an extreme one: keep every key (T = -d - 1) or none (T = d)
             thresholds[rng.integers(heads)] = rng.choice([-d - 1, d])
-        sb = signed_bits(-d - int(thresholds.max()), d - int(thresholds.min()))
+        sb = shifted_score_bits(d, thresholds)
     if mode == "bi":
         probs = Heaviside(score_bits=sb)
     attention = Attention(heads=heads, head_dim=d, q_bits=q_bits, k_bits=k_bits, v_bits=v_bits,

@@ -20,7 +20,7 @@ from torch import nn
 from hw import arith
 from hw.encoder_params import (Attention, BinaryLinear, EncoderLayer, EncoderParams, Embedding,
                                Heaviside, IntLinear, LayerNorm, Lut, Requant, Softmax, exp2_table,
-                               signed_bits, signed_range)
+                               shifted_score_bits, signed_bits, signed_range)
 from hw.errors import BinbertError
 from sw.intmodel import save_params
 
@@ -358,7 +358,7 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
 
     d = att.attention_head_size
     heads = query.n // d
-    sb = signed_bits(-d * _mag(acts["q"].bits) * _mag(acts["k"].bits), d * _mag(acts["q"].bits) * _mag(acts["k"].bits))
+    b = d * _mag(acts["q"].bits) * _mag(acts["k"].bits)  # largest |score|
     dense_out = layer.attention.output.dense
     c_act = act_of(dense_out.act_quant, f"{pre}.attention.output.dense.act_quant")
     thresholds = None
@@ -367,9 +367,8 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
         tau = att.score_threshold.detach().double().cpu().numpy()
         if not np.isfinite(tau).all():
             raise BinbertError(f"{pre}.attention.self.score_threshold: not finite")
-        b = d * _mag(acts["q"].bits) * _mag(acts["k"].bits)
         thresholds = np.clip(np.floor(tau / float(att.scaling)), -b - 1, b).astype(np.int64)
-        sb = signed_bits(-b - int(thresholds.max()), b - int(thresholds.min()))
+    sb = shifted_score_bits(b, thresholds)
     if att.mode == "bi":
         probs, s_p = Heaviside(score_bits=sb), 1.0
     else:

@@ -50,7 +50,7 @@ class QuantBertConfig:
                then keep fewer (or more) keys than the half a zero threshold keeps. The export
                turns τ_h into an integer threshold on the XNOR-popcount score (§14)
     learned_scale: weight="bwn" only: a learned gain on each linear's binary scales (per row with
-               weight_per_row), starting at 1; the export folds it into alpha (§6), so the hardware
+               weight_per_row), starting at 1; the export folds it into alpha (§7), so the hardware
                is unchanged. Not on the word embedding (one gain per token would be a vocab-sized
                table) nor on split modules (their two terms keep BinaryBERT's a and b)
     split: names of modules stored as two binary terms (set by sw.split.split_model)
