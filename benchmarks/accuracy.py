@@ -328,7 +328,7 @@ BIBERT_NOTES = [
     "itself to move the W1A1 curve, by about 1 pt, and it is still short of the target: 8 "
     "TinyBERT-style variants per sentence over 3 epochs (60,390 rows, 5,664 steps, 101 min at "
     "2 threads, two niced bitstream builds beside it for part of the time; out/exp/aug8e3, "
-    "from the same out/exp/base BWN model as the runs below, bibert-multistep-aug's stage "
+    "from the same out/exp/base BWN model as the runs above, bibert-multistep-aug's stage "
     "otherwise) read 77.6 / 78.7 / 79.9 / 79.4 / 80.0 / 76.3 / 81.0 / 82.0 / 81.4 / 81.2 / "
     "81.7 / 82.3 / 81.4 / 81.5 / 82.3 / 82.1 / 80.9 / 81.2 / 82.2 / 82.0 / 81.5 / 81.5 / 82.8 "
     "/ 82.5 / 83.3 / 82.7 % every 217 steps and 83.0 % at the end, best 83.25 % after 5,425 "
