@@ -1,12 +1,13 @@
 """SST-2 dev accuracy of the binbert recipes on MiniLM-L6-H384: FP, TWN 0.5x, BWN, TWS, BiBERT,
-adaptive splitting. Writes benchmarks/accuracy.md (and out/bench-accuracy/results.json).
+adaptive splitting. Writes benchmarks/accuracy.md and its rows as data, benchmarks/accuracy.json.
 
     .venv/bin/python benchmarks/accuracy.py [--profile cpu|full] [--out DIR] [--only a,b]
 
 Every variant is a config under models/; this script only applies one *profile* of reductions
 to all of them alike (so their teacher / ternary stages stay identical and are trained once,
 then shared by symlink: sw.train checks that a shared stage's fingerprint matches) and runs
-``binbert train`` per variant. Re-running resumes. The ``cpu`` profile's reductions are listed
+``binbert train`` per variant. Re-running resumes. A row whose run directory is gone (out/ is
+not kept) is carried over from the tracked JSON, flagged stale if its recipe has changed since. The ``cpu`` profile's reductions are listed
 in the report; ``full`` runs the configs as written (a GPU job: ``torchrun ... binbert train``
 does the same per config).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -24,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sw.config import DistillOverride, config_to_yaml, load_config  # noqa: E402
+from sw.config import DistillOverride, config_to_dict, config_to_yaml, load_config  # noqa: E402
 from sw.train import stage_fingerprint  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
 
@@ -69,6 +71,12 @@ VARIANTS = [
     ("bibert-multistep-aug", "minilm-sst2-bibert-multistep-aug.yaml", {}, "bibert",
      "BiBERT architecture from the BWN W1A8 model, prediction distillation on augmented data "
      "(multi-step)", "1-1-1"),
+    # the same on the configs' 20 variants per sentence (TinyBERT's N_a; the profiles' 4 are a
+    # time reduction): a variant-level "profile" override drops the profile's copies
+    ("bibert-multistep-aug20", "minilm-sst2-bibert-multistep-aug.yaml",
+     {"profile": {"augment": None}}, "bibert",
+     "BiBERT architecture from the BWN W1A8 model, prediction distillation on augmented data, "
+     "TinyBERT's 20 variants per sentence as the config (multi-step)", "1-1-1"),
     # the same with learned per-feature activation thresholds (RSign), folded into the requantizers
     ("bibert-rsign", "minilm-sst2-bibert-rsign.yaml", {}, "bibert",
      "BiBERT architecture from the BWN W1A8 model, learned activation thresholds, prediction "
@@ -87,10 +95,11 @@ RUN_OF = {"fp": "tws-a8", "twn-a8": "tws-a8", "tws-a8-split": "tws-a8", "twn-a4"
 TRUNCATED = "sequences truncated to 48 tokens (configs: 64); batches padded to their longest sentence"
 def augment_note(profile: dict) -> str:
     n = profile["augment"]["copies"]
-    return ("no data augmentation (as the configs) except in the row that names it, whose "
-            f"config augments with TinyBERT's 20 variants per sentence: here {n} "
-            f"(`data.augment.copies`), {profile['augmented_epochs']:g} epoch(s) over the about "
-            f"{n + 1}x larger distillation data (configs: 3)")
+    return ("no data augmentation (as the configs) except in the rows that name it, whose "
+            f"configs augment with TinyBERT's 20 variants per sentence: here {n} "
+            f"(`data.augment.copies`; the row that says 20 keeps the config's), "
+            f"{profile['augmented_epochs']:g} epoch(s) over the augmented distillation data "
+            "(configs: 3)")
 
 # The CPU profile: what the 2-core CPU run changes against the configs (all variants alike).
 CPU_PROFILE = {
@@ -346,7 +355,16 @@ BIBERT_NOTES = [
 
 
 def apply_profile(cfg, profile: dict | None, stage_over: dict):
+    """The config with the profile's reductions and a variant's overrides: per stage name, and
+    under "profile" the profile keys this variant replaces (None: keep the config's value)."""
     rep = dataclasses.replace
+    names = {s.name for s in cfg.stages}
+    unknown = set(stage_over) - names - {"profile"}
+    if unknown:
+        raise ValueError(f"variant override: no stage named {sorted(unknown)} (stages: "
+                         f"{[s.name for s in cfg.stages]})")
+    if profile and stage_over.get("profile"):
+        profile = {k: v for k, v in {**profile, **stage_over["profile"]}.items() if v is not None}
     if profile:
         cfg = rep(cfg, data=rep(cfg.data, **profile["data"]), train=rep(cfg.train, **profile["train"]))
         if cfg.data.augment is not None and "augment" in profile:
@@ -388,6 +406,17 @@ def share_stages(out: Path, cfg_path: Path, run: Path) -> None:
                 print(f"  share {dst} -> {src}", flush=True)
 
 
+def device_line(rows: list[dict]) -> str:
+    """The machine(s) the rows were measured on (kept per row: carried rows keep theirs)."""
+    where: dict[str, list[str]] = {}
+    for r in rows:
+        if r["done"]:
+            where.setdefault(r.get("device") or device(), []).append(r["variant"])
+    if len(where) <= 1:
+        return f"Device: {next(iter(where), None) or device()}."
+    return "Devices: " + "; ".join(f"{d} ({', '.join(v)})" for d, v in where.items()) + "."
+
+
 def device() -> str:
     cpu = cpu_name()
     import torch
@@ -409,15 +438,34 @@ def is_stale(run: Path, cfg_file: str, over: dict, stage: str, profile: dict | N
             != (want.model, want.data, want.train, want.distill))
 
 
-def collect(out: Path, profile: dict | None = None) -> list[dict]:
+def recipe_id(cfg_file: str, over: dict, stage: str, profile: dict | None) -> str:
+    """A digest of what is_stale compares (the stages up to ``stage`` and the model / data /
+    train / distill sections of the profiled config), kept with a stored row."""
+    want = config_to_dict(apply_profile(load_config(ROOT / "models" / cfg_file), profile, over))
+    upto = [s["name"] for s in want["stages"]].index(stage) + 1
+    key = {k: want[k] for k in ("model", "data", "train", "distill")}
+    key["stages"] = want["stages"][:upto]
+    key["data"].pop("dir", None)  # where the data is read from, not what it is
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def collect(out: Path, profile: dict | None = None, stored: dict | None = None) -> list[dict]:
+    """The rows from the runs under ``out``; a variant without a finished run takes its row from
+    ``stored`` (the tracked JSON of an earlier report), stale when its recipe has changed."""
     rows = []
     for name, cfg_file, over, stage, label, bits in VARIANTS:
         run = run_dir(out, name)
         f = run / stage / "metrics.json"
         cfg_path = out / "configs" / f"{RUN_OF.get(name, name)}.yaml"
+        recipe = recipe_id(cfg_file, over, stage, profile)
+        old = (stored or {}).get(name)
+        if not f.is_file() and old is not None:
+            rows.append({**old, "label": label, "bits": bits, "stage": stage, "config": cfg_file,
+                         "carried": True, "stale": old.get("recipe") != recipe})
+            continue
         row = {"variant": name, "label": label, "bits": bits, "stage": stage, "config": cfg_file,
-               "done": f.is_file(), "stale": f.is_file() and is_stale(run, cfg_file, over, stage,
-                                                                       profile)}
+               "recipe": recipe, "done": f.is_file(),
+               "stale": f.is_file() and is_stale(run, cfg_file, over, stage, profile)}
         if f.is_file():
             mj = json.loads(f.read_text())
             m = mj["summary"]
@@ -437,12 +485,26 @@ def collect(out: Path, profile: dict | None = None) -> list[dict]:
                        tuned_best=tuned_best(mj.get("history", [])),
                        epochs=", ".join(epochs), wall_s=round(wall, 1),
                        **integer_result(run / stage),
-                       plan=(json.loads((run / "split" / "metrics.json").read_text())["summary"]
-                             .get("plan") if (run / "split" / "metrics.json").is_file() else None))
+                       plan=plan_summary(run / "split" / "metrics.json"))
+            # the machine of the first report of this measurement (a re-collect elsewhere keeps it)
+            same = old and old.get("recipe") == recipe and old.get("acc") == row["acc"]
+            row["device"] = old.get("device") if same and old.get("device") else device()
             # best step 0 of a training stage: no evaluation of it beat its starting model
             row["kept_start"] = m.get("best_step") == 0 and row["tuned_best"] is not None
         rows.append(row)
     return rows
+
+
+def plan_summary(split_metrics: Path) -> dict | None:
+    """What the report says of an adaptive-splitting plan: matrices split and sizes in MB."""
+    if not split_metrics.is_file():
+        return None
+    p = json.loads(split_metrics.read_text())["summary"].get("plan")
+    if not p:
+        return None
+    mb = 8 * 2**20
+    return {"split": len(p["selected"]), "of": len(p["candidates"]), "cost_mb": p["cost"] / mb,
+            "budget_mb": p["budget"] / mb, "base_mb": p["base_cost"] / mb}
 
 
 def tuned_best(history: list[dict]) -> float | None:
@@ -484,17 +546,28 @@ def measure_integer(out: Path, only: set | None, env: dict, binbert: str) -> Non
 
 
 def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> Path:
+    dest = report_path(profile_name)
+    tmp = dest.with_suffix(".md.tmp")
+    tmp.write_text(render_report(out, rows, profile_name, dev_n))
+    os.replace(tmp, dest)
+    return dest
+
+
+def render_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> str:
     lines = [
         "# SST-2 dev accuracy: MiniLM-L6-H384, BinaryBERT and BiBERT recipes",
         "",
         f"Written by `benchmarks/accuracy.py --profile {profile_name}` from the runs under "
-        f"`{_rel(out)}`. Dev = the {dev_n:,} labelled SST-2 sentences of `data/glue/SST-2/dev.tsv` "
+        f"`{_rel(out)}`"
+        + (f" (rows whose runs are no longer there: from `{_rel(results_path(profile_name))}`, "
+           "this table's data)" if any(r.get("carried") for r in rows) else "")
+        + f". Dev = the {dev_n:,} labelled SST-2 sentences of `data/glue/SST-2/dev.tsv` "
         "(see data/glue/README.md). Each stage's checkpoint is its best dev evaluation (the "
         "configs' `train.select: best`), as in the papers' GLUE dev tables; a stage that "
         "continues a trained model (binary fine-tuning of a split model, `init: previous`) "
         "evaluates its starting model first, and that evaluation competes.",
         "",
-        f"Device: {device()}.",
+        device_line(rows),
         *(["", "The longer CPU schedule (all training sentences, the configs' ternary epochs): "
                 "`benchmarks/accuracy-cpu-long.md`."] if profile_name == "cpu" else []),
         "",
@@ -545,21 +618,16 @@ def write_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) -> 
     if plans:
         lines += ["", "Adaptive splitting plans (sensitivity measured on training batches):", ""]
         for label, p in plans:
-            lines.append(f"- {label}: {len(p['selected'])} of {len(p['candidates'])} Transformer "
-                         f"matrices split, {p['cost'] / 8 / 2**20:.2f} MB against a budget of "
-                         f"{p['budget'] / 8 / 2**20:.2f} MB (all-binary "
-                         f"{p['base_cost'] / 8 / 2**20:.2f} MB)")
+            lines.append(f"- {label}: {p['split']} of {p['of']} Transformer matrices split, "
+                         f"{p['cost_mb']:.2f} MB against a budget of {p['budget_mb']:.2f} MB "
+                         f"(all-binary {p['base_mb']:.2f} MB)")
     lines += ["", "Wall times are per stage as measured (shared stages counted once per row "
                   "that uses them) on a machine shared with other jobs whose load varied during "
                   "the runs: compare them between rows only roughly."]
     lines += ["", "Sizes count every weight at its bit width plus full-precision biases, "
                   "LayerNorms, position/segment embeddings and the classifier (sw.cost, "
                   "COUNT_ALL accounting).", ""]
-    dest = report_path(profile_name)
-    tmp = dest.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, dest)
-    return dest
+    return "\n".join(lines)
 
 
 # issue 3's targets: (variant, points below full precision allowed, what the row is when it is
@@ -570,6 +638,8 @@ TARGETS = (("tws-a8", 1.0, ""), ("tws-a8-split", 1.0, " (before the binary fine-
            ("bibert", 4.0, ""), ("bibert-multistep", 4.0, " (W1A1 from the BWN W1A8 model)"),
            ("bibert-multistep-ce", 4.0, " (W1A1 from the BWN W1A8 model, task loss only)"),
            ("bibert-multistep-aug", 4.0, " (W1A1 from the BWN W1A8 model, augmented data)"),
+           ("bibert-multistep-aug20", 4.0,
+            " (W1A1 from the BWN W1A8 model, augmented data, 20 variants per sentence)"),
            ("bibert-rsign", 4.0, " (W1A1 from the BWN W1A8 model, augmented data, learned thresholds)"),
            ("tws-a1", 4.0, " (W1A1 from the TWS W1A8 model: two binary terms per matrix)"))
 
@@ -613,6 +683,31 @@ def report_path(profile_name: str) -> Path:
     return ROOT / "benchmarks" / f"accuracy{_suffix(profile_name)}.md"
 
 
+def results_path(profile_name: str) -> Path:
+    """The report's rows as data, tracked beside it: the runs under out/ are not kept."""
+    return report_path(profile_name).with_suffix(".json")
+
+
+def load_results(profile_name: str) -> dict:
+    f = results_path(profile_name)
+    if not f.is_file():
+        return {}
+    try:
+        rows = json.loads(f.read_text())
+        return {r["variant"]: r for r in rows if r.get("done")}
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"{_rel(f)}: not a list of result rows ({e}); restore it from git")
+
+
+def save_results(profile_name: str, rows: list[dict]) -> None:
+    keep = [{k: v for k, v in r.items() if k not in ("carried", "stale", "label", "config")}
+            for r in rows if r["done"]]
+    f = results_path(profile_name)
+    tmp = f.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(keep, indent=1) + "\n")
+    os.replace(tmp, f)
+
+
 def _rel(p: Path) -> str:
     try:
         return str(p.relative_to(ROOT))
@@ -626,7 +721,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None,
                     help="runs directory (default out/bench-accuracy[-PROFILE])")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
-    ap.add_argument("--report-only", action="store_true", help="rewrite accuracy.md from the runs")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the runs and the tracked rows")
     ap.add_argument("--integer", action="store_true",
                     help="also run the integer golden model on every finished binary-weight row")
     args = ap.parse_args(argv)
@@ -636,6 +731,7 @@ def main(argv=None) -> int:
     only = set(args.only.split(",")) if args.only else None
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     binbert = str(Path(sys.executable).with_name("binbert"))
+    stored = load_results(args.profile)
     done_runs: set[str] = set()
     if not args.report_only:
         for name, cfg_file, over, stage, label, bits in VARIANTS:
@@ -658,11 +754,12 @@ def main(argv=None) -> int:
                                   "--no-progress"], env=env, cwd=ROOT)
             print(f"== {run_name}: rc {rc} after {time.time() - t0:.0f} s", flush=True)
             done_runs.add(run_name)
-            write_report(out, collect(out, profile), args.profile, _dev_n())
+            write_report(out, collect(out, profile, stored), args.profile, _dev_n())
     if args.integer:
         measure_integer(out, only, env, binbert)
-    rows = collect(out, profile)
+    rows = collect(out, profile, stored)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
+    save_results(args.profile, rows)
     print(write_report(out, rows, args.profile, _dev_n()))
     return 0
 

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmarks import accuracy
 from sw.config import config_to_yaml, load_config
 
@@ -142,3 +144,128 @@ def test_augmented_variant_shares_the_bwn_stage(tmp_path):
     _write_run(run2, own)
     accuracy.share_stages(tmp_path, run2 / "config.yaml", run2)
     assert (run2 / "teacher").is_symlink() and not (run2 / "bwn").exists()
+
+
+def _variant(name):
+    return next(v for v in accuracy.VARIANTS if v[0] == name)
+
+
+def test_aug20_variant_keeps_the_configs_copies_and_shares_the_rest(tmp_path):
+    """The 20-variant W1A1 row drops only the profile's copies: everything else (sentences,
+    epochs, learning rates) is the profile's, so it differs from bibert-multistep-aug in the
+    data section alone and shares that row's teacher and BWN stages."""
+    _, cfg_file, over, *_ = _variant("bibert-multistep-aug20")
+    prof = accuracy.CPU_LONG_PROFILE
+    cfg = load_config(ROOT / "models" / cfg_file)
+    aug20 = accuracy.apply_profile(cfg, prof, over)
+    aug4 = accuracy.apply_profile(cfg, prof, {})
+    assert aug20.data.augment == cfg.data.augment and cfg.data.augment.copies == 20
+    assert aug4.data.augment.copies == 4
+    assert aug20.stages == aug4.stages and aug20.train == aug4.train
+    assert dataclasses.replace(aug20.data, augment=aug4.data.augment) == aug4.data
+    # the override does not leak into the profile other variants read
+    assert prof["augment"] == {"copies": 4}
+    _write_run(tmp_path / "runs" / "bibert-multistep-aug", aug4)
+    for stage in ("teacher", "bwn"):
+        (tmp_path / "runs" / "bibert-multistep-aug" / stage / "final").mkdir(parents=True)
+        (tmp_path / "runs" / "bibert-multistep-aug" / stage / "final" / "state.json").write_text("{}")
+    run = tmp_path / "runs" / "bibert-multistep-aug20"
+    _write_run(run, aug20)
+    accuracy.share_stages(tmp_path, run / "config.yaml", run)
+    assert (run / "teacher").is_symlink() and (run / "bwn").is_symlink()
+    assert not (run / "bibert").exists()
+    # its run is current against its own override, stale against the 4-copy variant's
+    assert not accuracy.is_stale(run, cfg_file, over, "bibert", prof)
+    assert accuracy.is_stale(run, cfg_file, {}, "bibert", prof)
+
+
+def test_an_override_naming_no_stage_is_refused():
+    cfg = load_config(ROOT / "models" / "minilm-sst2-bibert.yaml")
+    with pytest.raises(ValueError, match=r"no stage named \['binary'\].*bibert"):
+        accuracy.apply_profile(cfg, accuracy.CPU_PROFILE, {"binary": {"loss": "ce"}})
+
+
+def test_every_variant_override_names_a_stage_of_its_config():
+    for name, cfg_file, over, stage, *_ in accuracy.VARIANTS:
+        cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file),
+                                     accuracy.CPU_LONG_PROFILE, over)
+        assert stage in [s.name for s in cfg.stages], name
+
+
+def test_the_reports_carry_the_current_notes():
+    """Every note of the script is in the report it writes (the reports are re-written only by
+    long runs, so a note edited by hand in one place and not the other shows here)."""
+    for prof, (_, notes) in accuracy.PROFILES.items():
+        path = accuracy.report_path(prof)
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        for n in notes + (accuracy.BIBERT_NOTES if "BiBERT (`benchmarks/bibert_probe" in text
+                          else []):
+            assert f"- {n}\n" in text + "\n", (path.name, n[:60])
+
+
+@pytest.mark.parametrize("profile", ["cpu", "cpu-long"])
+def test_the_tracked_rows_render_the_report(profile, tmp_path):
+    """benchmarks/accuracy*.json is the table's data: with no runs at all, the report rendered
+    from it alone is the committed report, line for line (but the runs-directory sentence)."""
+    stored = accuracy.load_results(profile)
+    assert stored, accuracy.results_path(profile)
+    rows = accuracy.collect(tmp_path, accuracy.PROFILES[profile][0], stored)
+    assert all(r.get("carried") for r in rows if r["done"])
+    assert not any(r["stale"] for r in rows if r["done"]), "a recipe changed after its row"
+    got = accuracy.render_report(tmp_path, rows, profile, accuracy._dev_n()).splitlines()
+    want = accuracy.report_path(profile).read_text().splitlines()
+    assert "rows whose runs are no longer there" in got[2]
+    assert [l for i, l in enumerate(got) if i != 2] == [l for i, l in enumerate(want) if i != 2]
+
+
+def test_a_carried_row_is_stale_once_its_recipe_changes(tmp_path):
+    stored = accuracy.load_results("cpu-long")
+    row = dict(stored["bibert-multistep-aug"], recipe="0" * 16)
+    rows = accuracy.collect(tmp_path, accuracy.CPU_LONG_PROFILE, {"bibert-multistep-aug": row})
+    got = {r["variant"]: r for r in rows}
+    assert got["bibert-multistep-aug"]["stale"] and got["bibert-multistep-aug"]["done"]
+    assert not got["bibert-rsign"]["done"]  # not stored: not run
+    text = accuracy.render_report(tmp_path, rows, "cpu-long", 1821)
+    assert "older config: re-run" in text
+    assert "bibert-multistep-aug (" not in text.split("Targets")[-1]  # a stale row meets nothing
+
+
+def test_a_fresh_run_replaces_its_stored_row_and_the_rest_are_kept(tmp_path, monkeypatch):
+    """A run under out/ wins over the stored row; saving writes both back, and the stored rows
+    keep the machine they were measured on."""
+    monkeypatch.setattr(accuracy, "results_path", lambda p: tmp_path / "res.json")
+    src = accuracy.report_path("cpu-long").with_suffix(".json")
+    (tmp_path / "res.json").write_text(src.read_text())
+    stored = accuracy.load_results("cpu-long")
+    name, cfg_file, over, stage, *_ = _variant("bibert-multistep-aug20")
+    cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file), accuracy.CPU_LONG_PROFILE,
+                                 over)
+    run = tmp_path / "runs" / name
+    _write_run(run, cfg)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / f"{name}.yaml").write_text(config_to_yaml(cfg))
+    for s in cfg.stages:
+        (run / s.name).mkdir()
+        (run / s.name / "metrics.json").write_text(json.dumps(
+            {"summary": {"dev": {"acc": 0.85}, "wall_s": 60.0, "steps": 10, "best_step": 5},
+             "history": [{"step": 5, "phase": "prediction", "dev": {"acc": 0.85}}]}))
+    rows = accuracy.collect(tmp_path, accuracy.CPU_LONG_PROFILE, stored)
+    got = {r["variant"]: r for r in rows}
+    assert got[name]["done"] and not got[name].get("carried") and got[name]["acc"] == 0.85
+    assert got[name]["device"] == accuracy.device()
+    assert got["bwn-a8"]["carried"] and got["bwn-a8"]["device"].startswith("AMD EPYC")
+    assert accuracy.device_line(rows).startswith("Devices: ")
+    accuracy.save_results("cpu-long", rows)
+    again = accuracy.load_results("cpu-long")
+    assert set(again) == set(stored) | {name} and again[name]["acc"] == 0.85
+    assert again["bwn-a8"] == stored["bwn-a8"]
+
+
+def test_a_corrupt_results_file_names_itself(tmp_path, monkeypatch):
+    f = tmp_path / "accuracy-x.json"
+    f.write_text("{not json")
+    monkeypatch.setattr(accuracy, "results_path", lambda p: f)
+    with pytest.raises(SystemExit, match="accuracy-x.json: not a list of result rows"):
+        accuracy.load_results("cpu")
