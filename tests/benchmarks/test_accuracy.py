@@ -167,8 +167,9 @@ def test_aug20_variant_keeps_the_configs_copies_and_shares_the_rest(tmp_path):
     assert prof["augment"] == {"copies": 4}
     _write_run(tmp_path / "runs" / "bibert-multistep-aug", aug4)
     for stage in ("teacher", "bwn"):
-        (tmp_path / "runs" / "bibert-multistep-aug" / stage / "final").mkdir(parents=True)
-        (tmp_path / "runs" / "bibert-multistep-aug" / stage / "final" / "state.json").write_text("{}")
+        final = tmp_path / "runs" / "bibert-multistep-aug" / stage / "final"
+        final.mkdir(parents=True)
+        (final / "state.json").write_text("{}")
     run = tmp_path / "runs" / "bibert-multistep-aug20"
     _write_run(run, aug20)
     accuracy.share_stages(tmp_path, run / "config.yaml", run)
