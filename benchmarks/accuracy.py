@@ -461,9 +461,15 @@ def is_stale(run: Path, cfg_file: str, over: dict, stage: str, profile: dict | N
 
 
 def recipe_id(cfg_file: str, over: dict, stage: str, profile: dict | None) -> str:
+    """The digest of the variant's profiled config as it is now (see recipe_digest)."""
+    return recipe_digest(apply_profile(load_config(ROOT / "models" / cfg_file), profile, over),
+                         stage)
+
+
+def recipe_digest(cfg, stage: str) -> str:
     """A digest of what is_stale compares (the stages up to ``stage`` and the model / data /
-    train / distill sections of the profiled config), kept with a stored row."""
-    want = config_to_dict(apply_profile(load_config(ROOT / "models" / cfg_file), profile, over))
+    train / distill sections of a profiled config), kept with a stored row."""
+    want = config_to_dict(cfg)
     upto = [s["name"] for s in want["stages"]].index(stage) + 1
     key = {k: want[k] for k in ("model", "data", "train", "distill")}
     key["stages"] = want["stages"][:upto]
@@ -485,8 +491,12 @@ def collect(out: Path, profile: dict | None = None, stored: dict | None = None) 
             rows.append({**old, "label": label, "bits": bits, "stage": stage, "config": cfg_file,
                          "carried": True, "stale": old.get("recipe") != recipe})
             continue
+        # a run's row carries the digest of the config it was trained with, so that a stale
+        # run stays stale once it is only a stored row
         row = {"variant": name, "label": label, "bits": bits, "stage": stage, "config": cfg_file,
-               "recipe": recipe, "done": f.is_file(),
+               "recipe": (recipe_digest(load_config(run / "config.yaml"), stage)
+                          if f.is_file() and (run / "config.yaml").is_file() else recipe),
+               "done": f.is_file(),
                "stale": f.is_file() and is_stale(run, cfg_file, over, stage, profile)}
         if f.is_file():
             mj = json.loads(f.read_text())
@@ -509,7 +519,7 @@ def collect(out: Path, profile: dict | None = None, stored: dict | None = None) 
                        **integer_result(run / stage),
                        plan=plan_summary(run / "split" / "metrics.json"))
             # the machine of the first report of this measurement (a re-collect elsewhere keeps it)
-            same = old and old.get("recipe") == recipe and old.get("acc") == row["acc"]
+            same = old and old.get("recipe") == row["recipe"] and old.get("acc") == row["acc"]
             row["device"] = old.get("device") if same and old.get("device") else device()
             # best step 0 of a training stage: no evaluation of it beat its starting model
             row["kept_start"] = m.get("best_step") == 0 and row["tuned_best"] is not None
@@ -717,7 +727,7 @@ def load_results(profile_name: str) -> dict:
     try:
         rows = json.loads(f.read_text())
         return {r["variant"]: r for r in rows if r.get("done")}
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise SystemExit(f"{_rel(f)}: not a list of result rows ({e}); restore it from git")
 
 

@@ -264,9 +264,33 @@ def test_a_fresh_run_replaces_its_stored_row_and_the_rest_are_kept(tmp_path, mon
     assert again["bwn-a8"] == stored["bwn-a8"]
 
 
+def test_a_stale_run_stays_stale_once_only_its_stored_row_is_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(accuracy, "results_path", lambda p: tmp_path / "res.json")
+    name, cfg_file, over, stage, *_ = _variant("bibert-multistep-aug")
+    cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file), accuracy.CPU_LONG_PROFILE,
+                                 {"bibert": {"loss": "ce"}})  # an older recipe
+    out = tmp_path / "out"
+    run = out / "runs" / name
+    _write_run(run, cfg)
+    (out / "configs").mkdir()
+    (out / "configs" / f"{name}.yaml").write_text(config_to_yaml(cfg))
+    for s in cfg.stages:
+        (run / s.name).mkdir()
+        (run / s.name / "metrics.json").write_text(json.dumps(
+            {"summary": {"dev": {"acc": 0.8}, "wall_s": 1.0}, "history": []}))
+    rows = accuracy.collect(out, accuracy.CPU_LONG_PROFILE)
+    assert {r["variant"]: r["stale"] for r in rows}[name]
+    accuracy.save_results("cpu-long", rows)
+    carried = accuracy.collect(tmp_path / "gone", accuracy.CPU_LONG_PROFILE,
+                               accuracy.load_results("cpu-long"))
+    row = {r["variant"]: r for r in carried}[name]
+    assert row["carried"] and row["stale"]
+
+
 def test_a_corrupt_results_file_names_itself(tmp_path, monkeypatch):
     f = tmp_path / "accuracy-x.json"
-    f.write_text("{not json")
     monkeypatch.setattr(accuracy, "results_path", lambda p: f)
-    with pytest.raises(SystemExit, match="accuracy-x.json: not a list of result rows"):
-        accuracy.load_results("cpu")
+    for text in ("{not json", '{"variant": "fp"}', '[{"done": true}]'):
+        f.write_text(text)
+        with pytest.raises(SystemExit, match="accuracy-x.json: not a list of result rows"):
+            accuracy.load_results("cpu")
