@@ -151,6 +151,18 @@ def _variant(name):
     return next(v for v in accuracy.VARIANTS if v[0] == name)
 
 
+def _finished_run(out: Path, name: str, cfg, metrics: dict) -> None:
+    """A benchmark run of ``cfg`` under ``out`` as accuracy.py leaves it: its profiled config
+    and every stage's metrics.json (all stages the same ``metrics``)."""
+    run = out / "runs" / name
+    _write_run(run, cfg)
+    (out / "configs").mkdir()
+    (out / "configs" / f"{name}.yaml").write_text(config_to_yaml(cfg))
+    for s in cfg.stages:
+        (run / s.name).mkdir()
+        (run / s.name / "metrics.json").write_text(json.dumps(metrics))
+
+
 def test_aug20_variant_keeps_the_configs_copies_and_shares_the_rest(tmp_path):
     """The 20-variant W1A1 row drops only the profile's copies: everything else (sentences,
     epochs, learning rates) is the profile's, so it differs from bibert-multistep-aug in the
@@ -225,25 +237,21 @@ def test_a_fresh_run_replaces_its_stored_row_and_the_rest_are_kept(tmp_path, mon
     """A run under out/ wins over the stored row; saving writes both back, and the stored rows
     keep the machine they were measured on."""
     monkeypatch.setattr(accuracy, "results_path", lambda p: tmp_path / "res.json")
+    # a machine none of the stored rows ran on, whatever machine runs this test
+    monkeypatch.setattr(accuracy, "device", lambda: "Test CPU, 2 cores, 1 thread per run")
     src = accuracy.report_path("cpu-long").with_suffix(".json")
     (tmp_path / "res.json").write_text(src.read_text())
     stored = accuracy.load_results("cpu-long")
     name, cfg_file, over, stage, *_ = _variant("bibert-multistep-aug20")
     cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file), accuracy.CPU_LONG_PROFILE,
                                  over)
-    run = tmp_path / "runs" / name
-    _write_run(run, cfg)
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / f"{name}.yaml").write_text(config_to_yaml(cfg))
-    for s in cfg.stages:
-        (run / s.name).mkdir()
-        (run / s.name / "metrics.json").write_text(json.dumps(
-            {"summary": {"dev": {"acc": 0.85}, "wall_s": 60.0, "steps": 10, "best_step": 5},
-             "history": [{"step": 5, "phase": "prediction", "dev": {"acc": 0.85}}]}))
+    _finished_run(tmp_path, name, cfg,
+                  {"summary": {"dev": {"acc": 0.85}, "wall_s": 60.0, "steps": 10, "best_step": 5},
+                   "history": [{"step": 5, "phase": "prediction", "dev": {"acc": 0.85}}]})
     rows = accuracy.collect(tmp_path, accuracy.CPU_LONG_PROFILE, stored)
     got = {r["variant"]: r for r in rows}
     assert got[name]["done"] and not got[name].get("carried") and got[name]["acc"] == 0.85
-    assert got[name]["device"] == accuracy.device()
+    assert got[name]["device"] == "Test CPU, 2 cores, 1 thread per run"
     assert got["bwn-a8"]["carried"] and got["bwn-a8"]["device"].startswith("AMD EPYC")
     assert accuracy.device_line(rows).startswith("Devices: ")
     accuracy.save_results("cpu-long", rows)
@@ -258,14 +266,7 @@ def test_a_stale_run_stays_stale_once_only_its_stored_row_is_left(tmp_path, monk
     cfg = accuracy.apply_profile(load_config(ROOT / "models" / cfg_file), accuracy.CPU_LONG_PROFILE,
                                  {"bibert": {"loss": "ce"}})  # an older recipe
     out = tmp_path / "out"
-    run = out / "runs" / name
-    _write_run(run, cfg)
-    (out / "configs").mkdir()
-    (out / "configs" / f"{name}.yaml").write_text(config_to_yaml(cfg))
-    for s in cfg.stages:
-        (run / s.name).mkdir()
-        (run / s.name / "metrics.json").write_text(json.dumps(
-            {"summary": {"dev": {"acc": 0.8}, "wall_s": 1.0}, "history": []}))
+    _finished_run(out, name, cfg, {"summary": {"dev": {"acc": 0.8}, "wall_s": 1.0}, "history": []})
     rows = accuracy.collect(out, accuracy.CPU_LONG_PROFILE)
     assert {r["variant"]: r["stale"] for r in rows}[name]
     accuracy.save_results("cpu-long", rows)
