@@ -4,6 +4,7 @@ are gone are kept."""
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -283,3 +284,20 @@ def test_a_corrupt_results_file_names_itself(tmp_path, monkeypatch):
         f.write_text(text)
         with pytest.raises(SystemExit, match="accuracy-x.json: not a list of result rows"):
             accuracy.load_results("cpu")
+
+
+def test_readme_summary_matches_the_tracked_rows():
+    """README's 'Where it stands' table quotes benchmark rows: each figure must be the stored
+    row's, so the summary cannot drift from the measured table."""
+    stored = accuracy.load_results("cpu-long")
+    fp = stored["fp"]["acc"] * 100
+    readme = (ROOT / "README.md").read_text().split("## Where it stands", 1)[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `([\w-]+)`:[^|]*\|[^|]*\| ([\d.]+) \| ([\d.]+) \| −([\d.]+) \|",
+                      readme, re.M)
+    assert {r[0] for r in rows} == {"tws-a8", "tws-a4", "bwn-a8", "bibert-multistep-aug20"}
+    for name, acc, integer, below in rows:
+        row = stored[name]
+        assert acc == f"{row['acc'] * 100:.2f}", name
+        assert integer == f"{row['integer'] * 100:.2f}", name
+        assert below == f"{fp - row['acc'] * 100:.2f}", name
+    assert f"full precision {fp:.2f} %" in readme
