@@ -85,7 +85,7 @@ class _Steps:
 
 def _train_export(steps: _Steps, args) -> tuple[Path, Path]:
     out = Path(args.out)
-    steps.run("train (resumes a previous run)", ["train", "--config", args.config, "--out", str(out / "train")])
+    steps.run("train (resumable: a rerun continues an interrupted one)", ["train", "--config", args.config, "--out", str(out / "train")])
     ckpt = _final_checkpoint(out / "train", args.config)
     steps.run("export to ROM images + manifest", ["export", str(ckpt), "--out", str(out / "export")])
     return ckpt, out / "export"
