@@ -242,7 +242,7 @@ def budget(ckpt: str, limit: int | None, opts_kv: list[str], batch_size: int = 1
     of each float op alone in the integer model."""
     from dataclasses import replace
 
-    from sw.chain_commands import _batches
+    from binbert.commands.export import _batches
     from sw.export import ExportOptions, build_params
     from sw.qbert import set_act_integer
     from sw.train import load_checkpoint
@@ -350,9 +350,9 @@ def fidelity_row(ckpt: Path, limit: int | None, batch_size: int = 64) -> dict:
     import tempfile
 
     from hw.errors import BinbertError
-    from sw.chain_commands import _batches
+    from binbert.commands.export import _batches
     from sw.export import export_model
-    from sw.intmodel import load_params, logits_real, run
+    from hw.golden.export_format import load_params, logits_real, run
     from sw.intsim import IntSim
     from sw.train import load_checkpoint
 
@@ -406,7 +406,7 @@ def write_table(rows: list[dict], out: Path, limit, cmd: str) -> None:
              "(docs/arithmetic.md §10-§19) and evaluated on the "
              + ("full SST-2 dev set of data/glue" if limit is None else f"first {limit} dev sentences") + ". "
              "Fake-quant = the float PyTorch model (`model(**batch)`); integer = the exported integer "
-             "model, computed by the numpy golden model (sw/intmodel.py, reading only the export directory) on "
+             "model, computed by the numpy golden model (hw/golden/export_format.py, reading only the export directory) on "
              f"every sentence; the PyTorch integer-simulation path sw/intsim.py ran the first {SPOT} too "
              "and must give the same logits bit for bit (column `golden == intsim`). "
              "Agreement = same predicted label. ROM bytes = all exported arrays in the raw `.bin` format.", "",

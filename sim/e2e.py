@@ -1,10 +1,10 @@
 """``binbert sim --layer model``: every encoder layer of an exported model in RTL, chained.
 
-Real dev sentences go through the golden embedding; layer 0's RTL (hw.encoder, cocotb bench
-sim/tb_encoder.py) gets that residual stream, and the *RTL's* output of layer l is the input of
-layer l+1. Each layer's output must equal the golden model's hidden state (hw.encoder_params,
+Real dev sentences go through the golden embedding; layer 0's RTL (hw.rtl.encoder_layer, cocotb bench
+sim/benches/encoder.py) gets that residual stream, and the *RTL's* output of layer l is the input of
+layer l+1. Each layer's output must equal the golden model's hidden state (hw.golden.ops,
 ``EncoderParams.hidden_states``) bit for bit; the golden pooler + classifier then turn the RTL's
-final hidden states into logits, which must equal the golden full model's (sw.intmodel.run),
+final hidden states into logits, which must equal the golden full model's (hw.golden.export_format.run),
 and so must the predictions. Anything else is a :class:`ModelMismatch` naming layer, sentence,
 token and feature.
 
@@ -30,7 +30,7 @@ from hw.errors import BinbertError
 from sim.runner import SimulationError
 
 DEFAULT_SENTENCES = 20
-TB = "sim.tb_encoder"
+TB = "sim.benches.encoder"
 
 
 class ModelMismatch(SimulationError):
@@ -58,9 +58,9 @@ def prepare(ckpt, *, sentences: int = DEFAULT_SENTENCES, seq_len: int | None = N
             macs: int | None = None) -> dict:
     """Everything before the RTL: the export, the sentences, the golden hidden states and
     logits, and each layer's folding. All bad input fails here, before any build."""
-    from hw.encoder import folding_for
+    from hw.rtl.encoder_layer import folding_for
     from sim.layers import CKPT_MACS, CKPT_SEQ_LEN, dev_sentences, load_export
-    from sw.intmodel import run as golden_run
+    from hw.golden.export_format import run as golden_run
 
     check_model_args(ckpt, sentences=sentences, seq_len=1 if seq_len is None else seq_len, jobs=1)
     params, meta, backbone = load_export(ckpt)
@@ -71,7 +71,7 @@ def prepare(ckpt, *, sentences: int = DEFAULT_SENTENCES, seq_len: int | None = N
     logits = golden_run(params, d["ids"], d["valid"], d["types"])
     if not np.array_equal(params.head(states[-1]), logits):  # the two golden paths agree
         raise BinbertError(f"--ckpt {ckpt}: golden pooler/classifier on the hidden states differ "
-                           "from sw.intmodel.run (golden model inconsistent)")
+                           "from hw.golden.export_format.run (golden model inconsistent)")
     folds = [folding_for(layer, seq_len=seq_len, macs=CKPT_MACS if macs is None else macs)
              for layer in params.layers]
     return {"params": params, "meta": meta, "sentences": d, "states": states, "logits": logits,

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hw import arith
-from hw.encoder_params import (BinaryLinear, LayerNorm, Lut, Requant, Softmax, exp2_table, shifted_score_bits,
-                               signed_bits)
+from hw.golden import arith
+from hw.golden.arith import signed_bits
+from hw.golden.layernorm import LayerNorm
+from hw.golden.linear import BinaryLinear
+from hw.golden.requant import Lut, Requant
+from hw.golden.softmax import Softmax, exp2_table, shifted_score_bits
 from hw.errors import BinbertError
 
 RES_BITS, RES_FRAC = 16, 8
@@ -214,7 +217,9 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
     ``head_thresholds`` (bi mode): learned per-head Bi-Attention thresholds T_h (§14), nonzero,
     within about ±sqrt(head_dim) of 0 like a trained one; above two heads one of them at the
     range's edge."""
-    from hw.encoder_params import Attention, EncoderLayer, Heaviside
+    from hw.golden.attention import Attention
+    from hw.golden.encoder_layer import EncoderLayer
+    from hw.golden.softmax import Heaviside
 
     d = hidden // heads if head_dim is None else head_dim
     ah = heads * d
@@ -268,7 +273,7 @@ def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: i
 # `binbert sim --layer attn|ffn|ln|encoder`
 # --------------------------------------------------------------------------------------------
 
-LAYERS = {"ln": "sim.tb_ln", "ffn": "sim.tb_ffn", "attn": "sim.tb_attn", "encoder": "sim.tb_encoder"}
+LAYERS = {"ln": "sim.benches.ln", "ffn": "sim.benches.ffn", "attn": "sim.benches.attn", "encoder": "sim.benches.encoder"}
 DEFAULT_VECTORS = {"ln": 2000, "ffn": 100, "attn": 6, "encoder": 4}
 SEQ_LEN = 8            # random configurations: tokens per sequence
 CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
@@ -277,7 +282,7 @@ CKPT_SENTENCES = 8
 # runs it, so it gets fewer sentences (--sentences / VECTORS= sets any count on either)
 CKPT_SENTENCES_BY_SIM = {"verilator": CKPT_SENTENCES, "icarus": 2}
 CKPT_MACS = 1024
-from hw.presets import CONFIG_SEED  # noqa: E402  (fixed: the random ops are part of the design, builds are reused)
+from hw.fpga.presets import CONFIG_SEED  # noqa: E402  (fixed: the random ops are part of the design, builds are reused)
 
 
 SIZES = {
@@ -299,8 +304,8 @@ def random_layer_pair(rng: np.random.Generator, *, hidden: int, heads: int, ffn:
 
 
 def _random_configs(layer: str, size: str = "default") -> list[tuple[str, object]]:
-    from hw.encoder import folding_for
-    from hw.layernorm import LayerNormUnitParams, shared_or_parallel
+    from hw.rtl.encoder_layer import folding_for
+    from hw.rtl.layernorm import LayerNormUnitParams, shared_or_parallel
 
     z = SIZES[size]
     rng = np.random.default_rng(CONFIG_SEED)
@@ -331,7 +336,7 @@ def load_export(ckpt) -> tuple[object, dict, str]:
     from pathlib import Path
 
     from hw.errors import BinbertError
-    from sw.intmodel import load_params
+    from hw.golden.export_format import load_params
 
     path = Path(ckpt)
     if (path / "manifest.json").is_file():
@@ -424,9 +429,9 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int | None = None, count: int = C
     and an .npz of its inputs (the residual stream the golden model feeds that block)."""
     import tempfile
 
-    from hw.encoder import folding_for
+    from hw.rtl.encoder_layer import folding_for
     from hw.errors import BinbertError
-    from hw.layernorm import LayerNormUnitParams
+    from hw.rtl.layernorm import LayerNormUnitParams
 
     params, meta, backbone = load_export(ckpt)
     if not 0 <= layer_index < len(params.layers):
@@ -508,5 +513,5 @@ def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int
 
 
 # `make bitstream LAYER=encoder CONFIG=...`: the presets are hardware configs (models/hw/*.yaml),
-# loaded and validated by hw/presets.py; re-exported here for the benches that use them.
-from hw.presets import BITSTREAM_CONFIGS, bitstream_params, bitstream_spec  # noqa: E402,F401
+# loaded and validated by hw/fpga/presets.py; re-exported here for the benches that use them.
+from hw.fpga.presets import BITSTREAM_CONFIGS, bitstream_params, bitstream_spec  # noqa: E402,F401

@@ -46,7 +46,7 @@ from hw.errors import BinbertError
 
 SIMULATORS = ("verilator", "icarus")
 # block name -> cocotb test module; issue 4 adds attn/ffn/ln/encoder here.
-BLOCKS = {"pe": "sim.tb_pe", "mvu": "sim.tb_mvu", "lsq": "sim.tb_lsq"}
+BLOCKS = {"pe": "sim.benches.pe", "mvu": "sim.benches.mvu", "lsq": "sim.benches.lsq"}
 DEFAULT_VECTORS = 10_000
 ENV_CONFIG = "BINBERT_SIM_CONFIG"
 TOPLEVEL = "top"

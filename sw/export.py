@@ -1,10 +1,10 @@
 """Checkpoint -> integer model (docs/arithmetic.md §10-§19) -> ROM files + manifest.json.
 
 ``build_params(model)`` folds a quantized BERT classifier (``sw.qbert.quantize_bert``, optionally
-split by ``sw.split``) into the :mod:`hw.encoder_params` objects: packed binary weight terms,
+split by ``sw.split``) into the :mod:`hw.golden.ops` objects: packed binary weight terms,
 fixed-point requantizer multipliers/shifts/biases from the weight scales and LSQ steps (§8),
 fixed-point LayerNorm parameters, LUT ROMs for GELU/tanh and the softmax exp table.
-``export_model`` / ``export_checkpoint`` write them with :func:`sw.intmodel.save_params`.
+``export_model`` / ``export_checkpoint`` write them with :func:`hw.golden.export_format.save_params`.
 Anything the contract cannot represent is refused with a BinbertError naming the module.
 """
 from __future__ import annotations
@@ -17,12 +17,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw import arith
-from hw.encoder_params import (Attention, BinaryLinear, EncoderLayer, EncoderParams, Embedding,
-                               Heaviside, IntLinear, LayerNorm, Lut, Requant, Softmax, exp2_table,
-                               shifted_score_bits, signed_bits, signed_range)
+from hw.golden import arith
+from hw.golden.arith import signed_bits, signed_range
+from hw.golden.attention import Attention
+from hw.golden.embedding import Embedding
+from hw.golden.encoder_layer import EncoderLayer
+from hw.golden.layernorm import LayerNorm
+from hw.golden.linear import BinaryLinear, IntLinear
+from hw.golden.model import EncoderParams
+from hw.golden.requant import Lut, Requant
+from hw.golden.softmax import Heaviside, Softmax, exp2_table, shifted_score_bits
 from hw.errors import BinbertError
-from sw.intmodel import save_params
+from hw.golden.export_format import save_params
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 LOG2E = 1.0 / math.log(2.0)
@@ -426,7 +432,7 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
 
 
 def build_params(model: nn.Module, opts: ExportOptions | None = None, meta: dict | None = None) -> EncoderParams:
-    """The integer model (hw.encoder_params) of a quantized BertForSequenceClassification."""
+    """The integer model (hw.golden.ops) of a quantized BertForSequenceClassification."""
     from sw.qbert import bert_of, quant_config_of
     from sw.quant import QuantLinear
 

@@ -20,9 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw import arith
-from hw.encoder_params import (Attention, BinaryLinear, EncoderLayer, EncoderParams, Embedding,
-                               Heaviside, IntLinear, LayerNorm, Lut, Requant, Softmax)
+from hw.golden import arith
+from hw.golden.attention import Attention
+from hw.golden.embedding import Embedding
+from hw.golden.encoder_layer import EncoderLayer
+from hw.golden.layernorm import LayerNorm
+from hw.golden.linear import BinaryLinear, IntLinear
+from hw.golden.model import EncoderParams
+from hw.golden.requant import Lut, Requant
+from hw.golden.softmax import Heaviside, Softmax
 from hw.errors import BinbertError
 
 F64_EXACT = 1 << 53

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from sim import commands
+from binbert.commands import sim as commands
 from sim.runner import SIMULATORS, run_block
 
 SEED = int(os.environ.get("BINBERT_SIM_SEED", "20240611"))

@@ -17,7 +17,7 @@ import pytest
 from hw.errors import BinbertError
 from sim import e2e
 from sim.runner import SimulationError
-from sw.cli import main
+from binbert.cli import main
 
 SEED = int(os.environ.get("BINBERT_SIM_SEED", "20240611"))
 

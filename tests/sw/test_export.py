@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from tests.sw.chain_models import VARIANTS, batch, tiny_quant
-from hw import arith
-from hw.encoder_params import BinaryLinear, Lut, Softmax
+from hw.golden import arith
+from hw.golden.linear import BinaryLinear
+from hw.golden.requant import Lut
+from hw.golden.softmax import Softmax
 from hw.errors import BinbertError
 from sw.export import ExportOptions, act_of, build_params, export_model, weight_terms
 from sw.qbert import QuantBertConfig, quantize_bert
@@ -76,8 +78,8 @@ def test_three_formats_hold_the_same_words(exported, variant):
 
 
 def test_hw_rom_reader_reads_every_export_file(exported):
-    """H1's validated reader (hw.rom.read_memfile) accepts all three formats and agrees."""
-    from hw.rom import read_memfile
+    """H1's validated reader (hw.golden.memfile.read_memfile) accepts all three formats and agrees."""
+    from hw.golden.memfile import read_memfile
 
     d = exported["split"]
     m = json.loads((d / "manifest.json").read_text())

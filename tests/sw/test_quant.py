@@ -1,5 +1,5 @@
 """sw.quant: pure quantizers against independent numpy references, STE gradients against the
-papers' formulas, the integer rounding rule against hw.arith, modules and validation."""
+papers' formulas, the integer rounding rule against hw.golden.arith, modules and validation."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hw import arith
+from hw.golden import arith
 from hw.errors import BinbertError
 from sw import quant as Q
 

@@ -1,0 +1,306 @@
+"""``binbert sim``: run a block's cocotb bench (RTL == golden model) on Verilator or Icarus.
+
+``binbert sim --layer pe|mvu|lsq|ln|ffn|attn|encoder [--sim verilator|icarus] [--waves] [--seed N] [--ckpt PATH]``
+``binbert sim --layer model --ckpt EXPORT [--sentences 20] [--json PATH] [--jobs 2] [--backpressure]``
+
+Each layer runs one or more default configurations (:func:`block_configs`); ``--ckpt`` takes
+the MVU weights from a trained checkpoint instead of seeded random ones. The encoder-level
+layers (attn, ffn, ln, encoder) are added by issue 4; ``model`` chains every encoder layer of
+an export through the RTL and compares hidden states and predictions (sim/e2e.py).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from hw.errors import BinbertError
+
+# Default shapes: the CLI's full-size runs (10,000 vectors each finish in well under a minute
+# on Verilator); tests/sim/test_blocks.py uses smaller ones through the same builders.
+MVU_SHAPE = {"k": 128, "n": 32, "pe": 8, "simd": 32}
+WEIGHT_SEED = 2024  # fixed: the weights are part of the design, so builds are reused
+
+
+def mvu_weights(k: int, n: int, seed: int = WEIGHT_SEED):
+    """Seeded random +-1 bits with row 0 all +1 and row 1 all -1 (the extreme dot products)."""
+    import numpy as np
+
+    w = np.random.default_rng(seed).integers(0, 2, size=(n, k), dtype=np.uint8)
+    w[0] = 1
+    if n > 1:
+        w[1] = 0
+    return w
+
+
+def pe_params(*, simd: int = 32, pipeline: int = 2):
+    from hw.rtl.params import PEParams
+
+    return PEParams(simd=simd, pipeline=pipeline)
+
+
+def mvu_params(*, k: int, n: int, pe: int, simd: int, a_bits: int = 1, mmv: int = 1,
+               pipeline: int = 1, weights=None):
+    from hw.rtl.params import MVUParams
+
+    if weights is None:
+        weights = mvu_weights(k, n)
+    return MVUParams(k=k, n=n, pe=pe, simd=simd, a_bits=a_bits, mmv=mmv, pipeline=pipeline,
+                     weights=weights)
+
+
+def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 12,
+               out_bits: int = 4, m_bits: int = 8, shift: int = 9, seed: int = WEIGHT_SEED):
+    """Seeded (M, B) with a moderate shift: random accumulators then hit interior codes, both
+    clamps and exact round-half-up ties (see sim/benches/lsq.py)."""
+    import numpy as np
+
+    from hw.rtl.params import RequantParams
+
+    rng = np.random.default_rng(seed)
+    m = rng.integers(1, 1 << m_bits, size=(terms, n))
+    if out_bits == 1:  # b a multiple of m so that z == 0 (the threshold) is reachable
+        b = -m[0] * rng.integers(-(1 << (acc_width - 3)), 1 << (acc_width - 3), size=n)
+    else:
+        b = rng.integers(-(1 << (acc_width + 1)), 1 << (acc_width + 1), size=n)
+    return RequantParams(n=n, lanes=lanes, terms=terms, acc_width=acc_width, m=m, b=b,
+                         shift=shift, out_bits=out_bits, m_bits=m_bits)
+
+
+def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
+    """Sign bits of the first encoder linear weight of a checkpoint, cropped to (n, k)."""
+    import numpy as np
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file():
+        raise BinbertError(f"--ckpt {path}: no such checkpoint (expected a directory with "
+                           "model.safetensors, or the file itself)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            names = sorted(f.keys())
+            pick = next((nm for nm in names if nm.endswith("attention.self.query.weight")), None)
+            if pick is None:
+                pick = next((nm for nm in names if "encoder" in nm and nm.endswith(".weight")
+                             and len(f.get_slice(nm).get_shape()) == 2), None)
+            if pick is None:
+                raise BinbertError(f"--ckpt {p}: no 2-D encoder weight to take MVU weights from")
+            shape = f.get_slice(pick).get_shape()
+            if shape[0] < n or shape[1] < k:
+                raise BinbertError(f"--ckpt {p}: {pick} is {shape[0]}x{shape[1]}, smaller than "
+                                   f"the MVU's n x k = {n}x{k}")
+            w = f.get_tensor(pick)[:n, :k].float().numpy()
+    except BinbertError:
+        raise
+    except Exception as exc:  # a corrupt file: name it, in one line
+        raise BinbertError(f"--ckpt {p}: cannot read safetensors ({type(exc).__name__}: {exc})") from None
+    return (w >= 0).astype(np.uint8), f"sign of {pick}[:{n}, :{k}] from {p}"
+
+
+def supported_layers() -> list[str]:
+    """Blocks (pe, mvu, lsq), encoder-level layers (ln, ffn, attn, encoder) and the whole
+    model's encoder (model), in that order."""
+    from sim.layers import LAYERS
+    from sim.runner import BLOCKS
+
+    return [*BLOCKS, *LAYERS, "model"]
+
+
+def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[str, Any]]:
+    """(label, params) for every default run of ``layer``."""
+    from sim.runner import BLOCKS
+
+    if layer not in BLOCKS:
+        raise BinbertError(f"unknown layer {layer!r}: supported layers are {', '.join(supported_layers())}")
+    if ckpt is not None and layer != "mvu":
+        raise BinbertError(f"--ckpt applies to --layer mvu only (it supplies the MVU weights), "
+                           f"not to --layer {layer}")
+    if layer == "pe":
+        p = pe_params()
+        return [(f"pe simd={p.simd} pipeline={p.pipeline}", p)]
+    if layer == "lsq":
+        a, b = lsq_params(), lsq_params(n=16, lanes=4, terms=1, acc_width=10, out_bits=1)
+        return [(f"lsq n={a.n} lanes={a.lanes} terms={a.terms} out_bits={a.out_bits}", a),
+                (f"lsq n={b.n} lanes={b.lanes} terms={b.terms} out_bits=1 (sign)", b)]
+    weights, note = None, ""
+    if ckpt is not None:
+        weights, note = ckpt_weights(ckpt, MVU_SHAPE["k"], MVU_SHAPE["n"])
+        note = f" weights: {note}"
+    shape = " ".join(f"{key}={v}" for key, v in MVU_SHAPE.items())
+    return [(f"mvu {shape} A={a}{note}", mvu_params(**MVU_SHAPE, a_bits=a, weights=weights))
+            for a in (1, 4)]
+
+
+def register(subparsers) -> None:
+    from sim.runner import DEFAULT_VECTORS, SIMULATORS
+
+    p = subparsers.add_parser(
+        "sim", help="cocotb: check a block's RTL against its golden model (Verilator/Icarus)",
+        description="Build the block's RTL, drive seeded random vectors (edge cases first) with "
+                    "random idles and backpressure, and compare every output beat with the "
+                    "golden model. --layer model --ckpt EXPORT runs every encoder layer of the "
+                    "export in RTL on real dev sentences, each layer fed the previous layer's RTL "
+                    "output, and checks the hidden states bit for bit and the logits and "
+                    "predictions against the golden full model. Exit status 1 when the RTL "
+                    "disagrees.")
+    p.add_argument("--layer", default="mvu",
+                   help=f"block to simulate: {', '.join(supported_layers())} (default: mvu)")
+    p.add_argument("--sim", default="verilator",
+                   help=f"simulator: {', '.join(SIMULATORS)} (default: verilator)")
+    p.add_argument("--waves", action="store_true", help="dump an FST waveform")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of every random stream (default: random, printed)")
+    p.add_argument("--vectors", type=int, default=None,
+                   help=f"random vectors per configuration (default: {DEFAULT_VECTORS} for "
+                        f"pe/mvu/lsq, per-layer defaults for ln/ffn/attn/encoder)")
+    p.add_argument("--ckpt", default=None,
+                   help="mvu: checkpoint whose weights the MVU uses; ln/ffn/attn/encoder: "
+                        "checkpoint or export directory whose layer 0 runs on real SST-2 "
+                        "sentences; model (required): the export whose every layer runs")
+    p.add_argument("--sentences", type=int, default=None,
+                   help="with --ckpt: real SST-2 dev sentences to run (default: model 20; "
+                        "ln/ffn/attn/encoder 8 on verilator, 2 on icarus; --vectors is an alias)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="with --ckpt: tokens per sequence the RTL is built for; longer sentences "
+                        "are skipped (default 16, at most the model's position table)")
+    p.add_argument("--json", default=None,
+                   help="model: write the summary (per layer beats, cycles, build/sim seconds; "
+                        "predictions RTL vs golden vs label) to this file, the RTL's hidden "
+                        "states beside it (.npz)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="model: layer RTL builds run this many at a time, overlapping the "
+                        "simulation of earlier layers (default 2)")
+    p.add_argument("--backpressure", action="store_true",
+                   help="model: random idles and backpressure on the streams (default: back to "
+                        "back, the sentences themselves give the cycles per sequence)")
+    p.add_argument("--build-dir", default=None, help="build directory (default: sim_build/)")
+    p.add_argument("--verbose", action="store_true", help="show the simulator's own output")
+    p.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from sim.layers import LAYERS
+    from sim.runner import DEFAULT_VECTORS, SimulationError, check_sim_name, run_block, simulator_env
+
+    if args.vectors is not None and args.vectors < 0:
+        raise BinbertError(f"--vectors {args.vectors}: must be >= 0")
+    if args.sentences is not None and (args.sentences < 1 or args.ckpt is None):
+        raise BinbertError(f"--sentences {args.sentences}: needs --ckpt and a count >= 1")
+    if args.seq_len is not None and (args.seq_len < 1 or args.ckpt is None):
+        raise BinbertError(f"--seq-len {args.seq_len}: needs --ckpt and a length >= 1")
+    if args.layer != "model":
+        for flag, bad in (("--json", args.json is not None), ("--backpressure", args.backpressure)):
+            if bad:
+                raise BinbertError(f"{flag} applies to --layer model only, not to --layer {args.layer}")
+    if args.layer == "model":
+        check_sim_name(args.sim)
+        simulator_env(args.sim)
+        return _cmd_model(args)
+    if args.layer in LAYERS:
+        check_sim_name(args.sim)
+        simulator_env(args.sim)
+        return _cmd_layer(args)
+    configs = block_configs(args.layer, ckpt=args.ckpt)
+    check_sim_name(args.sim)
+    simulator_env(args.sim)  # a missing tool fails before any work
+    if args.vectors is None:
+        args.vectors = DEFAULT_VECTORS
+    rows = []
+    failed = 0
+    for i, (label, params) in enumerate(configs, 1):
+        print(f"[{i}/{len(configs)}] {label}", flush=True)
+        t0 = time.monotonic()
+        try:
+            r = run_block(params, block=args.layer, sim=args.sim, waves=args.waves,
+                          seed=args.seed, vectors=args.vectors, build_dir=args.build_dir,
+                          verbose=args.verbose, log=lambda msg: print(f"    {msg}", flush=True))
+        except SimulationError as exc:
+            failed += 1
+            print(f"    FAIL: {exc}", flush=True)
+            rows.append((label, "FAIL", time.monotonic() - t0, ""))
+            continue
+        rows.append((label, "pass", time.monotonic() - t0, _summary(r.stats)))
+    print(f"binbert sim --layer {args.layer} --sim {args.sim}:")
+    for label, verdict, secs, note in rows:
+        print(f"  {verdict:4}  {secs:6.1f}s  {label}" + (f"  [{note}]" if note else ""))
+    return 1 if failed else 0
+
+
+def _cmd_layer(args: argparse.Namespace) -> int:
+    """ln/ffn/attn/encoder: random ops, or a checkpoint's layers on real sentences."""
+    from sim.layers import run_layer
+    from sim.runner import SimulationError
+
+    count = args.sentences if args.ckpt is not None and args.sentences is not None else args.vectors
+    kw = {} if args.seq_len is None else {"seq_len": args.seq_len}
+    t0 = time.monotonic()
+    try:
+        results = run_layer(args.layer, sim=args.sim, waves=args.waves, seed=args.seed,
+                            ckpt=args.ckpt, vectors=count, build_dir=args.build_dir,
+                            verbose=args.verbose, log=lambda msg: print(f"    {msg}", flush=True), **kw)
+    except SimulationError as exc:
+        print(f"    FAIL: {exc}", flush=True)
+        print(f"binbert sim --layer {args.layer} --sim {args.sim}: FAIL")
+        return 1
+    print(f"binbert sim --layer {args.layer} --sim {args.sim}: pass "
+          f"({len(results)} configuration(s), {time.monotonic() - t0:.1f}s)")
+    for r in results:
+        note = _summary(r.stats)
+        print(f"  pass  {r.sim_s:6.1f}s sim  {r.build_s:6.1f}s build" + (f"  [{note}]" if note else ""))
+    return 0
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    """Every encoder layer of an export in RTL, chained; hidden states and predictions vs golden."""
+    from sim.e2e import DEFAULT_SENTENCES, check_model_args, run_model
+    from sim.runner import SimulationError
+
+    if args.waves:
+        raise BinbertError("--waves: not supported with --layer model (run one layer with "
+                           "--layer encoder --ckpt ... --waves)")
+    if args.vectors is not None and args.sentences is not None:
+        raise BinbertError("--layer model: give --sentences or --vectors, not both")
+    sentences = args.sentences if args.sentences is not None else args.vectors
+    sentences = DEFAULT_SENTENCES if sentences is None else sentences
+    seq_len = args.seq_len
+    check_model_args(args.ckpt, sentences=sentences, seq_len=1 if seq_len is None else seq_len, jobs=args.jobs)
+    t0 = time.monotonic()
+    try:
+        s = run_model(args.ckpt, sim=args.sim, sentences=sentences, seq_len=seq_len, seed=args.seed,
+                      jobs=args.jobs, backpressure=args.backpressure, build_dir=args.build_dir,
+                      json_path=args.json, verbose=args.verbose,
+                      log=lambda msg: print(f"    {msg}", flush=True))
+    except SimulationError as exc:
+        print(f"    FAIL: {exc}", flush=True)
+        print(f"binbert sim --layer model --sim {args.sim}: FAIL" + (f" (summary {args.json})" if args.json else ""))
+        return 1
+    print(f"binbert sim --layer model --sim {args.sim}: pass ({len(s['layers'])} layers, "
+          f"{s['sentences']} sentences, {time.monotonic() - t0:.1f}s)")
+    for row in s["layers"]:
+        print(f"  layer {row['layer']}: bit-exact {row['beats_out']} beats, {row['cycles_per_sequence']:g} "
+              f"cycles/sequence (model {row['cycles_per_sequence_model']}), build {row['build_s']:.1f}s"
+              f"{'' if row['built'] else ' (reused)'}, sim {row['sim_s']:.1f}s ({row['kcycles_per_s']:g} kcycles/s)")
+    agree = sum(p["rtl"] == p["golden"] for p in s["predictions"])
+    print(f"  predictions: RTL == golden on {agree}/{len(s['predictions'])} sentences, logits equal: "
+          f"{s['logits_equal']}; accuracy vs labels {s['accuracy_rtl']:.3f} (golden {s['accuracy_golden']:.3f})")
+    if args.json:
+        print(f"  summary: {args.json}")
+    return 0
+
+
+def _summary(stats: dict) -> str:
+    parts = []
+    if "vectors" in stats:
+        parts.append(f"{stats['vectors']} vectors")
+    elif "beats" in stats:
+        parts.append(f"{stats['beats']} beats")
+    if "cycles_per_group" in stats:
+        parts.append(f"{stats['cycles_per_group']:g} cycles/vector (model "
+                     f"{stats['cycles_per_group_model']})")
+    if "codes_seen" in stats:
+        parts.append(f"{stats['codes_seen']}/{stats['codes_possible']} codes")
+    return ", ".join(parts)

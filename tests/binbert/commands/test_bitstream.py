@@ -1,0 +1,96 @@
+"""`binbert bitstream` (binbert/commands/bitstream.py): the encoder's preset and export options, the default
+target taken from the preset (the micro-bi encoder layer built on the iCE40 UP5K: about a
+minute of Yosys + nextpnr), and a design too big for its device as a clean report + one-line
+error (a PE on a shrunken iCE40).
+
+The full place and route of an encoder layer is tests/hw/fpga/test_flow.py's slow test.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from hw.fpga import flow, presets
+from binbert.cli import main
+
+DEMO = Path(__file__).resolve().parents[3] / "models" / "demo.yaml"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("binbert: error: ") and len(err.splitlines()) == 1
+    return err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--layer", "encoder", "--config", str(DEMO)],
+     "demo.yaml: this is a training config (keys model, data, train, distill, stages), not a "
+     "hardware preset"),
+    (["--layer", "encoder", "--config", "huge"], "unknown encoder config 'huge'"),
+    (["--layer", "encoder", "--config", "models/hw/none.yaml"],
+     "models/hw/none.yaml: hardware preset not found"),
+    (["--layer", "mvu", "--config", "tiny"], "--config applies to --layer encoder only"),
+    (["--layer", "pe", "--export", "out/x"], "--export applies to --layer encoder only"),
+    (["--layer", "encoder", "--export", "no/such/export"],
+     "no/such/export: no such checkpoint or export directory"),
+])
+def test_encoder_bad_input(argv, match, tmp_path, capsys):
+    """Nothing is synthesised: every error is found before the tools run."""
+    out = tmp_path / "out"
+    assert main(["bitstream", *argv, "--out", str(out)]) == 2
+    assert match in _one_line_error(capsys)
+    assert not (out / "top.il").exists()
+
+
+@pytest.fixture(scope="module")
+def micro_ice40(tmp_path_factory):
+    """The micro-bi preset with no --target: its own (the iCE40 UP5K)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("micro")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["bitstream", "--layer", "encoder", "--config", "micro-bi", "--out", str(out)])
+    return rc, out, err.getvalue().strip()
+
+
+def test_cli_no_fit_exits_2_after_writing_the_report(tmp_path, monkeypatch, capsys):
+    """A design over capacity: status 2, the one-line error, the report of what was measured.
+    --synth-extra flags go after the target's default flags instead of replacing them."""
+    import dataclasses
+
+    small = dataclasses.replace(flow.TARGETS["ice40-up5k"], luts_available=10)
+    monkeypatch.setitem(flow.TARGETS, "ice40-up5k", small)
+    rc = main(["bitstream", "--layer", "pe", "--simd", "16", "--target", "ice40-up5k",
+               "--synth-extra=-dsp", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert rc == 2 and r["fits"] is False
+    flags = " ".join(small.synth_opts + ("-dsp",))
+    assert r["synth_opts"] == flags == "-abc9 -dffe_min_ce_use 4 -dsp"
+    assert f"synth_ice40 -top top {flags}" in (tmp_path / "synth.ys").read_text()
+    assert _one_line_error(capsys) == f"binbert: error: {r['error']}"
+    assert r["error"].startswith("design does not fit ice40-up5k: ")
+
+
+def test_micro_bi_encoder_layer_builds_on_the_up5k(micro_ice40):
+    """A whole BiBERT W1A1 encoder layer placed, routed and packed on the iCE40 UP5K (its
+    preset's own target): exit 0, a bitstream, and the report's figures are the tools' own."""
+    rc, out, err = micro_ice40
+    target = flow.TARGETS["ice40-up5k"]
+    assert presets.load_preset("micro-bi").target == target.name
+    assert (rc, err) == (0, "")
+    r = json.loads((out / "report.json").read_text())
+    assert (r["target"], r["fits"]) == (target.name, True)
+    assert (out / r["bitstream"]).stat().st_size > 1000 and r["bitstream"].endswith(".bin")
+    # the figures are yosys' own statistics of the whole design and nextpnr's packed cells
+    stat = json.loads((out / "stat.json").read_text())
+    assert r["total"] == flow.summarize_cells(stat["design"]["num_cells_by_type"], target)
+    cells = r["pnr"]["pnr_lut"]
+    assert r["total"]["lut4"] <= cells <= target.luts_available
+    assert f"ICESTORM_LC:    {cells}/" in (out / "nextpnr_seed1.log").read_text()
+    spec = flow.make_layer("encoder", config="micro-bi")
+    assert r["cycles_per_sequence"] == spec.cycles_per_sequence
+    assert r["params"] == json.loads(json.dumps(spec.describe)) and r["params"]["mvu_buffer"] == "block"
+    assert r["sequences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["cycles_per_sequence"])
+    assert (out / "report.md").read_text().startswith("# encoder on ice40-up5k")

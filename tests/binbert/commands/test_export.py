@@ -1,0 +1,106 @@
+"""``binbert export`` and ``binbert eval-integer`` end to end on a checkpoint directory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.sw.chain_models import tiny_quant
+from binbert.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = str(ROOT / "data/glue")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A checkpoint directory (sw.train.save_checkpoint) of a split tiny model on SST-2 (MiniLM vocab)."""
+    from sw.backbone import minilm_path
+    from sw.config import load_config
+    from sw.train import save_checkpoint
+
+    vocab = sum(1 for _ in open(minilm_path() / "vocab.txt", encoding="utf-8"))
+    cfg = load_config(ROOT / "models/tiny-test.yaml")
+    model = tiny_quant("split", vocab=vocab, max_pos=cfg.model.tiny.max_position_embeddings)
+    path = tmp_path_factory.mktemp("ckpt") / "binary"
+    save_checkpoint(path, model, cfg, {"stage": "binary", "complete": True})
+    return path
+
+
+def _run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def exported(ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    return out
+
+
+def test_export_command_writes_what_the_checkpoint_folds_to(ckpt, exported):
+    from sw.export import build_params
+    from hw.golden.export_format import load_params
+    from sw.train import load_checkpoint
+
+    params, meta = load_params(exported)
+    assert meta["stage"] == "binary" and meta["task"] == "sst2" and meta["checkpoint"] == str(ckpt)
+    model, _, _ = load_checkpoint(ckpt)
+    direct = build_params(model.eval())
+    ids = np.random.default_rng(0).integers(0, 1000, (4, 20))
+    assert np.array_equal(params.compute(ids), direct.compute(ids))
+
+
+def test_eval_integer_reports_all_three_paths(ckpt, exported, capsys, tmp_path):
+    rc, out, err = _run(capsys, "eval-integer", "--ckpt", ckpt, "--export", exported, "--data", DATA,
+                        "--limit", 40, "--batch-size", 16, "--json", tmp_path / "r.json")
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep == json.loads((tmp_path / "r.json").read_text())
+    assert rep["examples"] == 40 and rep["task"] == "sst2"
+    for k in ("fake_quant", "golden", "intsim"):
+        assert 0.0 <= rep[k]["acc"] <= 1.0 and rep[k]["main"] == rep[k]["acc"]
+    assert rep["golden_vs_intsim"]["agreement"] == 1.0 and rep["golden_vs_intsim"]["max_abs_logit_diff"] == 0
+    assert rep["golden"] == rep["intsim"]
+    assert 0.0 <= rep["golden_vs_fake_quant"]["agreement"] <= 1.0
+
+
+def test_eval_dash_dash_integer_is_eval_integer(ckpt, exported, capsys):
+    rc, out, err = _run(capsys, "eval-integer", "--ckpt", ckpt, "--export", exported, "--data", DATA,
+                        "--limit", 16, "--batch-size", 16)
+    assert rc == 0, err
+    rc2, out2, err2 = _run(capsys, "eval", "--integer", "--ckpt", ckpt, "--export", exported,
+                           "--data", DATA, "--limit", 16, "--batch-size", 16)
+    assert rc2 == 0, err2
+    a, b = json.loads(out), json.loads(out2)
+    a.pop("seconds"), b.pop("seconds")  # wall times differ between runs; everything else must not
+    assert a == b
+
+
+def test_eval_integer_without_export_dir_exports_on_the_fly(ckpt, exported, capsys):
+    base = ["eval-integer", "--ckpt", ckpt, "--data", DATA, "--limit", 16, "--no-intsim"]
+    rc, out, _ = _run(capsys, *base)
+    rc2, out2, _ = _run(capsys, *base, "--export", exported)
+    assert rc == rc2 == 0
+    a, b = json.loads(out), json.loads(out2)
+    assert "intsim" not in a and a["golden"] == b["golden"]
+    assert a["golden_vs_fake_quant"] == b["golden_vs_fake_quant"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["export", "{tmp}/missing", "--out", "{tmp}/x"], "does not exist"),
+    (["export", "{ckpt}", "--out", "{tmp}/x", "--res-bits", "8", "--res-frac", "8"], "res_frac=8"),
+    (["export", "{ckpt}", "--out", "{tmp}/x", "--lut-bits", "1"], "lut_bits"),
+    (["eval-integer", "--ckpt", "{ckpt}", "--limit", "0"], "--limit must be a positive"),
+    (["eval-integer", "--ckpt", "{ckpt}", "--export", "{tmp}/none", "--data", DATA], "does not exist"),
+])
+def test_cli_errors_are_one_line(ckpt, tmp_path, capsys, argv, match):
+    argv = [a.format(tmp=tmp_path, ckpt=ckpt) for a in argv]
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("binbert: error:") and match in lines[0]
