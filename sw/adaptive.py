@@ -30,7 +30,7 @@ from torch import nn
 
 from hw.errors import BinbertError
 from sw.cost import COUNT_ALL, Accounting, FlopsCost, LayerCost, LayerSpec, ParamsCost, layer_specs
-from sw.quant import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
+from sw.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
 
 MATRICES = ("attention.self.query", "attention.self.key", "attention.self.value",
             "attention.output.dense", "intermediate.dense", "output.dense")

@@ -190,7 +190,7 @@ def _scales(wq, rows: int) -> int:
 
 def _module_specs(name: str, m: nn.Module, recurse: bool = True):
     """LayerSpecs of module ``m`` itself (its own parameters / matmuls)."""
-    from sw.quant import QuantEmbedding, QuantLinear
+    from sw.quant.modules import QuantEmbedding, QuantLinear
     from sw.split import SplitQuantEmbedding, SplitQuantLinear
     from transformers.models.bert.modeling_bert import BertSelfAttention
     from sw.qbert import QuantBertSelfAttention

@@ -31,65 +31,15 @@ from hw.errors import BinbertError
 from hw.golden.export_format import save_params
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-LOG2E = 1.0 / math.log(2.0)
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Fixed-point formats chosen at export (docs/arithmetic.md §10-§18 give the defaults)."""
-
-    res_bits: int = 20          # residual stream width
-    res_frac: int = 12          # residual stream fraction bits (range ±128, step 2^-12)
-    emb_bits: int = 16          # embedding table width (fraction bits chosen to fit the tables)
-    lut_bits: int = 0           # GELU / tanh index bits (ROM depth); 0 = clamp(out bits + 6, 10, 12)
-    softmax_frac_bits: int = 8  # exp ROM: 2^G entries
-    softmax_exp_bits: int = 15  # exp ROM entries <= 2^EB
-    softmax_recip_bits: int = 40  # C = 2^P / s_p < 2^this
-    ln_extra_bits: int = 4      # E: extra fraction bits of sigma
-    ln_norm_frac: int = 12      # N: fraction bits of the normalised value
-    ln_recip_bits: int = 24     # R ~ 2^this at sigma = 1
-    m_bits: int = 16            # requantizer multiplier width (§7)
-    cls_w_bits: int = 8         # IntLinear weight width (classifier, unquantized pooler)
-    tanh_bits: int = 8          # pooler tanh output code width (step 1/(2^(bits-1)-1))
-    logit_bits: int = 32
-    logit_frac: int = 16
-
-    def __post_init__(self):
-        for f, lo, hi in (("res_bits", 4, 24), ("res_frac", 0, 20), ("emb_bits", 4, 24), ("lut_bits", 0, 14),
-                          ("softmax_frac_bits", 1, 12), ("softmax_exp_bits", 4, 24),
-                          ("softmax_recip_bits", 20, 48), ("ln_extra_bits", 0, 8), ("ln_norm_frac", 4, 16),
-                          ("ln_recip_bits", 8, 32), ("m_bits", 4, 24), ("cls_w_bits", 2, 16),
-                          ("tanh_bits", 2, 8), ("logit_bits", 8, 32), ("logit_frac", 0, 24)):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise BinbertError(f"export option {f}={v!r} out of range [{lo}, {hi}]")
-        if self.lut_bits == 1:
-            raise BinbertError("export option lut_bits=1 too small: use 0 (auto) or 2..14")
-        if self.res_frac >= self.res_bits:
-            raise BinbertError(f"export option res_frac={self.res_frac} must be < res_bits={self.res_bits}")
 
 
 # --------------------------------------------------------------------------------------------
 # quantizer introspection
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Act:
-    """An activation code as the hardware sees it: width, step (real value of one code), range."""
-
-    bits: int
-    step: float
-    lo: int
-    hi: int
-
-    @property
-    def sign(self) -> bool:
-        return self.bits == 1
-
-
 def act_of(q, name: str) -> Act:
     """Integer view of a ``sw.quant.ActQuantizer`` (refuses what the contract cannot represent)."""
-    from sw.quant import qrange
+    from sw.quant.functions import qrange
 
     cfg = getattr(q, "cfg", None)
     if cfg is None:
@@ -122,7 +72,7 @@ def _alpha_rows(alpha: torch.Tensor, rows: int) -> np.ndarray:
 
 def weight_terms(mod: nn.Module, name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Binary terms of a weight layer: ([bits (N, K) uint8], [alpha (N,) float64]), §6 / §11."""
-    from sw.quant import QuantEmbedding, QuantLinear
+    from sw.quant.modules import QuantEmbedding, QuantLinear
     from sw.split import SplitQuantEmbedding, SplitQuantLinear
 
     if isinstance(mod, (SplitQuantLinear, SplitQuantEmbedding)):
@@ -156,114 +106,24 @@ def bias_of(mod: nn.Module, rows: int) -> np.ndarray:
     return b.double().cpu().numpy()
 
 
-def _round(x) -> np.ndarray:
-    """Round half up, float64 -> int64 (§8)."""
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
-
-
 # --------------------------------------------------------------------------------------------
-# op builders
+# op builders: a module's reals -> hw.golden.fold
 # --------------------------------------------------------------------------------------------
-
-def requant(reals, bias_real, s_out: float, acc_bits: int, out: Act | int, opts: ExportOptions,
-            name: str, lo: int | None = None) -> Requant:
-    """Fold real scales into a Requant (§8). ``reals`` (T, N) or (T, 1): real value of one acc unit.
-
-    out: an Act (code of the next quantizer) or an int width (plain signed output, e.g. residual).
-    For a sign output the scale is free: use the largest real so M keeps m_bits of precision.
-    """
-    reals = np.atleast_2d(np.asarray(reals, dtype=np.float64))
-    bias_real = np.atleast_1d(np.asarray(bias_real, dtype=np.float64))
-    if not np.all(np.isfinite(reals)) or not np.all(np.isfinite(bias_real)):
-        raise BinbertError(f"{name}: non-finite scale or bias")
-    if isinstance(out, Act) and out.sign:
-        s_out = float(reals.max()) if reals.max() > 0 else 1.0
-    mult, shift = arith.fold_scale(reals / s_out, m_bits=opts.m_bits)
-    bias = _round(bias_real / s_out * 2.0**shift)
-    if isinstance(out, Act):
-        out_bits, lo_, hi = out.bits, out.lo, out.hi
-    else:
-        out_bits, (lo_, hi) = out, signed_range(out)
-    if lo is not None:
-        lo_ = max(lo_, lo)
-    return Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=out_bits,
-                   lo=None if out_bits == 1 else lo_, hi=None if out_bits == 1 else hi, m_bits=opts.m_bits)
-
-
-def act_function(kind: str):
-    """float64 numpy version of an activation (the LUT contents are computed from it)."""
-    from scipy.special import erf
-
-    if kind == "gelu":
-        return lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-    if kind == "gelu_tanh":
-        return lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-    if kind == "tanh":
-        return np.tanh
-    raise BinbertError(f"no lookup table for activation {kind!r}")
-
-
-def lut(fn, reals, bias_real, acc_bits: int, out: Act, opts: ExportOptions, name: str, fname: str) -> Lut:
-    """Requantize to a lut_bits index covering exactly the interval where the output code moves (§12)."""
-    def code(x):
-        return np.clip(_round(fn(x) / out.step), out.lo, out.hi)
-
-    # where does the output code change? dense float64 grid over a generous range
-    top = (out.hi + 1) * out.step + 8.0
-    grid = np.linspace(-64.0, top, 1 << 20)
-    c = code(grid)
-    moving = np.nonzero(c != c[0])[0]
-    if moving.size == 0:  # constant output: one-entry table would do, keep the generic shape
-        x_lo, x_hi = -1.0, 1.0
-    else:
-        x_lo = grid[max(moving[0] - 1, 0)]
-        sat = np.nonzero(c == out.hi)[0]
-        x_hi = grid[sat[0]] if sat.size and sat[0] > moving[0] else grid[-1]
-    # the index must be much finer than the output codes it selects between (a step of s_o/8 or
-    # less for 4-bit codes, whose range includes GELU's negative dip)
-    n = 1 << (opts.lut_bits or min(max(out.bits + 6, 10), 12))
-    s_i = (x_hi - x_lo) / (n - 2)
-    i_lo = int(math.floor(x_lo / s_i))
-    i_hi = i_lo + n - 1
-    bits = signed_bits(i_lo, i_hi)
-    index = requant(np.asarray(reals) / s_i, np.asarray(bias_real) / s_i, 1.0, acc_bits, bits, opts,
-                    name + ".index")
-    index = Requant(mult=index.mult, bias=index.bias, shift=index.shift, acc_bits=acc_bits,
-                    out_bits=bits, lo=i_lo, hi=i_hi, m_bits=opts.m_bits)
-    table = code(np.arange(i_lo, i_hi + 1) * s_i)
-    return Lut(index=index, table=table, out_bits=out.bits, lo=out.lo, hi=out.hi, function=fname)
-
 
 def layer_norm(ln: nn.LayerNorm, in_bits: int, in_frac: int, opts: ExportOptions, name: str) -> LayerNorm:
     """Fixed-point LayerNorm (§17) from an nn.LayerNorm; output in the residual format."""
     if not isinstance(ln, nn.LayerNorm) or ln.weight is None or ln.bias is None:
         raise BinbertError(f"{name}: expected an affine nn.LayerNorm, got {type(ln).__name__}")
-    gamma = ln.weight.detach().double().cpu().numpy()
-    beta = ln.bias.detach().double().cpu().numpy()
-    e, nf = opts.ln_extra_bits, opts.ln_norm_frac
-    p = opts.ln_recip_bits + in_frac + e
-    g_frac = 14
-    gmax = float(np.abs(gamma).max()) if gamma.size else 0.0
-    while g_frac > -8 and abs(math.floor(gmax * 2.0**g_frac + 0.5)) >= 1 << 15:
-        g_frac -= 1
-    out_shift = nf + g_frac - opts.res_frac
-    if out_shift < 1:
-        raise BinbertError(f"{name}: gamma up to {gmax:g} leaves no fraction bits (out_shift={out_shift})")
-    return LayerNorm(n=gamma.shape[0], in_bits=in_bits, extra_bits=e,
-                     eps=int(_round(ln.eps * 2.0 ** (2 * (in_frac + e)))), recip_shift=p,
-                     norm_shift=p - nf, gamma=_round(gamma * 2.0**g_frac),
-                     beta=_round(beta * 2.0 ** (nf + g_frac)), out_shift=out_shift, out_bits=opts.res_bits)
+    return fold.layer_norm(ln.weight.detach().double().cpu().numpy(), ln.bias.detach().double().cpu().numpy(),
+                           ln.eps, in_bits=in_bits, in_frac=in_frac, res_frac=opts.res_frac,
+                           out_bits=opts.res_bits, extra_bits=opts.ln_extra_bits,
+                           norm_frac=opts.ln_norm_frac, recip_bits=opts.ln_recip_bits, name=name)
 
 
 def binary_linear(mod, name: str, x: Act, out_fn) -> BinaryLinear:
     """BinaryLinear from a quantized linear; ``out_fn(reals, bias, acc_bits)`` builds its output op."""
     bits, alphas = weight_terms(mod, name)
-    k = bits[0].shape[1]
-    n = bits[0].shape[0]
-    reals = np.stack([x.step * a for a in alphas])
-    acc_bits = arith.acc_width(k, x.bits)
-    return BinaryLinear(weights=np.stack([arith.pack_bits(b) for b in bits]), k=k, in_bits=x.bits,
-                        out=out_fn(reals, bias_of(mod, n), acc_bits))
+    return fold.binary_linear(bits, alphas, bias_of(mod, bits[0].shape[0]), x, out_fn)
 
 
 def int_linear(lin: nn.Linear, name: str, in_bits: int, s_in: float, out_fn, opts: ExportOptions) -> IntLinear:
@@ -271,29 +131,16 @@ def int_linear(lin: nn.Linear, name: str, in_bits: int, s_in: float, out_fn, opt
     if not isinstance(lin, nn.Linear):
         raise BinbertError(f"{name}: expected nn.Linear, got {type(lin).__name__}")
     w = lin.weight.detach().double().cpu().numpy()
-    qmax = (1 << (opts.cls_w_bits - 1)) - 1
-    s_w = np.abs(w).max(axis=1) / qmax
-    s_w = np.where(s_w > 0, s_w, 1.0)
-    w8 = np.clip(_round(w / s_w[:, None]), -qmax, qmax)
     bias = lin.bias.detach().double().cpu().numpy() if lin.bias is not None else np.zeros(w.shape[0])
-    bound = w.shape[1] * (1 << (in_bits - 1)) * (1 << (opts.cls_w_bits - 1))  # IntLinear.acc_bits
-    return IntLinear(weight=w8, w_bits=opts.cls_w_bits, in_bits=in_bits,
-                     out=out_fn((s_in * s_w)[None], bias, signed_bits(-bound, bound)))
+    return fold.int_linear(w, bias, in_bits=in_bits, s_in=s_in, w_bits=opts.cls_w_bits, out_fn=out_fn)
 
 
 def threshold_bias(q, n: int, name: str) -> np.ndarray:
-    """Real requantizer bias of a sign quantizer's learned thresholds: [x >= beta] is
-    [x - beta >= 0], so B = -beta per row (§7); [0] for a plain sign or a multi-bit code."""
+    """Real requantizer bias of a sign quantizer's learned thresholds (fold.threshold_bias);
+    [0] for a plain sign or a multi-bit code."""
     if not q.cfg.threshold:
         return np.zeros(1)
-    b = q.beta.detach().double().cpu().numpy()
-    if b.shape != (n,):
-        raise BinbertError(f"{name}: {b.shape[0]} thresholds for {n} features")
-    return -b
-
-
-def _mag(bits: int) -> int:
-    return 1 if bits == 1 else 1 << (bits - 1)
+    return fold.threshold_bias(q.beta.detach().double().cpu().numpy(), n, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +148,7 @@ def _mag(bits: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 def _embedding(bert, opts: ExportOptions) -> Embedding:
-    from sw.quant import QuantEmbedding
+    from sw.quant.modules import QuantEmbedding
     from sw.split import SplitQuantEmbedding
 
     emb = bert.embeddings
@@ -434,7 +281,7 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
 def build_params(model: nn.Module, opts: ExportOptions | None = None, meta: dict | None = None) -> EncoderParams:
     """The integer model (hw.golden.ops) of a quantized BertForSequenceClassification."""
     from sw.qbert import bert_of, quant_config_of
-    from sw.quant import QuantLinear
+    from sw.quant.modules import QuantLinear
 
     opts = opts or ExportOptions()
     bert = bert_of(model)

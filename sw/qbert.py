@@ -21,9 +21,10 @@ from torch import nn
 from transformers.models.bert.modeling_bert import BertModel, BertSelfAttention
 
 from hw.errors import BinbertError
-from sw.quant import (ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, ActQuantizer, HeavisideSTE,
-                      QuantEmbedding, QuantLinear, WeightQuantConfig, _check_bits, _check_bool,
-                      _check_choice, share_act_quant)
+from sw.quant.config import ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, WeightQuantConfig
+from sw.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, share_act_quant
+from sw.quant.ste import HeavisideSTE
+from sw.quant.validate import check_bits, check_bool, check_choice
 
 ATTENTIONS = ("softmax", "bi")
 
@@ -71,16 +72,16 @@ class QuantBertConfig:
     split: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
-        _check_choice("weight", self.weight, WEIGHT_METHODS)
-        _check_choice("act", self.act, ACT_METHODS)
+        check_choice("weight", self.weight, WEIGHT_METHODS)
+        check_choice("act", self.act, ACT_METHODS)
         if self.act in ("uniform", "lsq"):
-            _check_bits("act_bits", self.act_bits)
+            check_bits("act_bits", self.act_bits)
         elif isinstance(self.act_bits, bool) or not isinstance(self.act_bits, int):
             raise BinbertError(f"act_bits={self.act_bits!r} must be an integer")
-        _check_choice("attention", self.attention, ATTENTIONS)
+        check_choice("attention", self.attention, ATTENTIONS)
         for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer", "act_threshold",
                      "attention_threshold", "learned_scale"):
-            _check_bool(name, getattr(self, name))
+            check_bool(name, getattr(self, name))
         if self.act_threshold and self.act != "sign":
             raise BinbertError(f"act_threshold=true needs act='sign', got act={self.act!r}")
         if self.attention_threshold and self.attention != "bi":
@@ -325,7 +326,7 @@ def quant_modules(model: nn.Module):
 
 def set_act_integer(model: nn.Module, integer: bool = True) -> nn.Module:
     """Switch every activation quantizer to round half up (the integer path, §8) or back."""
-    _check_bool("integer", integer)
+    check_bool("integer", integer)
     for m in model.modules():
         if isinstance(m, ActQuantizer):
             m.integer = integer

@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw.errors import BinbertError
-from sw.quant import (ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantConfig,
-                      WeightQuantizer, _row_dims, act_quant_is_shared, share_act_quant, twn_params)
+from sw.quant.config import WeightQuantConfig
+from sw.quant.functions import row_dims, twn_params
+from sw.quant.modules import (ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer,
+                              act_quant_is_shared, share_act_quant)
 
 
 def split_params(w: torch.Tensor, per_row: bool = False):
@@ -29,7 +31,7 @@ def split_params(w: torch.Tensor, per_row: bool = False):
     I, J, K as boolean masks. I is TWN's own test in w's dtype, so the split matches the
     ternary model bit for bit; the sums accumulate in float64."""
     w = w.detach()
-    dims = _row_dims(w, per_row)
+    dims = row_dims(w, per_row)
     delta, _ = twn_params(w, per_row)
     mag = w.abs()
     in_i = mag >= delta
