@@ -35,14 +35,14 @@ def mvu_weights(k: int, n: int, seed: int = WEIGHT_SEED):
 
 
 def pe_params(*, simd: int = 32, pipeline: int = 2):
-    from hw.rtl.params import PEParams
+    from hw.rtl.pe import PEParams
 
     return PEParams(simd=simd, pipeline=pipeline)
 
 
 def mvu_params(*, k: int, n: int, pe: int, simd: int, a_bits: int = 1, mmv: int = 1,
                pipeline: int = 1, weights=None):
-    from hw.rtl.params import MVUParams
+    from hw.rtl.mvu import MVUParams
 
     if weights is None:
         weights = mvu_weights(k, n)
@@ -56,7 +56,7 @@ def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 
     clamps and exact round-half-up ties (see sim/benches/lsq.py)."""
     import numpy as np
 
-    from hw.rtl.params import RequantParams
+    from hw.rtl.requant import RequantParams
 
     rng = np.random.default_rng(seed)
     m = rng.integers(1, 1 << m_bits, size=(terms, n))

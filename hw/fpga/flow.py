@@ -496,7 +496,8 @@ def make_layer(layer: str, *, pe: int = 16, simd: int | None = None, k: int | No
     """
     import numpy as np
 
-    from hw.rtl.params import MVUParams, PEParams
+    from hw.rtl.mvu import MVUParams
+    from hw.rtl.pe import PEParams
 
     if layer not in LAYERS:
         raise BinbertError(f"--layer {layer!r} unknown: choose one of {', '.join(LAYERS)}")

@@ -177,7 +177,7 @@ def preset_from_text(text: str, source: str = "<preset>", name: str = "") -> Enc
             raise BinbertError(f"{source}:1: missing required key {missing[0]!r}")
         from hw.fpga.flow import TARGETS
         from hw.rtl.layernorm import MULTIPLIERS
-        from hw.rtl.params import BUFFER_STYLES
+        from hw.rtl.mvu import BUFFER_STYLES
 
         checks = [
             ("attention", values["attention"] not in ATTENTION,

@@ -33,8 +33,8 @@ from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
 from hw.rtl.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
+from hw.rtl.mvu import BUFFER_STYLES
 from hw.rtl.requant_unit import RequantUnitParams, code_shape, const_layout, requant_pipeline, rows_consts
-from hw.rtl.params import BUFFER_STYLES
 from hw.rtl.softmax import ProbsParams
 from hw.rtl.stream import Fork, Regroup, StreamFifo
 
@@ -411,7 +411,7 @@ class LayerFolding:
     simd_o: int
     banks: int = 2
     ln_multiplier: str = "parallel"  # the LayerNorms' (hw.rtl.layernorm.LayerNormUnitParams.multiplier)
-    mvu_buffer: str = "auto"  # every MVU's input buffer (hw.rtl.params.MVUParams.buffer)
+    mvu_buffer: str = "auto"  # every MVU's input buffer (hw.rtl.mvu.MVUParams.buffer)
 
     def __post_init__(self):
         o = type(self).__name__

@@ -46,7 +46,7 @@ class FfnParams:
     simd2: int
     fifo_tokens: int = 4
     ln_multiplier: str = "parallel"  # ln2's (hw.rtl.layernorm.LayerNormUnitParams.multiplier)
-    mvu_buffer: str = "auto"  # both MVUs' input buffers (hw.rtl.params.MVUParams.buffer)
+    mvu_buffer: str = "auto"  # both MVUs' input buffers (hw.rtl.mvu.MVUParams.buffer)
 
     def __post_init__(self):
         o = "FfnParams"

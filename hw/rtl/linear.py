@@ -5,7 +5,7 @@ Golden model: :class:`hw.golden.ops.BinaryLinear` (T binary weight terms, §4-§
 with the terms interleaved -- row ``n·T + t`` is row ``n`` of term ``t`` -- so every MVU output
 beat carries whole output rows (PE must be a multiple of T) and the requantizer combines T
 neighbouring lanes. The export's ROM rows (one packed row per word, §11) are refolded to the
-MVU's PE x SIMD words by :class:`hw.rtl.params.MVUParams` (``rom_words``).
+MVU's PE x SIMD words by :class:`hw.rtl.mvu.MVUParams` (``rom_words``).
 
 Ports: ``i``: ArrayLayout(code, SIMD) (exactly the MVU's input beat, SF = K/SIMD per vector);
 ``o``: ArrayLayout(code, out_lanes), N/out_lanes beats per vector.
@@ -22,8 +22,8 @@ from amaranth.lib.wiring import In, Out
 from hw.golden import arith
 from hw.golden.linear import BinaryLinear
 from hw.errors import BinbertError
+from hw.rtl.mvu import MVUParams
 from hw.rtl.requant_unit import RequantUnitParams, code_shape
-from hw.rtl.params import MVUParams
 from hw.rtl.stream import Regroup
 
 __all__ = ["LinearUnitParams", "LinearUnit", "stacked_weight_bits"]

@@ -1,5 +1,9 @@
 """FINN-style folded binary matrix-vector unit (docs/arithmetic.md §2, §4, §5).
 
+:class:`MVUParams` holds the shape, weights and folding (``compute``: the golden dot products,
+``rom_words`` / ``pack_input`` / ``unpack_output``: what the ports and ROM carry, ``create``:
+the :class:`MatrixVectorUnit`).
+
 Data path (one weight read serves PE rows x MMV vectors per cycle)::
 
     i --> ping-pong input buffer (2 x SF words, plane-major) --\
@@ -22,16 +26,246 @@ Data path (one weight read serves PE rows x MMV vectors per cycle)::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
-from hw.rtl.params import MVUParams
-from hw.rtl.pe import xnor_popcount
+from hw.golden import arith
+from hw.rtl.pe import PEParams, check_int, xnor_popcount
 
-__all__ = ["MatrixVectorUnit"]
+__all__ = ["BUFFER_STYLES", "MVUParams", "MatrixVectorUnit", "weights_to_bits"]
+
+
+def weights_to_bits(weights, *, owner: str = "MVUParams", name: str = "weights") -> np.ndarray:
+    """(n, k) weights given as +-1 values or as {0, 1} bits -> read-only uint8 bits (1 <-> +1)."""
+    w = np.asarray(weights)
+    if w.ndim != 2:
+        raise BinbertError(f"{owner}: {name} must be a 2-D (n, k) array, got shape {w.shape}")
+    if w.dtype == bool:
+        bits = w.astype(np.uint8)
+    else:
+        if not (np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)):
+            raise BinbertError(f"{owner}: {name} must be numeric, got dtype {w.dtype}")
+        vals = set(np.unique(w).tolist()) if w.size else set()
+        if vals <= {0, 1}:
+            bits = w.astype(np.uint8)
+        elif vals <= {-1, 1}:
+            bits = (w > 0).astype(np.uint8)
+        else:
+            raise BinbertError(f"{owner}: {name} must be all +-1 or all {{0, 1}} bits, got values "
+                               f"{sorted(vals)[:4]}")
+    bits = np.ascontiguousarray(bits)
+    bits.setflags(write=False)
+    return bits
+
+
+def _pack_rows_to_ints(bits: np.ndarray) -> list[int]:
+    """(R, W) bits -> R Python ints, bit j of row r at bit j (LSB first)."""
+    as_bytes = np.packbits(bits, axis=-1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in as_bytes]
+
+
+def _ints_to_bits(words, width: int) -> np.ndarray:
+    nbytes = -(-width // 8)
+    raw = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words), dtype=np.uint8)
+    return np.unpackbits(raw.reshape(len(words), nbytes), axis=-1, bitorder="little")[:, :width]
+
+
+BUFFER_STYLES = ("auto", "block", "distributed", "logic")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class MVUParams:
+    """FINN-style folded binary matrix-vector unit (docs/arithmetic.md §2, §4, §5).
+
+:class:`MVUParams` holds the shape, weights and folding (``compute``: the golden dot products,
+``rom_words`` / ``pack_input`` / ``unpack_output``: what the ports and ROM carry, ``create``:
+the :class:`MatrixVectorUnit`).
+
+    ``n`` rows x ``k`` columns of binary weights, ``pe`` rows and ``simd`` columns per cycle,
+    ``a_bits``-bit activations (1: binary), ``mmv`` vectors share each weight read.
+    ``pipeline`` is the register count of each XNOR-popcount lane (:class:`PEParams`).
+    ``buffer`` pins the input ping-pong buffer's mapping (Yosys ``ram_style``): ``"auto"``
+    leaves it to Yosys (LUT RAM when small), ``"block"`` block RAM, ``"distributed"`` LUT RAM,
+    ``"logic"`` flip-flops.
+    """
+
+    k: int
+    n: int
+    pe: int
+    simd: int
+    weights: np.ndarray = field(repr=False)
+    a_bits: int = 1
+    mmv: int = 1
+    pipeline: int = 1
+    buffer: str = "auto"
+
+    def __post_init__(self):
+        own = "MVUParams"
+        if self.buffer not in BUFFER_STYLES:
+            raise BinbertError(f"{own}: buffer={self.buffer!r} must be one of {', '.join(BUFFER_STYLES)}")
+        for name in ("k", "n", "pe", "simd", "mmv"):
+            check_int(own, name, getattr(self, name), 1)
+        check_int(own, "a_bits", self.a_bits, 1, arith.MAX_ACT_BITS)
+        check_int(own, "pipeline", self.pipeline, 0)
+        if self.n % self.pe:
+            raise BinbertError(f"{own}: pe={self.pe} does not divide n={self.n}")
+        if self.k % self.simd:
+            raise BinbertError(f"{own}: simd={self.simd} does not divide k={self.k}")
+        PEParams(simd=self.simd, pipeline=self.pipeline)  # validates pipeline against the tree
+        bits = weights_to_bits(self.weights, owner=own)
+        if bits.shape != (self.n, self.k):
+            raise BinbertError(f"{own}: weights have shape {bits.shape}, expected (n, k) = "
+                               f"({self.n}, {self.k})")
+        object.__setattr__(self, "weights", bits)
+
+    # ---- folding --------------------------------------------------------------------------
+    @property
+    def nf(self) -> int:
+        """Neuron folds: output beats per vector."""
+        return self.n // self.pe
+
+    @property
+    def sf(self) -> int:
+        """Synapse folds: input beats per vector."""
+        return self.k // self.simd
+
+    @property
+    def cycles_per_vector(self) -> int:
+        """Steady-state cycles per MMV group of vectors: A * NF * SF (§5)."""
+        return self.a_bits * self.nf * self.sf
+
+    @property
+    def acc_width(self) -> int:
+        return arith.acc_width(self.k, self.a_bits)
+
+    @property
+    def in_width(self) -> int:
+        return self.simd * self.a_bits * self.mmv
+
+    @property
+    def pe_params(self) -> PEParams:
+        return PEParams(simd=self.simd, pipeline=self.pipeline)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the issue of the last fold cycle of a vector to its last output beat:
+        buffer/ROM read (1) + read-data register (1, so the block RAM's unregistered output
+        does not sit in front of the popcount tree: ECP5 Fmax) + PE pipeline + accumulator (1)."""
+        return 3 + self.pipeline
+
+    # ---- golden model ---------------------------------------------------------------------
+    def packed_weights(self) -> np.ndarray:
+        return arith.pack_bits(self.weights)
+
+    def compute(self, x) -> np.ndarray:
+        """(V, k) bits (a_bits = 1) or two's-complement codes -> (V, n) int64 dot products."""
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.k:
+            raise BinbertError(f"MVUParams.compute: x has shape {x.shape}, expected (V, k={self.k})")
+        if self.a_bits == 1:
+            if x.size and (x.min() < 0 or x.max() > 1):
+                raise BinbertError("MVUParams.compute: binary activations (a_bits=1) must be bits 0/1")
+            return arith.gemm_w1a1(arith.pack_bits(x), self.packed_weights(), self.k)
+        return arith.gemm_w1a(x, self.packed_weights(), self.k, self.a_bits)
+
+    # ---- ROM images -----------------------------------------------------------------------
+    def rom_words(self) -> list[int]:
+        """Weight ROM words (§2): address nf*SF + sf, row p of the fold at bits [p*SIMD, ...)."""
+        b = self.weights.reshape(self.nf, self.pe, self.sf, self.simd).transpose(0, 2, 1, 3)
+        return _pack_rows_to_ints(b.reshape(self.nf * self.sf, self.pe * self.simd))
+
+    @property
+    def rom_width(self) -> int:
+        return self.pe * self.simd
+
+    @property
+    def rom_depth(self) -> int:
+        return self.nf * self.sf
+
+    def row_offsets(self) -> np.ndarray:
+        """N_w of §5: the number of -1 weights in each row, (n,) int64."""
+        return (self.k - self.weights.sum(axis=1, dtype=np.int64)).astype(np.int64)
+
+    def row_constants(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row (D, R) of the RTL's MSB-first Horner accumulation (see hw/rtl/mvu.py).
+
+        a_bits = 1: acc starts at D = -ceil(K/2) and adds each popcount; y = 2*acc + (K & 1).
+        a_bits >= 2: planes go from the sign plane (counted as popcount(XOR), i.e. x inverted)
+        down to plane 0; y = sum_b 2**b P'_b + C with C = N_w - K*2**(A-1) = D*2**(A-1) + R,
+        0 <= R < 2**(A-1); acc starts at D and at each later plane start becomes 2*acc + R_b.
+        """
+        if self.a_bits == 1:
+            d = np.full(self.n, -((self.k + 1) // 2), dtype=np.int64)
+            return d, np.zeros(self.n, dtype=np.int64)
+        c = self.row_offsets() - (self.k << (self.a_bits - 1))
+        d = c >> (self.a_bits - 1)
+        r = c - (d << (self.a_bits - 1))
+        return d, r
+
+    @classmethod
+    def weights_from_rom(cls, words, *, k: int, n: int, pe: int, simd: int) -> np.ndarray:
+        """Inverse of :meth:`rom_words`: ROM words -> (n, k) weight bits."""
+        for name, v in (("k", k), ("n", n), ("pe", pe), ("simd", simd)):
+            check_int("MVUParams", name, v, 1)
+        if n % pe or k % simd:
+            raise BinbertError(f"MVUParams: pe={pe}/simd={simd} do not fold n={n}/k={k}")
+        nf, sf = n // pe, k // simd
+        if len(words) != nf * sf:
+            raise BinbertError(f"MVUParams: ROM has {len(words)} words, expected NF*SF = {nf * sf}")
+        bits = _ints_to_bits(words, pe * simd).reshape(nf, sf, pe, simd).transpose(0, 2, 1, 3)
+        return np.ascontiguousarray(bits.reshape(n, k))
+
+    @classmethod
+    def from_rom_file(cls, path, *, k: int, n: int, pe: int, simd: int, fmt: str | None = None,
+                      **kwargs) -> "MVUParams":
+        """Build the parameters from a weight memory file written by :func:`hw.golden.memfile.write_memfile`."""
+        from hw.golden.memfile import read_memfile
+        if n % pe or k % simd:
+            raise BinbertError(f"MVUParams: pe={pe}/simd={simd} do not fold n={n}/k={k}")
+        words = read_memfile(Path(path), width=pe * simd, depth=(n // pe) * (k // simd), fmt=fmt)
+        w = cls.weights_from_rom(words, k=k, n=n, pe=pe, simd=simd)
+        return cls(k=k, n=n, pe=pe, simd=simd, weights=w, **kwargs)
+
+    # ---- stream packing helpers (what the RTL ports carry) --------------------------------
+    def pack_input(self, x) -> list[int]:
+        """(V, k) activations -> input beats; V must be a multiple of mmv (a group per SF beats).
+
+        Beat sf of group g: element sf*SIMD+s of vector g*MMV+v at bits [(v*SIMD+s)*A, +A),
+        two's-complement A-bit pattern (A = 1: the bit itself).
+        """
+        x = np.asarray(x, dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != self.k or x.shape[0] % self.mmv:
+            raise BinbertError(f"MVUParams.pack_input: x has shape {x.shape}, expected (V, k={self.k}) "
+                               f"with V a multiple of mmv={self.mmv}")
+        a = self.a_bits
+        u = x & ((1 << a) - 1)
+        g = x.shape[0] // self.mmv
+        # (G, MMV, SF, SIMD) -> (G, SF, MMV, SIMD) then A bits per element, LSB first
+        u = u.reshape(g, self.mmv, self.sf, self.simd).transpose(0, 2, 1, 3)
+        planes = ((u[..., None] >> np.arange(a)) & 1).astype(np.uint8)
+        flat = planes.reshape(g * self.sf, self.in_width)
+        return _pack_rows_to_ints(flat)
+
+    def unpack_output(self, beats) -> np.ndarray:
+        """Output beats (lists of PE*MMV signed ints, lane v*PE+p) -> (V, n) int64."""
+        arr = np.asarray(beats, dtype=np.int64)
+        if arr.ndim != 2 or arr.shape[1] != self.pe * self.mmv or arr.shape[0] % self.nf:
+            raise BinbertError(f"MVUParams.unpack_output: beats have shape {arr.shape}, expected "
+                               f"(G*NF, PE*MMV) with NF={self.nf}")
+        g = arr.shape[0] // self.nf
+        y = arr.reshape(g, self.nf, self.mmv, self.pe).transpose(0, 2, 1, 3)
+        return y.reshape(g * self.mmv, self.n)
+
+    def create(self):
+        return MatrixVectorUnit(self)
+
+
 
 
 def _delay(m, sig, cycles, en, name, *, reset_less=False):

@@ -1,7 +1,8 @@
 """XNOR-popcount processing element (docs/arithmetic.md §4, §5).
 
-:func:`xnor_popcount` builds the popcount tree that every lane of the MVU uses;
-:class:`XnorPopcountPE` wraps one lane as a stream component with full backpressure.
+:class:`PEParams` is one lane's parameter object (``compute``: the golden popcount,
+``create``: the component); :func:`xnor_popcount` builds the popcount tree that every lane of
+the MVU uses; :class:`XnorPopcountPE` wraps one lane as a stream component with full backpressure.
 
 Tree shape (why; Yosys 0.70 ``synth_ecp5 -abc9 -nowidelut``, SIMD 64, LUT4 + 2*CCU2C per MAC):
 the XNOR bits are summed by a plain balanced ``+`` tree with natural widths. Between two
@@ -17,13 +18,88 @@ fabric costs at least ~0.5 per MAC, since a LUT4 sees only two (x, w) pairs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from amaranth.hdl import Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.params import PEParams, tree_levels
+from hw.errors import BinbertError
+from hw.golden import arith
 
-__all__ = ["XnorPopcountPE", "xnor_popcount", "stage_levels"]
+__all__ = ["PEParams", "XnorPopcountPE", "check_int", "popcount_width", "stage_levels", "tree_levels",
+           "xnor_popcount"]
+
+
+def check_int(owner: str, name: str, value, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int in ``lo..hi`` (``hi`` None: no upper bound), else a one-line
+    BinbertError naming the owner and the field (shared by the params classes of hw/rtl)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise BinbertError(f"{owner}: {name}={value!r} must be an integer")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise BinbertError(f"{owner}: {name}={value} must be {rng}")
+    return value
+
+
+def tree_levels(simd: int) -> int:
+    """Number of levels of the XNOR-popcount tree (see :mod:`hw.rtl.pe`): the XNORs + the adders."""
+    return 1 + (int(simd) - 1).bit_length()
+
+
+def popcount_width(simd: int) -> int:
+    """Unsigned width of a popcount of ``simd`` bits (0 .. simd)."""
+    return int(simd).bit_length()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PEParams:
+    """One XNOR-popcount lane: ``o = popcount(XNOR(x, w))`` over ``simd`` bits (§4).
+
+    ``pipeline`` register stages are spread over the adder-tree levels (0: combinational);
+    at most :attr:`max_pipeline` (one per tree level).
+    """
+
+    simd: int
+    pipeline: int = 1
+
+    def __post_init__(self):
+        check_int("PEParams", "simd", self.simd, 1)
+        check_int("PEParams", "pipeline", self.pipeline, 0)
+        if self.pipeline > self.max_pipeline:
+            raise BinbertError(f"PEParams: pipeline={self.pipeline} exceeds the {self.max_pipeline} "
+                               f"tree levels of simd={self.simd}")
+
+    @property
+    def max_pipeline(self) -> int:
+        return tree_levels(self.simd)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted input beat to its output beat (no stalls)."""
+        return self.pipeline
+
+    @property
+    def out_width(self) -> int:
+        return popcount_width(self.simd)
+
+    def compute(self, x_bits, w_bits) -> np.ndarray:
+        """popcount(XNOR(x, w)) per row: (..., simd) bits x (..., simd) bits -> (...) int64."""
+        x = np.asarray(x_bits)
+        w = np.asarray(w_bits)
+        for name, a in (("x_bits", x), ("w_bits", w)):
+            if a.ndim < 1 or a.shape[-1] != self.simd:
+                raise BinbertError(f"PEParams.compute: {name} has shape {a.shape}, last axis must be "
+                                   f"simd={self.simd}")
+        xp = arith.pack_bits(x)
+        wp = arith.pack_bits(w)
+        diff = np.bitwise_count(np.bitwise_xor(xp, wp)).sum(-1).astype(np.int64)
+        return self.simd - diff
+
+    def create(self):
+        return XnorPopcountPE(self)
 
 
 def stage_levels(levels: int, pipeline: int) -> set[int]:
@@ -80,7 +156,6 @@ class XnorPopcountPE(wiring.Component):
 
     def __init__(self, params: PEParams):
         if not isinstance(params, PEParams):
-            from hw.errors import BinbertError
             self._MustUse__silence = True  # never elaborated: no "created but never used" warning
             raise BinbertError(f"XnorPopcountPE: params must be PEParams, got {type(params).__name__}")
         self.params = params

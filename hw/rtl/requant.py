@@ -14,15 +14,163 @@ differ between the rows of a lane, from constants otherwise.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
-from hw.rtl.params import RequantParams
+from hw.golden import arith
+from hw.rtl.pe import check_int
 
-__all__ = ["Requantizer"]
+__all__ = ["RequantParams", "Requantizer"]
+
+
+def _int_array(owner: str, name: str, value) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise BinbertError(f"{owner}: {name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RequantParams:
+    """Accumulators -> next A-bit activation code (§7), ``lanes`` rows per beat.
+
+    ``m``: (terms, n) or (terms,) unsigned multipliers < 2**m_bits; ``b``: (n,) signed biases
+    (or a scalar); one ``shift`` >= 1; ``out_bits`` 1 (threshold) .. 8.
+    """
+
+    n: int
+    lanes: int
+    acc_width: int
+    m: np.ndarray
+    b: np.ndarray
+    shift: int
+    out_bits: int
+    terms: int = 1
+    m_bits: int = 16
+
+    def __post_init__(self):
+        own = "RequantParams"
+        check_int(own, "n", self.n, 1)
+        check_int(own, "lanes", self.lanes, 1)
+        check_int(own, "terms", self.terms, 1)
+        check_int(own, "acc_width", self.acc_width, 2)
+        check_int(own, "m_bits", self.m_bits, 1, 32)
+        check_int(own, "shift", self.shift, 1, 63)
+        check_int(own, "out_bits", self.out_bits, 1, arith.MAX_ACT_BITS)
+        if self.n % self.lanes:
+            raise BinbertError(f"{own}: lanes={self.lanes} does not divide n={self.n}")
+        m = _int_array(own, "m", self.m)
+        if m.ndim == 0:
+            m = m.reshape(1)
+        if m.ndim == 1 and m.shape == (self.terms,):
+            m = np.repeat(m[:, None], self.n, axis=1)
+        if m.shape != (self.terms, self.n):
+            raise BinbertError(f"{own}: m has shape {m.shape}, expected (terms, n) = "
+                               f"({self.terms}, {self.n}) or (terms,)")
+        if m.size and (m.min() < 0 or m.max() >= (1 << self.m_bits)):
+            raise BinbertError(f"{own}: m values must be in 0..2**m_bits-1 = {(1 << self.m_bits) - 1}, "
+                               f"got {m.min()}..{m.max()}")
+        b = _int_array(own, "b", self.b)
+        if b.ndim == 0:
+            b = np.full(self.n, int(b), dtype=np.int64)
+        if b.shape != (self.n,):
+            raise BinbertError(f"{own}: b has shape {b.shape}, expected (n,) = ({self.n},)")
+        for arr in (m, b):
+            arr.setflags(write=False)
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "b", b)
+
+    @classmethod
+    def from_scales(cls, *, n: int, lanes: int, acc_width: int, s_x: float, alpha, s_y: float,
+                    out_bits: int, beta=None, m_bits: int = 16, max_shift: int = 40) -> "RequantParams":
+        """Fold real scales into (M, B, S) per §8.
+
+        ``alpha``: weight scales, (terms,) or (terms, n) (a scalar means one term);
+        ``beta``: real bias per row (or None); ``s_x`` input step; ``s_y`` the next LSQ step.
+        """
+        own = "RequantParams.from_scales"
+        for name, v in (("s_x", s_x), ("s_y", s_y)):
+            if not (np.isfinite(v) and v > 0):
+                raise BinbertError(f"{own}: {name}={v} must be finite and > 0")
+        alpha = np.asarray(alpha, dtype=np.float64)
+        if alpha.ndim == 0:
+            alpha = alpha.reshape(1)
+        terms = alpha.shape[0]
+        if alpha.ndim == 1:
+            alpha = np.repeat(alpha[:, None], n, axis=1)
+        if alpha.shape != (terms, n):
+            raise BinbertError(f"{own}: alpha has shape {alpha.shape}, expected (terms,) or (terms, n={n})")
+        if not np.all(np.isfinite(alpha)) or alpha.min() < 0:
+            raise BinbertError(f"{own}: alpha must be finite and >= 0")
+        m, shift = arith.fold_scale(s_x * alpha / s_y, m_bits=m_bits, max_shift=max_shift)
+        if beta is None:
+            b = np.zeros(n, dtype=np.int64)
+        else:
+            beta = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,))
+            if not np.all(np.isfinite(beta)):
+                raise BinbertError(f"{own}: beta must be finite")
+            b = np.floor(beta / s_y * 2.0**shift + 0.5).astype(np.int64)
+        return cls(n=n, lanes=lanes, acc_width=acc_width, m=m, b=b, shift=shift, out_bits=out_bits,
+                   terms=terms, m_bits=m_bits)
+
+    @property
+    def nf(self) -> int:
+        """Beats per vector (rows cycle through n / lanes)."""
+        return self.n // self.lanes
+
+    @property
+    def z_width(self) -> int:
+        """Signed width of z = sum_t acc_t * M_t + B (§7)."""
+        w = self.acc_width + self.m_bits + 1 + (self.terms - 1).bit_length()
+        bmax = int(np.abs(self.b).max(initial=0))
+        return max(w, bmax.bit_length() + 2)
+
+    @property
+    def out_signed(self) -> bool:
+        return self.out_bits >= 2
+
+    @property
+    def latency(self) -> int:
+        """Register stages: the products, then the rounded/clamped output."""
+        return 2
+
+    def compute(self, accs) -> np.ndarray:
+        """(terms, ..., n) accumulators -> (..., n) codes (out_bits = 1: bits)."""
+        accs = np.asarray(accs, dtype=np.int64)
+        if accs.ndim < 2 or accs.shape[0] != self.terms or accs.shape[-1] != self.n:
+            raise BinbertError(f"RequantParams.compute: accs have shape {accs.shape}, expected "
+                               f"(terms={self.terms}, ..., n={self.n})")
+        lim = 1 << (self.acc_width - 1)
+        if accs.size and (accs.min() < -lim or accs.max() >= lim):
+            raise BinbertError(f"RequantParams.compute: accumulators outside acc_width={self.acc_width}")
+        return arith.requant(accs, self.m, self.b, self.shift, self.out_bits)
+
+    @property
+    def is_threshold(self) -> bool:
+        """One term to one bit: the RTL compares ``acc >= T`` instead of multiplying (§7)."""
+        return self.out_bits == 1 and self.terms == 1
+
+    def thresholds(self) -> np.ndarray:
+        """(n,) T with [acc >= T] == [acc·M + B >= 0] for every acc of acc_width."""
+        if not self.is_threshold:
+            raise BinbertError(f"RequantParams.thresholds: needs out_bits 1 and one term, not "
+                               f"out_bits {self.out_bits} with {self.terms} terms")
+        return arith.bit_thresholds(self.m[0], self.b, self.acc_width)
+
+    def create(self):
+        return Requantizer(self)
+
+
 
 
 def _b_width(params: RequantParams) -> int:

@@ -225,7 +225,7 @@ def test_clock_constraint_rewritten(name):
     platform = t.platform()
     platform.add_resources(board_resources(t.family))
     from hw.fpga.top import BoardTop
-    from hw.rtl.params import PEParams
+    from hw.rtl.pe import PEParams
     plan = platform.prepare(BoardTop(lambda: PEParams(simd=4, pipeline=1).create()), name="top")
     text = plan.files["top.pcf" if t.family == "ice40" else "top.lpf"]
     new = flow.set_clock_constraint(text, t.family, 123.5)
@@ -279,7 +279,7 @@ def test_overuse_read_from_nextpnr_log(ice40_build):
 @pytest.mark.parametrize("name", list(flow.TARGETS))
 def test_layer_defaults(name):
     """K = 4·SIMD, N = 4·PE (16-word ROM); pipeline from the target, capped at the tree depth."""
-    from hw.rtl.params import PEParams
+    from hw.rtl.pe import PEParams
     t = flow.TARGETS[name]
     spec = flow.make_layer("mvu", pe=4, simd=32, target=t)
     p = spec.params

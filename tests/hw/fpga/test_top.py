@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In
 
 from hw.errors import BinbertError
 from hw.fpga.flow import TARGETS
-from hw.rtl.params import PEParams
+from hw.rtl.pe import PEParams
 from hw.fpga.top import BUS_BITS, BoardTop, ByteStreamTop, Deserializer, Serializer, board_resources
 from tests.hw.rtl.hwsim import recv, run, send
 
@@ -59,7 +59,7 @@ def test_pe_behind_bytes_matches_golden(simd, idle, stall):
 
 
 def test_mvu_behind_bytes_matches_golden():
-    from hw.rtl.params import MVUParams
+    from hw.rtl.mvu import MVUParams
 
     rng = np.random.default_rng(5)
     k, n, pe, simd = 24, 8, 4, 8

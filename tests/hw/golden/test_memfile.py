@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hw.errors import BinbertError
-from hw.rtl.params import MVUParams
+from hw.rtl.mvu import MVUParams
 from hw.golden.memfile import bytes_per_word, read_memfile, write_memfile
 
 

@@ -5,8 +5,9 @@ import pytest
 from amaranth.back import verilog
 
 from hw.errors import BinbertError
-from hw.rtl.mvu import MatrixVectorUnit
-from hw.rtl.params import MVUParams
+from hw.golden import arith
+from hw.rtl.mvu import MatrixVectorUnit, MVUParams, weights_to_bits
+from hw.rtl.pe import PEParams
 from tests.hw.rtl.hwsim import recv, run, send
 
 
@@ -135,3 +136,144 @@ def test_mvu_verilog(a_bits, balanced, buffer):
 def test_mvu_create_wrong_params():
     with pytest.raises(BinbertError, match="MVUParams"):
         MatrixVectorUnit(object())
+
+
+def test_rom_words_layout():
+    """Word nf*SF+sf holds rows nf*PE+p at bits [p*SIMD, (p+1)*SIMD) (§2), checked bit by bit."""
+    rng = np.random.default_rng(0)
+    params = _random_params(rng, k=12, n=6, pe=3, simd=4)
+    words = params.rom_words()
+    assert len(words) == params.nf * params.sf
+    for f in range(params.nf):
+        for s in range(params.sf):
+            word = words[f * params.sf + s]
+            for q in range(params.pe):
+                for j in range(params.simd):
+                    assert (word >> (q * params.simd + j)) & 1 == params.weights[f * params.pe + q, s * params.simd + j]
+    back = MVUParams.weights_from_rom(words, k=12, n=6, pe=3, simd=4)
+    assert np.array_equal(back, params.weights)
+
+
+def test_row_offsets_and_constants():
+    rng = np.random.default_rng(1)
+    for a_bits in (1, 2, 5):
+        params = _random_params(rng, k=20, n=5, pe=1, simd=4, a_bits=a_bits)
+        nw = params.row_offsets()
+        assert np.array_equal(nw, (params.weights == 0).sum(1))
+        assert np.array_equal(nw, arith.neg_count(params.packed_weights(), 20))
+        d, r = params.row_constants()
+        if a_bits == 1:
+            assert np.all(d == -10)
+        else:
+            assert np.all((0 <= r) & (r < (1 << (a_bits - 1))))
+            assert np.array_equal(d * (1 << (a_bits - 1)) + r, nw - (20 << (a_bits - 1)))
+
+
+def test_params_pm1_weights_and_pack_roundtrip():
+    rng = np.random.default_rng(2)
+    bits = rng.integers(0, 2, (4, 8))
+    a = MVUParams(k=8, n=4, pe=2, simd=4, weights=bits)
+    b = MVUParams(k=8, n=4, pe=2, simd=4, weights=bits * 2 - 1)
+    assert np.array_equal(a.weights, b.weights)
+    assert a.cycles_per_vector == 2 * 2 and a.acc_width == arith.acc_width(8, 1)
+    c = MVUParams(k=8, n=4, pe=2, simd=4, weights=bits, a_bits=3, mmv=2)
+    assert c.cycles_per_vector == 3 * 2 * 2 and c.in_width == 4 * 3 * 2
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"pe": 3}, "pe=3 does not divide n=16"),
+    ({"simd": 5}, "simd=5 does not divide k=8"),
+    ({"pe": 0}, "pe=0"),
+    ({"simd": -1}, "simd=-1"),
+    ({"k": 0}, "k=0"),
+    ({"n": "16"}, "n='16'"),
+    ({"mmv": 0}, "mmv=0"),
+    ({"a_bits": 0}, "a_bits=0"),
+    ({"a_bits": 9}, "a_bits=9"),
+    ({"pipeline": -1}, "pipeline=-1"),
+    ({"pipeline": 9}, "pipeline=9"),
+    ({"weights": np.zeros((16, 7))}, r"weights have shape \(16, 7\)"),
+    ({"weights": np.zeros(8)}, "2-D"),
+    ({"weights": np.full((16, 8), 2)}, "weights must be all"),
+    ({"weights": np.array([[0, -1] * 4] * 16)}, "weights must be all"),
+    ({"weights": np.full((16, 8), "a")}, "numeric"),
+    ({"buffer": "bram"}, "buffer='bram' must be one of"),
+])
+def test_mvu_params_errors(kwargs, match):
+    base = dict(k=8, n=16, pe=4, simd=4, weights=np.ones((16, 8), dtype=int))
+    base.update(kwargs)
+    with pytest.raises(BinbertError, match=match):
+        MVUParams(**base)
+
+
+def test_mvu_compute_errors():
+    p = MVUParams(k=8, n=4, pe=2, simd=4, weights=np.ones((4, 8), dtype=int))
+    with pytest.raises(BinbertError, match="shape"):
+        p.compute(np.zeros((2, 7), dtype=int))
+    with pytest.raises(BinbertError, match="bits"):
+        p.compute(np.full((2, 8), 2))
+    q = MVUParams(k=8, n=4, pe=2, simd=4, weights=np.ones((4, 8), dtype=int), a_bits=2)
+    with pytest.raises(BinbertError, match="range"):
+        q.compute(np.full((2, 8), 2))
+    r = MVUParams(k=8, n=4, pe=2, simd=4, weights=np.ones((4, 8), dtype=int), mmv=2)
+    with pytest.raises(BinbertError, match="multiple of mmv"):
+        r.pack_input(np.zeros((3, 8), dtype=int))
+    with pytest.raises(BinbertError, match="ROM has 3 words"):
+        MVUParams.weights_from_rom([0, 0, 0], k=8, n=4, pe=2, simd=4)
+
+
+def test_weights_to_bits_forms():
+    pm1 = np.array([[1, -1, -1, 1]])
+    assert weights_to_bits(pm1).tolist() == [[1, 0, 0, 1]]
+    assert weights_to_bits(pm1 > 0).tolist() == [[1, 0, 0, 1]]
+    assert weights_to_bits(np.array([[1.0, 0.0]])).tolist() == [[1, 0]]
+    bits = weights_to_bits(np.ones((2, 2), dtype=int))
+    with pytest.raises(ValueError):
+        bits[0, 0] = 0  # read-only: the params object is frozen, its arrays too
+
+
+def test_params_are_frozen():
+    p = PEParams(simd=4)
+    with pytest.raises(AttributeError):
+        p.simd = 8
+    q = _random_params(np.random.default_rng(0), k=8, n=4, pe=2, simd=4)
+    with pytest.raises(AttributeError):
+        q.pe = 4
+    with pytest.raises(ValueError):
+        q.weights[0, 0] = 1
+
+
+@pytest.mark.parametrize("a_bits", [1, 2, 5, 8])
+def test_mvu_compute_is_integer_matmul(a_bits):
+    """The golden MVU equals a plain integer matmul of the values (odd K)."""
+    rng = np.random.default_rng(a_bits)
+    p = _random_params(rng, k=21, n=6, pe=3, simd=7, a_bits=a_bits)
+    if a_bits == 1:
+        x = rng.integers(0, 2, (5, 21))
+        xv = 2 * x - 1
+    else:
+        x = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), (5, 21))
+        xv = x
+    assert np.array_equal(p.compute(x), xv @ (2 * p.weights.astype(np.int64) - 1).T)
+
+
+@pytest.mark.parametrize("a_bits,mmv", [(1, 1), (3, 2)])
+def test_pack_input_layout(a_bits, mmv):
+    """Beat sf, bits [(v*SIMD+s)*A, +A) = the A-bit pattern of element sf*SIMD+s of vector v."""
+    rng = np.random.default_rng(7)
+    p = _random_params(rng, k=12, n=4, pe=2, simd=4, a_bits=a_bits, mmv=mmv)
+    lo = 0 if a_bits == 1 else -(1 << (a_bits - 1))
+    x = rng.integers(lo, 1 << max(0, a_bits - 1) if a_bits > 1 else 2, (2 * mmv, 12))
+    beats = p.pack_input(x)
+    assert len(beats) == 2 * p.sf
+    for g in range(2):
+        for f in range(p.sf):
+            beat = beats[g * p.sf + f]
+            for v in range(mmv):
+                for s in range(p.simd):
+                    got = (beat >> ((v * p.simd + s) * a_bits)) & ((1 << a_bits) - 1)
+                    assert got == int(x[g * mmv + v, f * p.simd + s]) % (1 << a_bits)
+    y = p.compute(x)
+    beats_out = [[int(y[g * mmv + v, f * p.pe + q]) for v in range(mmv) for q in range(p.pe)]
+                 for g in range(2) for f in range(p.nf)]
+    assert np.array_equal(p.unpack_output(beats_out), y)

@@ -1,11 +1,11 @@
-"""XnorPopcountPE == PEParams.compute under random idles and backpressure; tree structure."""
+"""XnorPopcountPE == PEParams.compute under random idles and backpressure; tree structure;
+PEParams validation (one test per bad parameter) and its golden popcount."""
 import numpy as np
 import pytest
 from amaranth.back import verilog
 
 from hw.errors import BinbertError
-from hw.rtl.params import PEParams, tree_levels
-from hw.rtl.pe import XnorPopcountPE, stage_levels
+from hw.rtl.pe import PEParams, XnorPopcountPE, stage_levels, tree_levels
 from tests.hw.rtl.hwsim import recv, run, send
 
 
@@ -85,3 +85,34 @@ def test_pe_verilog(pipeline):
     assert "module xnor_popcount_pe" in text
     for port in ("i__payload", "i__valid", "i__ready", "o__payload", "o__valid", "o__ready"):
         assert port in text
+
+
+def test_pe_params_compute_rows():
+    p = PEParams(simd=5)
+    x = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0]])
+    w = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    # computed independently of hw.golden.arith: count equal positions
+    assert p.compute(x, w).tolist() == (x == w).sum(1).tolist()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"simd": 0}, "simd=0"),
+    ({"simd": 2.5}, "simd=2.5"),
+    ({"simd": 8, "pipeline": -1}, "pipeline=-1"),
+    ({"simd": 8, "pipeline": 9}, "pipeline=9"),
+    ({"simd": True}, "simd=True"),
+])
+def test_pe_params_errors(kwargs, match):
+    with pytest.raises(BinbertError, match=match):
+        PEParams(**kwargs)
+
+
+def test_pe_params_compute_shape_error():
+    with pytest.raises(BinbertError, match="x_bits"):
+        PEParams(simd=4).compute(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_tree_levels():
+    # level 0 is the XNORs; then ceil(log2(simd)) adder levels
+    assert [tree_levels(s) for s in (1, 2, 3, 4, 5, 64, 65)] == [1, 2, 3, 3, 4, 7, 8]
+    assert PEParams(simd=64).max_pipeline == 7 and PEParams(simd=64, pipeline=3).latency == 3

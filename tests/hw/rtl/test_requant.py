@@ -1,11 +1,11 @@
-"""Requantizer (LSQ activation quantizer unit) == RequantParams.compute (hw.golden.arith.requant)."""
+"""Requantizer (LSQ activation quantizer unit) == RequantParams.compute (hw.golden.arith.requant);
+RequantParams validation and the §8 scale folding."""
 import numpy as np
 import pytest
 from amaranth.back import verilog
 
 from hw.errors import BinbertError
-from hw.rtl.params import RequantParams
-from hw.rtl.requant import Requantizer
+from hw.rtl.requant import RequantParams, Requantizer
 from tests.hw.rtl.hwsim import recv, run, send
 
 
@@ -156,3 +156,75 @@ def test_requant_verilog(out_bits, vary):
 def test_requant_create_wrong_params():
     with pytest.raises(BinbertError, match="RequantParams"):
         Requantizer(object())
+
+
+def test_from_scales_folds_per_section8():
+    n = 6
+    rng = np.random.default_rng(2)
+    alpha = rng.uniform(0.01, 0.2, (2, n))
+    beta = rng.uniform(-3, 3, n)
+    s_x, s_y = 0.05, 0.11
+    p = RequantParams.from_scales(n=n, lanes=3, acc_width=10, s_x=s_x, alpha=alpha, beta=beta,
+                                  s_y=s_y, out_bits=4)
+    assert p.terms == 2 and p.m.max() < (1 << 16)
+    assert p.m.max() >= (1 << 15)  # the largest shift: the top multiplier uses the top bit
+    real = s_x * alpha / s_y
+    assert np.all(np.abs(p.m / 2.0**p.shift - real) <= 2.0 ** -(p.shift + 1))
+    assert np.array_equal(p.b, np.floor(beta / s_y * 2.0**p.shift + 0.5).astype(np.int64))
+    # the folded integer path approximates the real requantization
+    accs = rng.integers(-512, 512, (2, 50, n))
+    real_y = np.clip(np.floor((s_x * (alpha[0] * accs[0] + alpha[1] * accs[1]) + beta) / s_y + 0.5), -8, 7)
+    assert np.mean(p.compute(accs) == real_y) > 0.95
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lanes": 5}, "lanes=5 does not divide n=12"),
+    ({"lanes": 0}, "lanes=0"),
+    ({"n": 0}, "n=0"),
+    ({"shift": 0}, "shift=0"),
+    ({"out_bits": 0}, "out_bits=0"),
+    ({"out_bits": 9}, "out_bits=9"),
+    ({"acc_width": 1}, "acc_width=1"),
+    ({"terms": 0}, "terms=0"),
+    ({"m_bits": 0}, "m_bits=0"),
+    ({"m": [1 << 16]}, "m values"),
+    ({"m": [-1]}, "m values"),
+    ({"m": [[1, 2]]}, r"m has shape \(1, 2\)"),
+    ({"m": [0.5]}, "m must hold integers"),
+    ({"b": np.zeros(5, dtype=int)}, r"b has shape \(5,\)"),
+    ({"b": "x"}, "b must hold integers"),
+])
+def test_requant_params_errors(kwargs, match):
+    base = dict(n=12, lanes=4, acc_width=8, m=[3], b=0, shift=4, out_bits=4)
+    base.update(kwargs)
+    with pytest.raises(BinbertError, match=match):
+        RequantParams(**base)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"s_x": 0.0}, "s_x=0.0"),
+    ({"s_y": float("nan")}, "s_y=nan"),
+    ({"alpha": [[0.1, 0.2]]}, "alpha has shape"),
+    ({"alpha": [-0.1]}, "alpha must be finite"),
+    ({"beta": [float("inf")] * 4}, "beta must be finite"),
+])
+def test_from_scales_errors(kwargs, match):
+    base = dict(n=4, lanes=2, acc_width=8, s_x=0.1, alpha=[0.2], s_y=0.3, out_bits=4)
+    base.update(kwargs)
+    with pytest.raises(BinbertError, match=match):
+        RequantParams.from_scales(**base)
+
+
+def test_requant_compute_errors():
+    p = RequantParams(n=4, lanes=2, acc_width=6, m=[3], b=0, shift=2, out_bits=2)
+    with pytest.raises(BinbertError, match="expected"):
+        p.compute(np.zeros((4,)))
+    with pytest.raises(BinbertError, match="acc_width=6"):
+        p.compute(np.full((1, 2, 4), 32))
+
+
+def test_z_width_holds_extremes():
+    p = RequantParams(n=1, lanes=1, terms=2, acc_width=9, m=[65535, 65535], b=[-(1 << 30)], shift=3,
+                      out_bits=8)
+    zmin = 2 * (-256 * 65535) - (1 << 30)
+    assert -(1 << (p.z_width - 1)) <= zmin
