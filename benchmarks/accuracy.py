@@ -662,7 +662,7 @@ def render_report(out: Path, rows: list[dict], profile_name: str, dev_n: int) ->
     return "\n".join(lines)
 
 
-# issue 3's targets: (variant, points below full precision allowed, what the row is when it is
+# the accuracy targets (BinaryBERT / BiBERT recipes): (variant, points below full precision allowed, what the row is when it is
 # not the target's own). The split rows are binary models of the fine-tuned rows' size: listed
 # so that a fine-tuning that loses accuracy shows
 TARGETS = (("tws-a8", 1.0, ""), ("tws-a8-split", 1.0, " (before the binary fine-tuning)"),

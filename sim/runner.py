@@ -45,7 +45,7 @@ from typing import Any
 from hw.errors import BinbertError
 
 SIMULATORS = ("verilator", "icarus")
-# block name -> cocotb test module; issue 4 adds attn/ffn/ln/encoder here.
+# block name -> cocotb test module (the encoder-level benches are in sim.defaults.LAYERS)
 BLOCKS = {"pe": "sim.benches.pe", "mvu": "sim.benches.mvu", "lsq": "sim.benches.lsq"}
 DEFAULT_VECTORS = 10_000
 ENV_CONFIG = "BINBERT_SIM_CONFIG"

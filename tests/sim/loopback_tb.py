@@ -1,4 +1,4 @@
-"""A tiny stream design + cocotb bench that proves sim.runner / sim.stream without H1's RTL.
+"""A tiny stream design + cocotb bench that proves sim.runner / sim.stream without any binbert block.
 
 ``AddParams(width, lanes, bug)``: i payload = ``lanes`` pairs of unsigned ``width``-bit
 operands (a lanes at the LSBs, then b lanes), o payload = ``lanes`` signed sums a-b in
