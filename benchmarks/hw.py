@@ -31,7 +31,9 @@ from amaranth.hdl import Cat, Module, Signal, signed, unsigned  # noqa: E402
 from amaranth.lib import data, stream, wiring  # noqa: E402
 from amaranth.lib.wiring import In, Out  # noqa: E402
 
-from hw.fpga import flow
+from hw.fpga import flow  # noqa: E402
+from hw.fpga.pnr import critical_path  # noqa: E402
+from hw.fpga.report import describe_path  # noqa: E402
 
 from hw.golden import arith  # noqa: E402
 from hw.errors import BinbertError  # noqa: E402
@@ -143,7 +145,7 @@ def _job(kind: str, target: str, cfg: dict, out: str, seeds: tuple[int, ...], fo
     if done.exists() and not force:
         r = json.loads(done.read_text())
         if "critical_path" not in r:  # reports from before the flow recorded it
-            r["critical_path"] = flow.critical_path(
+            r["critical_path"] = critical_path(
                 json.loads((out / "nextpnr_report.json").read_text()))
         return r
     skip = out / "skipped.json"
@@ -267,7 +269,7 @@ def _row(r: dict) -> str:
             f"{t['dsp']} | {r['fmax_mhz']:.1f} ({'met' if r['timing_met'] else 'not met'} at "
             f"{r['requested_mhz']:g}) | {r['cycles_per_vector']} | {r['mac_per_s'] / 1e9:.1f} | "
             f"**{r['lut4_per_mac']:.2f}** | {r['weights']} | "
-            f"{flow.describe_path(r.get('critical_path', {}))} |")
+            f"{describe_path(r.get('critical_path', {}))} |")
 
 
 def _rtl_commit() -> str:

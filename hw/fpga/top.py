@@ -11,7 +11,7 @@ that no small package can bond out. :class:`ByteStreamTop` puts width converters
 :class:`BoardTop` binds those two byte streams to 20 header pins of a real board (iCEBreaker
 PMODs for the iCE40 UP5K SG48, ULX3S GPIO header for the ECP5-85k), clocked by the board
 oscillator. The block's clock in a deployment would come from a PLL; timing is analysed by
-nextpnr at the requested frequency (see :mod:`hw.fpga.flow`), not at the oscillator's.
+nextpnr at the requested frequency (see :mod:`hw.fpga.pnr`), not at the oscillator's.
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ class ByteStreamTop(wiring.Component):
     """``block`` (a component with stream ports ``i`` and ``o``) behind 8-bit byte streams.
 
     The block is kept as submodule ``core`` so the flow can count its cells apart from the
-    converters (see :func:`hw.fpga.flow.run_flow`).
+    converters (see :mod:`hw.fpga.synthesis`).
     """
 
     def __init__(self, block: wiring.Component):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hw.fpga import flow, presets
+from hw.fpga.synthesis import summarize_cells
 from binbert.cli import main
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo.yaml"
@@ -85,7 +86,7 @@ def test_micro_bi_encoder_layer_builds_on_the_up5k(micro_ice40):
     assert (out / r["bitstream"]).stat().st_size > 1000 and r["bitstream"].endswith(".bin")
     # the figures are yosys' own statistics of the whole design and nextpnr's packed cells
     stat = json.loads((out / "stat.json").read_text())
-    assert r["total"] == flow.summarize_cells(stat["design"]["num_cells_by_type"], target)
+    assert r["total"] == summarize_cells(stat["design"]["num_cells_by_type"], target)
     cells = r["pnr"]["pnr_lut"]
     assert r["total"]["lut4"] <= cells <= target.luts_available
     assert f"ICESTORM_LC:    {cells}/" in (out / "nextpnr_seed1.log").read_text()

@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In
 
 from hw.errors import BinbertError
-from hw.fpga.flow import TARGETS
+from hw.fpga.targets import TARGETS
 from hw.rtl.pe import PEParams
 from hw.fpga.top import BUS_BITS, BoardTop, ByteStreamTop, Deserializer, Serializer, board_resources
 from tests.hw.rtl.hwsim import recv, run, send
