@@ -13,37 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.golden import arith
+from hw.golden import arith, fold
 from hw.golden.arith import signed_bits
 from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear
 from hw.golden.requant import Lut, Requant
-from hw.golden.softmax import Softmax, exp2_table, shifted_score_bits
+from hw.golden.softmax import Softmax, shifted_score_bits
 from hw.errors import BinbertError
 
 RES_BITS, RES_FRAC = 16, 8
-LN_EXTRA, LN_NORM_FRAC, LN_RECIP = 4, 12, 24   # ExportOptions defaults (§17)
-
-
-def _round(x) -> np.ndarray:
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+_round = fold.round_half_up
+_act_range = fold.act_range
+_mag = fold.mag
 
 
 def random_layernorm(n: int, rng: np.random.Generator, *, in_bits: int = RES_BITS + 1,
                      in_frac: int = RES_FRAC, out_bits: int = RES_BITS, eps: float = 1e-5,
                      gamma_scale: float = 1.0) -> LayerNorm:
-    """A §17 LayerNorm with random affine parameters, folded like sw.export.layer_norm."""
+    """A §17 LayerNorm with random affine parameters (fold.layer_norm at the export's defaults)."""
     gamma = rng.normal(1.0, 0.4, n) * gamma_scale
     beta = rng.normal(0.0, 0.5, n)
-    p = LN_RECIP + in_frac + LN_EXTRA
-    g_frac = 14
-    while abs(math.floor(float(np.abs(gamma).max()) * 2.0**g_frac + 0.5)) >= 1 << 15:
-        g_frac -= 1
-    return LayerNorm(n=n, in_bits=in_bits, extra_bits=LN_EXTRA,
-                     eps=int(_round(eps * 2.0 ** (2 * (in_frac + LN_EXTRA)))), recip_shift=p,
-                     norm_shift=p - LN_NORM_FRAC, gamma=_round(gamma * 2.0**g_frac),
-                     beta=_round(beta * 2.0 ** (LN_NORM_FRAC + g_frac)),
-                     out_shift=LN_NORM_FRAC + g_frac - RES_FRAC, out_bits=out_bits)
+    return fold.layer_norm(gamma, beta, eps, in_bits=in_bits, in_frac=in_frac, res_frac=RES_FRAC,
+                           out_bits=out_bits, name="random_layernorm")
 
 
 def ln_inputs(ln: LayerNorm, rng: np.random.Generator, count: int) -> np.ndarray:
@@ -65,33 +56,20 @@ def ln_inputs(ln: LayerNorm, rng: np.random.Generator, count: int) -> np.ndarray
     return np.concatenate([edges, rand])
 
 
-def _act_range(bits: int, kind: str = "lsq") -> tuple[int, int]:
-    if bits == 1:
-        return 0, 1
-    qp = (1 << (bits - 1)) - 1
-    return (-qp - 1 if kind == "lsq" else -qp), qp
-
-
 def random_requant(rng: np.random.Generator, *, rows: int, terms: int, acc_bits: int, out_bits: int,
                    real_scale: float, per_row: bool = True, bias_scale: float = 1.0,
                    lo: int | None = None, kind: str = "lsq") -> Requant:
     """A §10 requantizer folded (§8) from random real scales: ``real_scale`` ~ output codes per
     accumulator unit, biases ~ ``bias_scale`` output codes; out_bits 1 is the sign bit."""
     reals = rng.uniform(0.5, 1.5, (terms, rows if per_row else 1)) * real_scale
-    mult, shift = arith.fold_scale(reals)
-    bias = _round(rng.normal(0, bias_scale, rows if per_row else 1) * 2.0**shift)
-    if out_bits == 1:
-        return Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=1)
-    qlo, qhi = _act_range(out_bits, kind) if out_bits <= 8 else (None, None)
-    if lo is not None:
+    bias = rng.normal(0, bias_scale, rows if per_row else 1)
+    qlo, qhi = _act_range(out_bits, kind) if 1 < out_bits <= 8 else (None, None)
+    if lo is not None and out_bits > 1:
         qlo = max(lo, qlo if qlo is not None else lo)
-    return Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=out_bits, lo=qlo, hi=qhi)
+    return fold.requant(reals, bias, acc_bits, out_bits, lo=qlo, hi=qhi, name="random_requant")
 
 
-def gelu(x):
-    from scipy.special import erf
-
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+gelu = fold.gelu
 
 
 def random_gelu_lut(rng: np.random.Generator, *, rows: int, terms: int, acc_bits: int, out_bits: int,
@@ -100,18 +78,10 @@ def random_gelu_lut(rng: np.random.Generator, *, rows: int, terms: int, acc_bits
     range [i_lo, i_lo + 2^G - 1] over the interval where the output code moves)."""
     s_out = 3.0 / ((1 << (out_bits - 1)) - 1)            # output step: the code saturates near 3
     qlo, qhi = _act_range(out_bits)
-    x_lo, x_hi = -4.0, (qhi + 0.5) * s_out
-    depth = 1 << index_bits
-    s_i = (x_hi - x_lo) / (depth - 2)
-    i_lo = int(math.floor(x_lo / s_i))
-    i_hi = i_lo + depth - 1
-    reals = rng.uniform(0.5, 1.5, (terms, rows)) * real_scale / s_i
-    mult, shift = arith.fold_scale(reals)
-    bias = _round(rng.normal(0, 0.5, rows) / s_i * 2.0**shift)
-    bits = signed_bits(i_lo, i_hi)
-    index = Requant(mult=mult, bias=bias, shift=shift, acc_bits=acc_bits, out_bits=bits, lo=i_lo, hi=i_hi)
-    table = np.clip(_round(gelu(np.arange(i_lo, i_hi + 1) * s_i) / s_out), qlo, qhi)
-    return Lut(index=index, table=table, out_bits=out_bits, lo=qlo, hi=qhi, function="gelu")
+    reals = rng.uniform(0.5, 1.5, (terms, rows)) * real_scale
+    bias = rng.normal(0, 0.5, rows)
+    return fold.lut_over(gelu, "gelu", reals, bias, acc_bits, fold.Act(out_bits, s_out, qlo, qhi),
+                         x_lo=-4.0, x_hi=(qhi + 0.5) * s_out, depth=1 << index_bits, name="random_gelu_lut")
 
 
 def random_softmax(rng: np.random.Generator, *, score_bits: int, p_bits: int = 4,
@@ -122,17 +92,10 @@ def random_softmax(rng: np.random.Generator, *, score_bits: int, p_bits: int = 4
     top = (1 << (score_bits - 1)) - 1
     if logit_scale is None:
         logit_scale = rng.uniform(6.0, 18.0) / top
-    real = logit_scale / math.log(2.0) * 2.0**frac_bits
-    (mult,), shift = arith.fold_scale(np.array([real]))
     hi = (1 << (p_bits - 1)) - 1
     s_p = rng.uniform(0.8, 1.0) / hi  # p = 1 maps to a code >= hi: the clamp is reachable
-    pshift = 1
-    while math.floor(2.0 ** (pshift + 1) / s_p + 0.5) < 2.0**recip_bits and pshift < 62:
-        pshift += 1
-    return Softmax(score_bits=score_bits, mult=int(mult), shift=shift, frac_bits=frac_bits,
-                   exp_bits=exp_bits, table=exp2_table(frac_bits, exp_bits),
-                   recip_num=int(math.floor(2.0**pshift / s_p + 0.5)), recip_shift=pshift,
-                   out_bits=p_bits, hi=hi)
+    return fold.softmax(score_bits, logit_scale / math.log(2.0), s_p, p_bits, hi, frac_bits=frac_bits,
+                        exp_bits=exp_bits, recip_bits=recip_bits)
 
 
 def score_rows(rng: np.random.Generator, score_bits: int, length: int, rows: int):
@@ -150,10 +113,6 @@ def score_rows(rng: np.random.Generator, score_bits: int, length: int, rows: int
     s[4], v[4] = lo, True
     s[5, 0], v[5, 0] = hi, False                                    # masked key above the max
     return s, v
-
-
-def _mag(bits: int) -> int:
-    return 1 if bits == 1 else 1 << (bits - 1)
 
 
 def random_binary_linear(rng: np.random.Generator, *, k: int, n: int, terms: int, in_bits: int,
@@ -177,7 +136,7 @@ def random_binary_linear(rng: np.random.Generator, *, k: int, n: int, terms: int
         op = random_requant(rng, rows=n, terms=terms, acc_bits=acc_bits, out_bits=out_bits,
                             real_scale=2.0 * _mag(out_bits) / spread, bias_scale=0.5,
                             lo=0 if relu else None)
-    return BinaryLinear(weights=np.stack([arith.pack_bits(b) for b in bits]), k=k, in_bits=in_bits, out=op)
+    return BinaryLinear(weights=fold.pack_terms(bits), k=k, in_bits=in_bits, out=op)
 
 
 def random_codes(rng: np.random.Generator, bits: int, shape) -> np.ndarray:
@@ -195,14 +154,12 @@ def input_requant(rng: np.random.Generator, out_bits: int, *, scale: float = 1.0
     """§11 input requantizer r -> code: acc = r (RES_BITS), real = 2^-RES_FRAC / s_x, B = 0.
     A sign output over ``n`` features gets per-row thresholds B = -beta (learned RSign
     thresholds, sw.quant), |beta| ~ 0.5 in real units."""
-    if out_bits == 1:
+    if out_bits == 1:  # only the sign of r - beta matters: M = 1, B = -beta in residual units
         bias = [0] if n is None else _round(rng.normal(0, 0.5, n) * 2.0**RES_FRAC)
         return Requant(mult=[[1]], bias=bias, shift=1, acc_bits=RES_BITS, out_bits=1)
     s_x = scale * rng.uniform(1.5, 2.5) / _mag(out_bits)
-    (mult,), shift = arith.fold_scale(np.array([[2.0**-RES_FRAC / s_x]]))
     lo, hi = _act_range(out_bits)
-    return Requant(mult=np.atleast_2d(mult), bias=[0], shift=shift, acc_bits=RES_BITS, out_bits=out_bits,
-                   lo=lo, hi=hi)
+    return fold.requant([[2.0**-RES_FRAC / s_x]], [0.0], RES_BITS, out_bits, lo=lo, hi=hi, name="input_requant")
 
 
 def random_encoder_layer(rng: np.random.Generator, *, hidden: int = 32, heads: int = 2, ffn: int = 64,

@@ -1,34 +1,35 @@
 """Checkpoint -> integer model (docs/arithmetic.md §10-§19) -> ROM files + manifest.json.
 
-``build_params(model)`` folds a quantized BERT classifier (``sw.qbert.quantize_bert``, optionally
-split by ``sw.split``) into the :mod:`hw.golden.ops` objects: packed binary weight terms,
-fixed-point requantizer multipliers/shifts/biases from the weight scales and LSQ steps (§8),
-fixed-point LayerNorm parameters, LUT ROMs for GELU/tanh and the softmax exp table.
+``build_params(model)`` reads a quantized BERT classifier (``sw.qbert.quantize_bert``, optionally
+split by ``sw.split``): its binary weight terms, weight scales, LSQ steps, thresholds and
+LayerNorm / embedding / head parameters, as float64 numpy; :mod:`hw.golden.fold` folds them into
+the golden ops (packed weights, fixed-point requantizer multipliers/shifts/biases (§8),
+fixed-point LayerNorm parameters, LUT ROMs for GELU/tanh and the softmax exp table).
 ``export_model`` / ``export_checkpoint`` write them with :func:`hw.golden.export_format.save_params`.
 Anything the contract cannot represent is refused with a BinbertError naming the module.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from hw.golden import arith
-from hw.golden.arith import signed_bits, signed_range
+from hw.errors import BinbertError
+from hw.golden import arith, fold
+from hw.golden.arith import signed_bits
 from hw.golden.attention import Attention
 from hw.golden.embedding import Embedding
 from hw.golden.encoder_layer import EncoderLayer
+from hw.golden.export_format import save_params
+from hw.golden.fold import Act, ExportOptions, act_function
 from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear, IntLinear
 from hw.golden.model import EncoderParams
-from hw.golden.requant import Lut, Requant
-from hw.golden.softmax import Heaviside, Softmax, exp2_table, shifted_score_bits
-from hw.errors import BinbertError
-from hw.golden.export_format import save_params
+from hw.golden.softmax import Heaviside, shifted_score_bits
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 
@@ -157,29 +158,15 @@ def _embedding(bert, opts: ExportOptions) -> Embedding:
         isinstance(we, QuantEmbedding) and we.weight_quant.cfg.method == "fp")
     pos = emb.position_embeddings.weight.detach().double().cpu().numpy()
     tt = emb.token_type_embeddings.weight.detach().double().cpu().numpy()
+    bits = alphas = table = None
     if quant_word:
         bits, alphas = weight_terms(we, "embeddings.word_embeddings")
-        word_max = float(np.sum([a.max() for a in alphas]))
     else:
         table = we.weight.detach().double().cpu().numpy()
-        word_max = float(np.abs(table).max())
-    # finest fraction that keeps every table entry in emb_bits (embeddings are small, ~0.05)
-    top = max(word_max, float(np.abs(pos).max()), float(np.abs(tt).max()), 1e-30)
-    frac = 24
-    while frac > 0 and math.floor(top * 2.0**frac + 0.5) > (1 << (opts.emb_bits - 1)) - 1:
-        frac -= 1
-    if math.floor(top * 2.0**frac + 0.5) > (1 << (opts.emb_bits - 1)) - 1:
-        raise BinbertError(f"embeddings: values up to {top:g} do not fit emb_bits={opts.emb_bits}")
-    scale = 2.0**frac
-    kw = {}
-    if quant_word:
-        kw.update(word_bits=np.stack([arith.pack_bits(b) for b in bits]),
-                  alpha=np.stack([_round(a * scale) for a in alphas]), word_table=None)
-    else:
-        kw.update(word_bits=None, alpha=None, word_table=_round(table * scale))
+    frac = fold.embedding_frac(pos, tt, table_bits=opts.emb_bits, word_alphas=alphas, word_table=table)
     ln = layer_norm(emb.LayerNorm, opts.emb_bits + 2, frac, opts, "embeddings.LayerNorm")
-    return Embedding(hidden=pos.shape[1], table_bits=opts.emb_bits, table_frac=frac,
-                     position=_round(pos * scale), token_type=_round(tt * scale), ln=ln, **kw)
+    return fold.embedding(pos, tt, ln, frac=frac, table_bits=opts.emb_bits, word_bits=bits, word_alphas=alphas,
+                          word_table=table)
 
 
 def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> EncoderLayer:
@@ -195,15 +182,16 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
     x = act_of(att.query.act_quant, f"{pre}.attention.self.query.act_quant")
     if att.key.act_quant is not att.query.act_quant or att.value.act_quant is not att.query.act_quant:
         raise BinbertError(f"{pre}.attention.self: Q, K and V must share one input quantizer")
-    qkv_in = requant([[res_step / x.step]], threshold_bias(att.query.act_quant, att.query.in_features, f"{pre}.qkv_in"),
-                     1.0, res, x, opts, f"{pre}.qkv_in")
+    qkv_in = fold.requant_to([[res_step / x.step]],
+                             threshold_bias(att.query.act_quant, att.query.in_features, f"{pre}.qkv_in"),
+                             1.0, res, x, m_bits=opts.m_bits, name=f"{pre}.qkv_in")
 
     acts = {}
     for key in ("q", "k", "v"):
         acts[key] = act_of(getattr(att, f"{key}_quant"), f"{pre}.attention.self.{key}_quant")
 
     def to_code(a: Act, nm):
-        return lambda reals, bias, acc: requant(reals, bias, a.step, acc, a, opts, nm)
+        return lambda reals, bias, acc: fold.requant_to(reals, bias, a.step, acc, a, m_bits=opts.m_bits, name=nm)
 
     query = binary_linear(att.query, f"{pre}.attention.self.query", x, to_code(acts["q"], f"{pre}.query"))
     key = binary_linear(att.key, f"{pre}.attention.self.key", x, to_code(acts["k"], f"{pre}.key"))
@@ -211,16 +199,13 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
 
     d = att.attention_head_size
     heads = query.n // d
-    b = d * _mag(acts["q"].bits) * _mag(acts["k"].bits)  # largest |score|
+    b = d * fold.mag(acts["q"].bits) * fold.mag(acts["k"].bits)  # largest |score|
     dense_out = layer.attention.output.dense
     c_act = act_of(dense_out.act_quant, f"{pre}.attention.output.dense.act_quant")
     thresholds = None
     if att.mode == "bi" and att.score_threshold is not None:
-        # S·scaling > τ  <=>  S > τ / scaling  <=>  S > floor(τ / scaling) for integer S (§14)
-        tau = att.score_threshold.detach().double().cpu().numpy()
-        if not np.isfinite(tau).all():
-            raise BinbertError(f"{pre}.attention.self.score_threshold: not finite")
-        thresholds = np.clip(np.floor(tau / float(att.scaling)), -b - 1, b).astype(np.int64)
+        thresholds = fold.head_thresholds(att.score_threshold.detach().double().cpu().numpy(), float(att.scaling),
+                                          b, f"{pre}.attention.self.score_threshold")
     sb = shifted_score_bits(b, thresholds)
     if att.mode == "bi":
         probs, s_p = Heaviside(score_bits=sb), 1.0
@@ -229,47 +214,43 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
         if p.sign:
             raise BinbertError(f"{pre}.attention.self.p_quant: sign-quantized probabilities carry no "
                                f"information; softmax attention needs a multi-bit quantizer")
-        g, eb = opts.softmax_frac_bits, opts.softmax_exp_bits
-        real = acts["q"].step * acts["k"].step * float(att.scaling) * LOG2E * 2.0**g
-        (mult,), shift = arith.fold_scale(np.array([real]), m_bits=opts.m_bits)
-        pshift = 1
-        while math.floor(2.0 ** (pshift + 1) / p.step + 0.5) < 2.0**opts.softmax_recip_bits and pshift < 62:
-            pshift += 1
-        probs = Softmax(score_bits=sb, mult=int(mult), shift=shift, frac_bits=g, exp_bits=eb,
-                        table=exp2_table(g, eb), recip_num=int(math.floor(2.0**pshift / p.step + 0.5)),
-                        recip_shift=pshift, out_bits=p.bits, hi=p.hi, m_bits=opts.m_bits)
+        probs = fold.softmax(sb, acts["q"].step * acts["k"].step * float(att.scaling) * fold.LOG2E, p.step,
+                             p.bits, p.hi, frac_bits=opts.softmax_frac_bits, exp_bits=opts.softmax_exp_bits,
+                             recip_bits=opts.softmax_recip_bits, m_bits=opts.m_bits)
         s_p = p.step
-    cb = max_len * probs.hi * _mag(acts["v"].bits)
-    context = requant([[s_p * acts["v"].step]], threshold_bias(dense_out.act_quant, dense_out.in_features,
-                                                               f"{pre}.context"), c_act.step, signed_bits(-cb, cb),
-                      c_act, opts, f"{pre}.context")
+    cb = max_len * probs.hi * fold.mag(acts["v"].bits)
+    context = fold.requant_to([[s_p * acts["v"].step]],
+                              threshold_bias(dense_out.act_quant, dense_out.in_features, f"{pre}.context"),
+                              c_act.step, signed_bits(-cb, cb), c_act, m_bits=opts.m_bits, name=f"{pre}.context")
     attention = Attention(heads=heads, head_dim=d, q_bits=acts["q"].bits, k_bits=acts["k"].bits,
                           v_bits=acts["v"].bits, probs=probs, context=context, max_len=max_len,
                           thresholds=thresholds)
 
     def to_res(nm):
-        return lambda reals, bias, acc: requant(reals * 2.0**frac, bias * 2.0**frac, 1.0, acc, res, opts, nm)
+        return lambda reals, bias, acc: fold.requant_to(reals * 2.0**frac, bias * 2.0**frac, 1.0, acc, res,
+                                                        m_bits=opts.m_bits, name=nm)
 
     attn_out = binary_linear(dense_out, f"{pre}.attention.output.dense", c_act, to_res(f"{pre}.attn_out"))
     ln1 = layer_norm(layer.attention.output.LayerNorm, res + 1, frac, opts, f"{pre}.attention.output.LayerNorm")
 
     inter = layer.intermediate.dense
     fx = act_of(inter.act_quant, f"{pre}.intermediate.dense.act_quant")
-    ffn_in_q = requant([[res_step / fx.step]], threshold_bias(inter.act_quant, inter.in_features, f"{pre}.ffn_in_q"),
-                       1.0, res, fx, opts, f"{pre}.ffn_in_q")
+    ffn_in_q = fold.requant_to([[res_step / fx.step]],
+                               threshold_bias(inter.act_quant, inter.in_features, f"{pre}.ffn_in_q"),
+                               1.0, res, fx, m_bits=opts.m_bits, name=f"{pre}.ffn_in_q")
     out_dense = layer.output.dense
     o = act_of(out_dense.act_quant, f"{pre}.output.dense.act_quant")
 
     def ffn_act(reals, bias, acc):
         nm = f"{pre}.ffn_act"
         if act_kind == "relu":
-            if o.sign:  # sign(relu(x)) = +1 everywhere: z = 0 -> bit 1
-                return Requant(mult=np.zeros_like(reals, dtype=np.int64), bias=[0], shift=1, acc_bits=acc,
-                               out_bits=1, m_bits=opts.m_bits)
-            return requant(reals, bias, o.step, acc, o, opts, nm, lo=0)
+            if o.sign:  # sign(relu(x)) = +1 everywhere
+                return fold.always_one(reals, acc, m_bits=opts.m_bits)
+            return fold.requant_to(reals, bias, o.step, acc, o, m_bits=opts.m_bits, name=nm, lo=0)
         if o.sign:  # gelu(x) >= 0 <=> x >= 0
-            return requant(reals, bias, 1.0, acc, o, opts, nm)
-        return lut(act_function(act_kind), reals, bias, acc, o, opts, nm, act_kind)
+            return fold.requant_to(reals, bias, 1.0, acc, o, m_bits=opts.m_bits, name=nm)
+        return fold.lut(act_function(act_kind), act_kind, reals, bias, acc, o, lut_bits=opts.lut_bits,
+                        m_bits=opts.m_bits, name=nm)
 
     ffn_in = binary_linear(inter, f"{pre}.intermediate.dense", fx, ffn_act)
     ffn_out = binary_linear(out_dense, f"{pre}.output.dense", o, to_res(f"{pre}.ffn_out"))
@@ -279,7 +260,7 @@ def _layer(layer, i: int, act_kind: str, max_len: int, opts: ExportOptions) -> E
 
 
 def build_params(model: nn.Module, opts: ExportOptions | None = None, meta: dict | None = None) -> EncoderParams:
-    """The integer model (hw.golden.ops) of a quantized BertForSequenceClassification."""
+    """The integer model (hw.golden) of a quantized BertForSequenceClassification."""
     from sw.qbert import bert_of, quant_config_of
     from sw.quant.modules import QuantLinear
 
@@ -306,21 +287,22 @@ def build_params(model: nn.Module, opts: ExportOptions | None = None, meta: dict
         pdense = bert.pooler.dense
 
         def tanh_lut(reals, bias, acc):
-            return lut(np.tanh, reals, bias, acc, tanh_out, opts, "pooler.tanh", "tanh")
+            return fold.lut(np.tanh, "tanh", reals, bias, acc, tanh_out, lut_bits=opts.lut_bits,
+                            m_bits=opts.m_bits, name="pooler.tanh")
 
         if isinstance(pdense, QuantLinear) or hasattr(pdense, "weight_quant1"):
             px = act_of(pdense.act_quant, "pooler.dense.act_quant")
-            pooler_in = requant([[2.0**-opts.res_frac / px.step]],
-                                threshold_bias(pdense.act_quant, pdense.in_features, "pooler_in"),
-                                1.0, opts.res_bits, px, opts, "pooler_in")
+            pooler_in = fold.requant_to([[2.0**-opts.res_frac / px.step]],
+                                        threshold_bias(pdense.act_quant, pdense.in_features, "pooler_in"),
+                                        1.0, opts.res_bits, px, m_bits=opts.m_bits, name="pooler_in")
             pooler = binary_linear(pdense, "pooler.dense", px, tanh_lut)
         else:
             pooler_in = None
             pooler = int_linear(pdense, "pooler.dense", opts.res_bits, 2.0**-opts.res_frac, tanh_lut, opts)
 
         def logits(reals, bias, acc):
-            return requant(reals * 2.0**opts.logit_frac, bias * 2.0**opts.logit_frac, 1.0, acc,
-                           opts.logit_bits, opts, "classifier")
+            return fold.requant_to(reals * 2.0**opts.logit_frac, bias * 2.0**opts.logit_frac, 1.0, acc,
+                                   opts.logit_bits, m_bits=opts.m_bits, name="classifier")
 
         classifier = int_linear(cls, "classifier", opts.tanh_bits, tanh_out.step, logits, opts)
     info = dict(meta or {})
