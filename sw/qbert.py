@@ -18,13 +18,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
-from transformers.models.bert.modeling_bert import BertModel, BertSelfAttention
+from transformers.models.bert.modeling_bert import BertSelfAttention
 
 from hw.errors import BinbertError
 from sw.quant.config import ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, WeightQuantConfig
 from sw.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, share_act_quant
 from sw.quant.ste import HeavisideSTE
+from sw.qmodel import bert_of, quant_config_of, set_quant_config
 from sw.quant.validate import check_bits, check_bool, check_choice
+from sw.split import SplitQuantEmbedding, SplitQuantLinear, split_model
 
 ATTENTIONS = ("softmax", "bi")
 
@@ -262,26 +264,6 @@ class QuantBertSelfAttention(BertSelfAttention):
         return f"mode={self.mode!r}, heads={self.num_attention_heads}, head_size={self.attention_head_size}"
 
 
-def bert_of(model: nn.Module) -> BertModel:
-    """The BertModel inside ``model`` (itself, or ``.bert`` of a task model)."""
-    base = getattr(model, "base_model", model)
-    if not isinstance(base, BertModel):
-        raise BinbertError(f"expected a Hugging Face BERT model, got {type(model).__name__}")
-    return base
-
-
-def quant_config_of(model: nn.Module) -> QuantBertConfig | None:
-    """The QuantBertConfig ``quantize_bert`` applied to ``model`` (None if not quantized)."""
-    return getattr(model, "binbert_quant", None)
-
-
-def set_quant_config(model: nn.Module, cfg: QuantBertConfig) -> None:
-    """Record ``cfg`` on the model and in its HF config (so save_pretrained keeps it)."""
-    model.binbert_quant = cfg
-    bert_of(model).binbert_quant = cfg
-    model.config.binbert_quant = cfg.to_dict()
-
-
 def quantize_bert(model: nn.Module, cfg: QuantBertConfig) -> nn.Module:
     """Quantize a HF BertModel / BertFor* in place (and return it). Parameters are shared, not
     copied; activation quantizers initialise their clip / step on the first batch."""
@@ -310,7 +292,6 @@ def quantize_bert(model: nn.Module, cfg: QuantBertConfig) -> nn.Module:
     set_quant_config(model, base_cfg)
     if cfg.split:
         # rebuilding a split checkpoint: same structure, weights come from load_state_dict
-        from sw.split import split_model
         if cfg.weight != "bwn":
             raise BinbertError("split needs weight='bwn'")
         split_model(model, names=list(cfg.split), _from_binary=True)
@@ -319,7 +300,6 @@ def quantize_bert(model: nn.Module, cfg: QuantBertConfig) -> nn.Module:
 
 def quant_modules(model: nn.Module):
     """(name, module) of every quantized weight layer: QuantLinear, QuantEmbedding and splits."""
-    from sw.split import SplitQuantEmbedding, SplitQuantLinear
     kinds = (QuantLinear, QuantEmbedding, SplitQuantLinear, SplitQuantEmbedding)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw.errors import BinbertError
+from sw.qmodel import quant_config_of, set_quant_config
 from sw.quant.config import WeightQuantConfig
 from sw.quant.functions import row_dims, twn_params
 from sw.quant.modules import (ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer,
@@ -193,8 +194,6 @@ def split_model(model: nn.Module, names=None, _from_binary: bool = False) -> nn.
     on their latent weight (adaptive splitting, BinaryBERT §3.3). The model's QuantBertConfig
     becomes weight="bwn" with ``split`` = the split names.
     """
-    from sw.qbert import quant_config_of, set_quant_config
-
     cfg = quant_config_of(model)
     if cfg is None:
         raise BinbertError("split_model needs a model quantized by quantize_bert")

@@ -13,8 +13,9 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from hw.errors import BinbertError
 from sw import quant as Q
-from sw.qbert import (QuantBertConfig, QuantBertSelfAttention, quant_config_of, quant_modules,
-                      quantize_bert, record, requantize_activations)
+from sw.qbert import (QuantBertConfig, QuantBertSelfAttention, quant_modules, quantize_bert, record,
+                      requantize_activations)
+from sw.qmodel import quant_config_of
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]

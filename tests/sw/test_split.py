@@ -11,7 +11,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from hw.errors import BinbertError
 from sw import quant as Q
-from sw.qbert import QuantBertConfig, quant_config_of, quantize_bert
+from sw.qbert import QuantBertConfig, quantize_bert
+from sw.qmodel import quant_config_of
 from sw.split import SplitQuantEmbedding, SplitQuantLinear, split_model, split_params, split_weight
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
