@@ -366,7 +366,15 @@ def _positive(ctx: _Ctx, obj: Any, where: str, names: tuple[str, ...], allow_zer
 
 
 def _validate(ctx: _Ctx, cfg: Config) -> None:
-    m = cfg.model
+    """Cross-field checks after the types are known, section by section, in file order."""
+    _validate_model(ctx, cfg.model)
+    _validate_data(ctx, cfg.data)
+    _validate_train(ctx, cfg.train)
+    _validate_distill(ctx, cfg.distill, "distill")
+    _validate_stages(ctx, cfg)
+
+
+def _validate_model(ctx: _Ctx, m: ModelConfig) -> None:
     _positive(ctx, m, "model", ("num_layers",))
     if m.dropout is not None and not 0 <= m.dropout < 1:
         raise ctx.err(_node_of(m, "dropout"), f"model.dropout must be in [0, 1), not {m.dropout}")
@@ -376,7 +384,9 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
     if t.hidden_size % t.num_heads:
         raise ctx.err(_node_of(t, "num_heads"), f"model.tiny.num_heads ({t.num_heads}) must "
                                                 f"divide hidden_size ({t.hidden_size})")
-    d = cfg.data
+
+
+def _validate_data(ctx: _Ctx, d: DataConfig) -> None:
     _positive(ctx, d, "data", ("max_seq_len", "train_limit", "eval_limit"))
     if d.max_seq_len < 4:
         raise ctx.err(_node_of(d, "max_seq_len"), "data.max_seq_len must be >= 4")
@@ -385,136 +395,193 @@ def _validate(ctx: _Ctx, cfg: Config) -> None:
         if d.augment.prob > 1:
             raise ctx.err(_node_of(d.augment, "prob"),
                           f"data.augment.prob must be in (0, 1], not {d.augment.prob}")
-    tr = cfg.train
+
+
+def _validate_train(ctx: _Ctx, tr: TrainConfig) -> None:
     _positive(ctx, tr, "train", ("batch_size", "eval_batch_size", "log_every", "threads",
                                  "max_grad_norm", "learning_rate"))
     _positive(ctx, tr, "train", ("eval_every", "weight_decay", "checkpoint_every"),
               allow_zero=True)
     if not 0 <= tr.warmup < 1:
         raise ctx.err(_node_of(tr, "warmup"), f"train.warmup must be in [0, 1), not {tr.warmup}")
-    _positive(ctx, cfg.distill, "distill", ("temperature",))
-    _positive(ctx, cfg.distill, "distill", ("emb", "scores", "mha", "ffn", "hidden", "pred",
-                                            "dmd"), allow_zero=True)
+
+
+def _validate_distill(ctx: _Ctx, d: DistillConfig | DistillOverride, where: str) -> None:
+    """The global distillation weights, or a stage's overrides of them."""
+    _positive(ctx, d, where, ("temperature",))
+    _positive(ctx, d, where, ("emb", "scores", "mha", "ffn", "hidden", "pred", "dmd"),
+              allow_zero=True)
+
+
+def _validate_stages(ctx: _Ctx, cfg: Config) -> None:
     if not cfg.stages:
         raise ctx.err(_node_of(cfg, "stages"), "stages must list at least one stage")
     seen: set[str] = set()
     prev: StageConfig | None = None
     for i, s in enumerate(cfg.stages):
         w = f"stages[{i}] ({s.name})"
-        if not s.name or not s.name.replace("-", "").replace("_", "").isalnum():
-            raise ctx.err(_node_of(s, "name"), f"{w}: name must be letters, digits, - or _")
-        if s.name in seen:
-            raise ctx.err(_node_of(s, "name"), f"{w}: duplicate stage name {s.name!r}")
-        seen.add(s.name)
-        _positive(ctx, s, w, ("epochs", "steps", "learning_rate", "threshold_lr",
-                                 "scale_lr"))
-        _positive(ctx, s, w, ("eval_every",), allow_zero=True)
-        if s.threshold_lr is not None and not (s.quant.get("act_threshold") or s.quant.get("attention_threshold")):
-            raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant act_threshold or "
-                                                       f"attention_threshold: true (no thresholds to train)")
-        if s.scale_lr is not None and not s.quant.get("learned_scale"):
-            raise ctx.err(_node_of(s, "scale_lr"), f"{w}.scale_lr needs quant "
-                                                   f"learned_scale: true (no gains to train)")
-        if s.ema is not None:
-            if not 0 < s.ema < 1:
-                raise ctx.err(_node_of(s, "ema"), f"{w}.ema is a decay in (0, 1), not {s.ema!r}")
-            if not s.trains:
-                raise ctx.err(_node_of(s, "ema"), f"{w}.ema: a {s.type} stage does not train")
-        if s.teacher is not None:
-            names = [t.name for t in cfg.stages[:i]]
-            if s.type in ("teacher", "split") or s.resolved_loss == "ce":
-                raise ctx.err(_node_of(s, "teacher"), f"{w}.teacher: only distilling stages have "
-                                                      f"a teacher (this one is a {s.type} stage "
-                                                      f"with loss {s.resolved_loss!r})")
-            if s.teacher not in names:
-                raise ctx.err(_node_of(s, "teacher"), f"{w}.teacher: {s.teacher!r} is not an "
-                                                      f"earlier stage (earlier: "
-                                                      f"{', '.join(names) or 'none'})")
-        if s.dropout is not None:
-            if not 0 <= s.dropout < 1:
-                raise ctx.err(_node_of(s, "dropout"), f"{w}.dropout must be in [0, 1), not "
-                                                      f"{s.dropout}")
-            if not s.trains:
-                raise ctx.err(_node_of(s, "dropout"), f"{w}: a {s.type} stage does not train "
-                                                      f"(dropout has no effect)")
-        if s.init == "previous":
-            if s.type not in ("binary", "bibert"):
-                raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' applies to binary and "
-                                                   f"bibert stages only")
-            if prev is None or prev.type == "split":
-                raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' needs a training stage "
-                                                   f"before it (a binary stage after a split "
-                                                   f"already starts from the split model)")
-            if any(t.type == "split" for t in cfg.stages[:i]):
-                from sw.qbert import ACT_KEYS
-                for key in s.quant:
-                    if key not in ACT_KEYS:
-                        raise ctx.err(_node_of(s, "quant"), f"{w}.quant.{key}: a stage that "
-                                      f"continues a split model keeps its binary weight terms; "
-                                      f"only {', '.join(ACT_KEYS)} can change")
+        _stage_name(ctx, s, w, seen)
+        _stage_rates(ctx, s, w)
+        _stage_teacher(ctx, cfg, i, s, w)
+        _stage_dropout(ctx, s, w)
+        _stage_init(ctx, cfg, i, s, prev, w)
         if s.distill is not None:
-            _positive(ctx, s.distill, f"{w}.distill", ("temperature",))
-            _positive(ctx, s.distill, f"{w}.distill", ("emb", "scores", "mha", "ffn", "hidden",
-                                                       "pred", "dmd"), allow_zero=True)
+            _validate_distill(ctx, s.distill, f"{w}.distill")
             if s.type in ("teacher", "split"):
                 raise ctx.err(_node_of(s, "distill"), f"{w}: a {s.type} stage does not distil")
-        if not 0 < s.width <= 1:
-            raise ctx.err(_node_of(s, "width"), f"{w}.width must be in (0, 1], not {s.width}")
-        if s.width != 1.0 and s.type != "ternary":
-            raise ctx.err(_node_of(s, "width"), f"{w}.width applies to ternary stages only")
-        if not 0 <= s.intermediate_fraction <= 1:
-            raise ctx.err(_node_of(s, "intermediate_fraction"),
-                          f"{w}.intermediate_fraction must be in [0, 1]")
-        if s.budget is not None:
-            if s.type != "split":
-                raise ctx.err(_node_of(s, "budget"), f"{w}.budget applies to split stages only")
-            if not 0 <= s.budget <= 1:
-                raise ctx.err(_node_of(s, "budget"), f"{w}.budget must be in [0, 1] (share of "
-                                                      f"the splittable extra size), not {s.budget}")
-        if s.budget_mb is not None:
-            if s.type != "split":
-                raise ctx.err(_node_of(s, "budget_mb"), f"{w}.budget_mb applies to split stages only")
-            if s.budget is not None:
-                raise ctx.err(_node_of(s, "budget_mb"), f"{w}: give budget or budget_mb, not both")
-            _positive(ctx, s, w, ("budget_mb",))
-        loss = s.resolved_loss
-        if s.augment and d.augment is None:
-            raise ctx.err(_node_of(s, "augment"), f"{w}.augment: true needs data.augment")
-        if s.augment is not None and (s.type in ("teacher", "split") or loss == "ce"):
-            raise ctx.err(_node_of(s, "augment"), f"{w}.augment: only distilling stages read "
-                                                  f"augmented rows (this one trains with 'ce')")
-        if s.type == "teacher" and loss != "ce":
-            raise ctx.err(_node_of(s, "loss"), f"{w}: a teacher stage trains with loss 'ce'")
-        if s.type == "split" and s.quant:
-            raise ctx.err(_node_of(s, "quant"), f"{w}: a split stage takes its quantization "
-                                                f"from the ternary stage before it")
-        if s.type == "teacher" and i != 0:
-            raise ctx.err(_node_of(s, "type"), f"{w}: the teacher stage must come first")
-        if s.type == "split" and (prev is None or prev.type != "ternary"):
-            raise ctx.err(_node_of(s, "type"), f"{w}: a split stage must follow a ternary stage")
-        if s.type == "binary" and prev is not None and prev.type == "ternary":
-            raise ctx.err(_node_of(s, "type"), f"{w}: a binary stage after a ternary stage "
-                                               f"needs a split stage in between")
-        if s.type == "teacher" and s.quant:
-            raise ctx.err(_node_of(s, "quant"), f"{w}: the teacher stage is full precision")
-        # the rounding mode is not part of the split model's format: fine-tuning may switch
-        # to the hardware's half-up rounding (act_integer) to train what the silicon computes
-        if s.type == "binary" and prev is not None and prev.type == "split" \
-                and set(s.quant) - {"act_integer"}:
-            raise ctx.err(_node_of(s, "quant"), f"{w}: a binary stage after a split keeps the "
-                                                f"split model's quantization (only act_integer "
-                                                f"may be set)")
-        if s.type != "teacher" and i == 0:
-            raise ctx.err(_node_of(s, "type"), f"{w}: students distil from a teacher: the first "
-                                               f"stage must be type 'teacher'")
-        if s.type in STAGE_QUANT:
-            from sw.qbert import QuantBertConfig
-
-            try:
-                QuantBertConfig.from_dict(stage_quant_dict(s))
-            except BinbertError as exc:
-                raise ctx.err(_node_of(s, "quant"), f"{w}.quant: {exc}") from None
+        _stage_width(ctx, s, w)
+        _stage_budget(ctx, s, w)
+        _stage_augment(ctx, cfg.data, s, w)
+        _stage_sequence(ctx, i, s, prev, w)
+        _stage_quant(ctx, s, w)
         prev = s
+
+
+def _stage_name(ctx: _Ctx, s: StageConfig, w: str, seen: set[str]) -> None:
+    if not s.name or not s.name.replace("-", "").replace("_", "").isalnum():
+        raise ctx.err(_node_of(s, "name"), f"{w}: name must be letters, digits, - or _")
+    if s.name in seen:
+        raise ctx.err(_node_of(s, "name"), f"{w}: duplicate stage name {s.name!r}")
+    seen.add(s.name)
+
+
+def _stage_rates(ctx: _Ctx, s: StageConfig, w: str) -> None:
+    """Length, learning rates (and the learned parameters the own rates need), eval, ema."""
+    _positive(ctx, s, w, ("epochs", "steps", "learning_rate", "threshold_lr",
+                             "scale_lr"))
+    _positive(ctx, s, w, ("eval_every",), allow_zero=True)
+    if s.threshold_lr is not None and not (s.quant.get("act_threshold") or s.quant.get("attention_threshold")):
+        raise ctx.err(_node_of(s, "threshold_lr"), f"{w}.threshold_lr needs quant act_threshold or "
+                                                   f"attention_threshold: true (no thresholds to train)")
+    if s.scale_lr is not None and not s.quant.get("learned_scale"):
+        raise ctx.err(_node_of(s, "scale_lr"), f"{w}.scale_lr needs quant "
+                                               f"learned_scale: true (no gains to train)")
+    if s.ema is not None:
+        if not 0 < s.ema < 1:
+            raise ctx.err(_node_of(s, "ema"), f"{w}.ema is a decay in (0, 1), not {s.ema!r}")
+        if not s.trains:
+            raise ctx.err(_node_of(s, "ema"), f"{w}.ema: a {s.type} stage does not train")
+
+
+def _stage_teacher(ctx: _Ctx, cfg: Config, i: int, s: StageConfig, w: str) -> None:
+    if s.teacher is None:
+        return
+    names = [t.name for t in cfg.stages[:i]]
+    if s.type in ("teacher", "split") or s.resolved_loss == "ce":
+        raise ctx.err(_node_of(s, "teacher"), f"{w}.teacher: only distilling stages have "
+                                              f"a teacher (this one is a {s.type} stage "
+                                              f"with loss {s.resolved_loss!r})")
+    if s.teacher not in names:
+        raise ctx.err(_node_of(s, "teacher"), f"{w}.teacher: {s.teacher!r} is not an "
+                                              f"earlier stage (earlier: "
+                                              f"{', '.join(names) or 'none'})")
+
+
+def _stage_dropout(ctx: _Ctx, s: StageConfig, w: str) -> None:
+    if s.dropout is None:
+        return
+    if not 0 <= s.dropout < 1:
+        raise ctx.err(_node_of(s, "dropout"), f"{w}.dropout must be in [0, 1), not "
+                                              f"{s.dropout}")
+    if not s.trains:
+        raise ctx.err(_node_of(s, "dropout"), f"{w}: a {s.type} stage does not train "
+                                              f"(dropout has no effect)")
+
+
+def _stage_init(ctx: _Ctx, cfg: Config, i: int, s: StageConfig, prev: StageConfig | None,
+                w: str) -> None:
+    if s.init != "previous":
+        return
+    if s.type not in ("binary", "bibert"):
+        raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' applies to binary and "
+                                           f"bibert stages only")
+    if prev is None or prev.type == "split":
+        raise ctx.err(_node_of(s, "init"), f"{w}.init: 'previous' needs a training stage "
+                                           f"before it (a binary stage after a split "
+                                           f"already starts from the split model)")
+    if any(t.type == "split" for t in cfg.stages[:i]):
+        from sw.qbert import ACT_KEYS
+        for key in s.quant:
+            if key not in ACT_KEYS:
+                raise ctx.err(_node_of(s, "quant"), f"{w}.quant.{key}: a stage that "
+                              f"continues a split model keeps its binary weight terms; "
+                              f"only {', '.join(ACT_KEYS)} can change")
+
+
+def _stage_width(ctx: _Ctx, s: StageConfig, w: str) -> None:
+    """Pruning width and the phase split."""
+    if not 0 < s.width <= 1:
+        raise ctx.err(_node_of(s, "width"), f"{w}.width must be in (0, 1], not {s.width}")
+    if s.width != 1.0 and s.type != "ternary":
+        raise ctx.err(_node_of(s, "width"), f"{w}.width applies to ternary stages only")
+    if not 0 <= s.intermediate_fraction <= 1:
+        raise ctx.err(_node_of(s, "intermediate_fraction"),
+                      f"{w}.intermediate_fraction must be in [0, 1]")
+
+
+def _stage_budget(ctx: _Ctx, s: StageConfig, w: str) -> None:
+    """Adaptive splitting's budget (split stages only)."""
+    if s.budget is not None:
+        if s.type != "split":
+            raise ctx.err(_node_of(s, "budget"), f"{w}.budget applies to split stages only")
+        if not 0 <= s.budget <= 1:
+            raise ctx.err(_node_of(s, "budget"), f"{w}.budget must be in [0, 1] (share of "
+                                                  f"the splittable extra size), not {s.budget}")
+    if s.budget_mb is not None:
+        if s.type != "split":
+            raise ctx.err(_node_of(s, "budget_mb"), f"{w}.budget_mb applies to split stages only")
+        if s.budget is not None:
+            raise ctx.err(_node_of(s, "budget_mb"), f"{w}: give budget or budget_mb, not both")
+        _positive(ctx, s, w, ("budget_mb",))
+
+
+def _stage_augment(ctx: _Ctx, d: DataConfig, s: StageConfig, w: str) -> None:
+    if s.augment and d.augment is None:
+        raise ctx.err(_node_of(s, "augment"), f"{w}.augment: true needs data.augment")
+    if s.augment is not None and (s.type in ("teacher", "split") or s.resolved_loss == "ce"):
+        raise ctx.err(_node_of(s, "augment"), f"{w}.augment: only distilling stages read "
+                                              f"augmented rows (this one trains with 'ce')")
+
+
+def _stage_sequence(ctx: _Ctx, i: int, s: StageConfig, prev: StageConfig | None, w: str) -> None:
+    """What a stage type allows, given where it stands: teacher first, split after ternary,
+    binary after split, and the quantization each may set."""
+    loss = s.resolved_loss
+    if s.type == "teacher" and loss != "ce":
+        raise ctx.err(_node_of(s, "loss"), f"{w}: a teacher stage trains with loss 'ce'")
+    if s.type == "split" and s.quant:
+        raise ctx.err(_node_of(s, "quant"), f"{w}: a split stage takes its quantization "
+                                            f"from the ternary stage before it")
+    if s.type == "teacher" and i != 0:
+        raise ctx.err(_node_of(s, "type"), f"{w}: the teacher stage must come first")
+    if s.type == "split" and (prev is None or prev.type != "ternary"):
+        raise ctx.err(_node_of(s, "type"), f"{w}: a split stage must follow a ternary stage")
+    if s.type == "binary" and prev is not None and prev.type == "ternary":
+        raise ctx.err(_node_of(s, "type"), f"{w}: a binary stage after a ternary stage "
+                                           f"needs a split stage in between")
+    if s.type == "teacher" and s.quant:
+        raise ctx.err(_node_of(s, "quant"), f"{w}: the teacher stage is full precision")
+    # the rounding mode is not part of the split model's format: fine-tuning may switch
+    # to the hardware's half-up rounding (act_integer) to train what the silicon computes
+    if s.type == "binary" and prev is not None and prev.type == "split" \
+            and set(s.quant) - {"act_integer"}:
+        raise ctx.err(_node_of(s, "quant"), f"{w}: a binary stage after a split keeps the "
+                                            f"split model's quantization (only act_integer "
+                                            f"may be set)")
+    if s.type != "teacher" and i == 0:
+        raise ctx.err(_node_of(s, "type"), f"{w}: students distil from a teacher: the first "
+                                           f"stage must be type 'teacher'")
+
+
+def _stage_quant(ctx: _Ctx, s: StageConfig, w: str) -> None:
+    """The stage's quantization must make a valid QuantBertConfig."""
+    if s.type in STAGE_QUANT:
+        from sw.qbert import QuantBertConfig
+
+        try:
+            QuantBertConfig.from_dict(stage_quant_dict(s))
+        except BinbertError as exc:
+            raise ctx.err(_node_of(s, "quant"), f"{w}.quant: {exc}") from None
 
 
 def config_from_text(text: str, source: str = "<config>") -> Config:
