@@ -4,9 +4,9 @@
 ``binbert sim --layer model --ckpt EXPORT [--sentences 20] [--json PATH] [--jobs 2] [--backpressure]``
 
 Each layer runs one or more default configurations (:func:`block_configs`); ``--ckpt`` takes
-the MVU weights from a trained checkpoint instead of seeded random ones. The encoder-level
-layers (attn, ffn, ln, encoder) are added by issue 4; ``model`` chains every encoder layer of
-an export through the RTL and compares hidden states and predictions (sim/e2e.py).
+the MVU weights from a trained checkpoint instead of seeded random ones; for the encoder-level
+layers (attn, ffn, ln, encoder) it is an exported model's layer on real sentences. ``model``
+chains every encoder layer of an export through the RTL and compares hidden states and predictions (sim/e2e.py).
 """
 from __future__ import annotations
 
@@ -52,11 +52,17 @@ def mvu_params(*, k: int, n: int, pe: int, simd: int, a_bits: int = 1, mmv: int 
 
 def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 12,
                out_bits: int = 4, m_bits: int = 8, shift: int = 9, seed: int = WEIGHT_SEED):
-    """Seeded (M, B) with a moderate shift: random accumulators then hit interior codes, both
-    clamps and exact round-half-up ties (see sim/benches/lsq.py)."""
+    """A requantizer unit (hw.rtl.requant) with seeded per-row (M, B) and a moderate shift:
+    random accumulators then hit interior codes, both clamps and exact round-half-up ties (see
+    sim/benches/lsq.py). ``acc_width``: the signed width of each accumulator term.
+
+    The integers are handed to ``Requant.from_scales`` as the reals M / 2**shift and
+    B / 2**shift (s_x = s_y = 1, capped at this shift), which folds them back exactly: the bench
+    runs the constants that folding produces."""
     import numpy as np
 
-    from hw.rtl.requant import RequantParams
+    from hw.golden.requant import Requant
+    from hw.rtl.requant import RequantUnitParams
 
     rng = np.random.default_rng(seed)
     m = rng.integers(1, 1 << m_bits, size=(terms, n))
@@ -64,8 +70,10 @@ def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 
         b = -m[0] * rng.integers(-(1 << (acc_width - 3)), 1 << (acc_width - 3), size=n)
     else:
         b = rng.integers(-(1 << (acc_width + 1)), 1 << (acc_width + 1), size=n)
-    return RequantParams(n=n, lanes=lanes, terms=terms, acc_width=acc_width, m=m, b=b,
-                         shift=shift, out_bits=out_bits, m_bits=m_bits)
+    unit = 2.0**-shift  # exact: M, B and 2**-shift are small binary fractions
+    op = Requant.from_scales(n=n, acc_bits=acc_width, s_x=1.0, alpha=m * unit, s_y=1.0, beta=b * unit,
+                             out_bits=out_bits, m_bits=m_bits, max_shift=shift)
+    return RequantUnitParams(op=op, n=n, lanes=lanes)
 
 
 def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:

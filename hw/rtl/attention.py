@@ -34,7 +34,7 @@ from hw.errors import BinbertError
 from hw.rtl.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
 from hw.rtl.mvu import BUFFER_STYLES
-from hw.rtl.requant_unit import RequantUnitParams, code_shape, const_layout, requant_pipeline, rows_consts
+from hw.rtl.requant import RequantUnitParams, code_shape, const_layout, requant_pipeline, rows_consts
 from hw.rtl.softmax import ProbsParams
 from hw.rtl.stream import Fork, Regroup, StreamFifo
 

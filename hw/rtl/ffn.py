@@ -24,7 +24,7 @@ from hw.golden.requant import Requant
 from hw.errors import BinbertError
 from hw.rtl.layernorm import AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
-from hw.rtl.requant_unit import RequantUnitParams, code_shape
+from hw.rtl.requant import RequantUnitParams, code_shape
 from hw.rtl.stream import Fork, Regroup, StreamFifo
 
 __all__ = ["FfnParams", "FfnBlock"]

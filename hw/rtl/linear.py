@@ -23,7 +23,7 @@ from hw.golden import arith
 from hw.golden.linear import BinaryLinear
 from hw.errors import BinbertError
 from hw.rtl.mvu import MVUParams
-from hw.rtl.requant_unit import RequantUnitParams, code_shape
+from hw.rtl.requant import RequantUnitParams, code_shape
 from hw.rtl.stream import Regroup
 
 __all__ = ["LinearUnitParams", "LinearUnit", "stacked_weight_bits"]

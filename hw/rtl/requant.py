@@ -1,312 +1,233 @@
-"""LSQ activation quantizer unit: accumulators -> next layer's activation codes (§7, §8).
+"""Requantizer and lookup-table nonlinearity: accumulators -> codes (docs/arithmetic.md §7, §10, §12).
 
-Per row ``n`` (rows cycle through ``n / lanes`` beats per vector)::
+Golden models: :class:`hw.golden.requant.Requant` (T terms, per-row or broadcast M/B, one shift,
+clamp to [lo, hi] inside a signed ``out_bits`` range up to 32 bits, or the sign bit;
+``Requant.from_scales`` folds real scales into M, B and S per §8) and
+:class:`hw.golden.requant.Lut` (that requantizer to an index code, then a ROM).
+:class:`RequantUnitParams` wraps either over vectors of ``n`` rows, ``lanes`` rows per beat;
+:func:`requant_pipeline` is the z / code pipeline that the attention block reuses.
 
-    z    = sum_t acc_t * M_t[n] + B[n]
-    code = clamp((z + 2**(S-1)) >> S, -2**(A-1), 2**(A-1) - 1)       out_bits >= 2
-    bit  = z >= 0                                                     out_bits == 1
-
-Two register stages: the products (so the multipliers sit alone between registers), then the
-rounded and clamped codes. One term to one bit (BiBERT's sign activations) compares instead,
-``bit = acc >= T[n]`` (``RequantParams.thresholds``, the same bits): no multiplier, no z.
-``M``/``B`` (or ``T``) come from a small ROM indexed by the beat within the vector when they
-differ between the rows of a lane, from constants otherwise.
+Stream contract of :class:`RequantUnit`:
+  * ``i``: ArrayLayout(signed(acc_bits), lanes·T); lane ``l·T + t`` is term ``t`` of row
+    ``b·lanes + l`` for beat ``b`` of a vector (n / lanes beats per vector) -- the order of an
+    MVU whose weight rows interleave the terms (row ``n·T + t``, see hw/rtl/linear.py);
+  * ``o``: ArrayLayout(signed(out_bits), lanes) (``unsigned(1)`` bits for out_bits = 1).
+A four-register pipeline (constants ROM read, its registered copy, z = Σ acc·M + B,
+round/clamp; +1 for the Lut ROM) that stalls on backpressure: one beat per cycle. A one-term
+requantizer to one bit (``Requant.is_threshold``, BiBERT's sign activations) stores a threshold
+T per row instead of M and B and registers [acc >= T] where z would be: no multiplier, same
+latency.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.golden.requant import Lut, Requant
 from hw.errors import BinbertError
-from hw.golden import arith
-from hw.rtl.pe import check_int
 
-__all__ = ["RequantParams", "Requantizer"]
+__all__ = ["RequantUnitParams", "RequantUnit", "code_shape", "const_layout", "requant_pipeline",
+           "rows_consts"]
 
 
-def _int_array(owner: str, name: str, value) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise BinbertError(f"{owner}: {name} must hold integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    arr.setflags(write=False)
-    return arr
+def code_shape(bits: int):
+    """Shape of one activation code in a stream: a bit for 1-bit codes, else signed(bits)."""
+    return unsigned(1) if bits == 1 else signed(bits)
+
+
+def const_layout(rq: Requant) -> data.StructLayout:
+    """One row's constants as the RTL stores them: the threshold T, or M per term and B."""
+    if rq.is_threshold:
+        return data.StructLayout({"t": signed(rq.t_bits)})
+    return data.StructLayout({"m": data.ArrayLayout(unsigned(max(1, rq.m_bits)), rq.terms),
+                              "b": signed(rq.bias_bits)})
+
+
+def rows_consts(rq: Requant) -> list[dict]:
+    """Every row's constants (``const_layout`` fields as ints); one entry when all rows share
+    them (broadcast M and B)."""
+    if rq.is_threshold:
+        return [{"t": int(v)} for v in rq.thresholds()]
+    mult = np.broadcast_to(rq.mult, (rq.terms, rq.rows))
+    bias = np.broadcast_to(rq.bias, (rq.rows,))
+    return [{"m": [int(v) for v in mult[:, r]], "b": int(bias[r])} for r in range(rq.rows)]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class RequantParams:
-    """Accumulators -> next A-bit activation code (§7), ``lanes`` rows per beat.
+class RequantUnitParams:
+    """A golden ``Requant`` or ``Lut`` over vectors of ``n`` rows, ``lanes`` rows per beat."""
 
-    ``m``: (terms, n) or (terms,) unsigned multipliers < 2**m_bits; ``b``: (n,) signed biases
-    (or a scalar); one ``shift`` >= 1; ``out_bits`` 1 (threshold) .. 8.
-    """
-
+    op: Requant | Lut
     n: int
-    lanes: int
-    acc_width: int
-    m: np.ndarray
-    b: np.ndarray
-    shift: int
-    out_bits: int
-    terms: int = 1
-    m_bits: int = 16
+    lanes: int = 1
 
     def __post_init__(self):
-        own = "RequantParams"
-        check_int(own, "n", self.n, 1)
-        check_int(own, "lanes", self.lanes, 1)
-        check_int(own, "terms", self.terms, 1)
-        check_int(own, "acc_width", self.acc_width, 2)
-        check_int(own, "m_bits", self.m_bits, 1, 32)
-        check_int(own, "shift", self.shift, 1, 63)
-        check_int(own, "out_bits", self.out_bits, 1, arith.MAX_ACT_BITS)
+        o = "RequantUnitParams"
+        if not isinstance(self.op, (Requant, Lut)):
+            raise BinbertError(f"{o}: op must be a hw.golden.requant Requant or Lut, got {type(self.op).__name__}")
+        for name in ("n", "lanes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BinbertError(f"{o}: {name}={v!r} must be an integer >= 1")
         if self.n % self.lanes:
-            raise BinbertError(f"{own}: lanes={self.lanes} does not divide n={self.n}")
-        m = _int_array(own, "m", self.m)
-        if m.ndim == 0:
-            m = m.reshape(1)
-        if m.ndim == 1 and m.shape == (self.terms,):
-            m = np.repeat(m[:, None], self.n, axis=1)
-        if m.shape != (self.terms, self.n):
-            raise BinbertError(f"{own}: m has shape {m.shape}, expected (terms, n) = "
-                               f"({self.terms}, {self.n}) or (terms,)")
-        if m.size and (m.min() < 0 or m.max() >= (1 << self.m_bits)):
-            raise BinbertError(f"{own}: m values must be in 0..2**m_bits-1 = {(1 << self.m_bits) - 1}, "
-                               f"got {m.min()}..{m.max()}")
-        b = _int_array(own, "b", self.b)
-        if b.ndim == 0:
-            b = np.full(self.n, int(b), dtype=np.int64)
-        if b.shape != (self.n,):
-            raise BinbertError(f"{own}: b has shape {b.shape}, expected (n,) = ({self.n},)")
-        for arr in (m, b):
-            arr.setflags(write=False)
-        object.__setattr__(self, "m", m)
-        object.__setattr__(self, "b", b)
-
-    @classmethod
-    def from_scales(cls, *, n: int, lanes: int, acc_width: int, s_x: float, alpha, s_y: float,
-                    out_bits: int, beta=None, m_bits: int = 16, max_shift: int = 40) -> "RequantParams":
-        """Fold real scales into (M, B, S) per §8.
-
-        ``alpha``: weight scales, (terms,) or (terms, n) (a scalar means one term);
-        ``beta``: real bias per row (or None); ``s_x`` input step; ``s_y`` the next LSQ step.
-        """
-        own = "RequantParams.from_scales"
-        for name, v in (("s_x", s_x), ("s_y", s_y)):
-            if not (np.isfinite(v) and v > 0):
-                raise BinbertError(f"{own}: {name}={v} must be finite and > 0")
-        alpha = np.asarray(alpha, dtype=np.float64)
-        if alpha.ndim == 0:
-            alpha = alpha.reshape(1)
-        terms = alpha.shape[0]
-        if alpha.ndim == 1:
-            alpha = np.repeat(alpha[:, None], n, axis=1)
-        if alpha.shape != (terms, n):
-            raise BinbertError(f"{own}: alpha has shape {alpha.shape}, expected (terms,) or (terms, n={n})")
-        if not np.all(np.isfinite(alpha)) or alpha.min() < 0:
-            raise BinbertError(f"{own}: alpha must be finite and >= 0")
-        m, shift = arith.fold_scale(s_x * alpha / s_y, m_bits=m_bits, max_shift=max_shift)
-        if beta is None:
-            b = np.zeros(n, dtype=np.int64)
-        else:
-            beta = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,))
-            if not np.all(np.isfinite(beta)):
-                raise BinbertError(f"{own}: beta must be finite")
-            b = np.floor(beta / s_y * 2.0**shift + 0.5).astype(np.int64)
-        return cls(n=n, lanes=lanes, acc_width=acc_width, m=m, b=b, shift=shift, out_bits=out_bits,
-                   terms=terms, m_bits=m_bits)
+            raise BinbertError(f"{o}: lanes={self.lanes} does not divide n={self.n}")
+        if self.requant.rows not in (1, self.n):
+            raise BinbertError(f"{o}: op has {self.requant.rows} rows, vectors have n={self.n}")
 
     @property
-    def nf(self) -> int:
-        """Beats per vector (rows cycle through n / lanes)."""
+    def requant(self) -> Requant:
+        return self.op.index if isinstance(self.op, Lut) else self.op
+
+    @property
+    def is_lut(self) -> bool:
+        return isinstance(self.op, Lut)
+
+    @property
+    def terms(self) -> int:
+        return self.requant.terms
+
+    @property
+    def acc_bits(self) -> int:
+        return self.requant.acc_bits
+
+    @property
+    def out_bits(self) -> int:
+        return self.op.out_bits
+
+    @property
+    def beats(self) -> int:
         return self.n // self.lanes
 
     @property
-    def z_width(self) -> int:
-        """Signed width of z = sum_t acc_t * M_t + B (§7)."""
-        w = self.acc_width + self.m_bits + 1 + (self.terms - 1).bit_length()
-        bmax = int(np.abs(self.b).max(initial=0))
-        return max(w, bmax.bit_length() + 2)
-
-    @property
-    def out_signed(self) -> bool:
-        return self.out_bits >= 2
-
-    @property
     def latency(self) -> int:
-        """Register stages: the products, then the rounded/clamped output."""
-        return 2
+        return 4 + self.is_lut
 
     def compute(self, accs) -> np.ndarray:
-        """(terms, ..., n) accumulators -> (..., n) codes (out_bits = 1: bits)."""
-        accs = np.asarray(accs, dtype=np.int64)
-        if accs.ndim < 2 or accs.shape[0] != self.terms or accs.shape[-1] != self.n:
-            raise BinbertError(f"RequantParams.compute: accs have shape {accs.shape}, expected "
-                               f"(terms={self.terms}, ..., n={self.n})")
-        lim = 1 << (self.acc_width - 1)
-        if accs.size and (accs.min() < -lim or accs.max() >= lim):
-            raise BinbertError(f"RequantParams.compute: accumulators outside acc_width={self.acc_width}")
-        return arith.requant(accs, self.m, self.b, self.shift, self.out_bits)
-
-    @property
-    def is_threshold(self) -> bool:
-        """One term to one bit: the RTL compares ``acc >= T`` instead of multiplying (§7)."""
-        return self.out_bits == 1 and self.terms == 1
-
-    def thresholds(self) -> np.ndarray:
-        """(n,) T with [acc >= T] == [acc·M + B >= 0] for every acc of acc_width."""
-        if not self.is_threshold:
-            raise BinbertError(f"RequantParams.thresholds: needs out_bits 1 and one term, not "
-                               f"out_bits {self.out_bits} with {self.terms} terms")
-        return arith.bit_thresholds(self.m[0], self.b, self.acc_width)
+        """(T, ..., n) accumulators -> (..., n) codes."""
+        return self.op.compute(accs)
 
     def create(self):
-        return Requantizer(self)
+        return RequantUnit(self)
 
 
+def requant_pipeline(m: Module, rq: Requant, accs, row_consts, en, *, lanes: int, name: str):
+    """Registered z = Σ_t acc_t·M_t + B then rounded/clamped code, for ``lanes`` rows.
 
-
-def _b_width(params: RequantParams) -> int:
-    return max(2, int(np.abs(params.b).max(initial=0)).bit_length() + 1)
-
-
-class Requantizer(wiring.Component):
-    """LSQ activation quantizer unit.
-
-    Ports:
-      * ``i: In(stream.Signature(ArrayLayout(ArrayLayout(signed(acc_width), terms), lanes)))`` —
-        ``i.payload[l][t]`` is accumulator term ``t`` of row ``beat*lanes + l``;
-      * ``o: Out(stream.Signature(ArrayLayout(signed(out_bits), lanes)))`` (``unsigned(1)``
-        lanes for ``out_bits = 1``: bit 1 <-> +1).
-
-    Latency ``params.latency`` (2) cycles; the pipeline advances when ``~o.valid | o.ready``.
+    ``accs[l][t]``: accumulator values (already registered by the caller); ``row_consts``: per
+    lane the ``const_layout`` fields (a view or a dict of ints). Returns the code values
+    (registered) one stage later than z; every register loads only while ``en``.
     """
+    out_shape = code_shape(rq.out_bits)
+    # data registers: no reset (the valid bits beside them say when they hold a value)
+    codes = [Signal(out_shape, name=f"{name}_c{l}", reset_less=True) for l in range(lanes)]
+    if rq.is_threshold:
+        bits = [Signal(name=f"{name}_t{l}", reset_less=True) for l in range(lanes)]
+        with m.If(en):
+            for l in range(lanes):
+                m.d.sync += [bits[l].eq(accs[l][0] >= row_consts[l]["t"]), codes[l].eq(bits[l])]
+        return codes
+    z = [Signal(signed(rq.z_bits), name=f"{name}_z{l}", reset_less=True) for l in range(lanes)]
+    with m.If(en):
+        for l in range(lanes):
+            c = row_consts[l]
+            m.d.sync += z[l].eq(sum(accs[l][t] * c["m"][t] for t in range(rq.terms)) + c["b"])
+    with m.If(en):
+        for l in range(lanes):
+            if rq.out_bits == 1:
+                m.d.sync += codes[l].eq(z[l] >= 0)
+            else:
+                q = Signal(signed(rq.z_bits + 1), name=f"{name}_q{l}")
+                m.d.comb += q.eq((z[l] + (1 << (rq.shift - 1))) >> rq.shift)
+                m.d.sync += codes[l].eq(Mux(q < rq.lo, rq.lo, Mux(q > rq.hi, rq.hi, q)))
+    return codes
 
-    def __init__(self, params: RequantParams):
-        if not isinstance(params, RequantParams):
+
+class RequantUnit(wiring.Component):
+    """Stream requantizer / LUT; see the module docstring for the port contract."""
+
+    def __init__(self, params: RequantUnitParams):
+        if not isinstance(params, RequantUnitParams):
             self._MustUse__silence = True
-            raise BinbertError(f"Requantizer: params must be RequantParams, got {type(params).__name__}")
+            raise BinbertError(f"RequantUnit: params must be RequantUnitParams, got {type(params).__name__}")
         self.params = params
         p = params
-        out_shape = signed(p.out_bits) if p.out_bits >= 2 else unsigned(1)
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(data.ArrayLayout(signed(p.acc_width), p.terms),
-                                                      p.lanes))),
-            "o": Out(stream.Signature(data.ArrayLayout(out_shape, p.lanes))),
+            "i": In(stream.Signature(data.ArrayLayout(signed(p.acc_bits), p.lanes * p.terms))),
+            "o": Out(stream.Signature(data.ArrayLayout(code_shape(p.out_bits), p.lanes))),
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        T, L, NF = p.terms, p.lanes, p.nf
-        bw = _b_width(p)
-        mb = p.m_bits
-
+        rq = p.requant
+        lanes, terms, beats = p.lanes, p.terms, p.beats
         en = Signal()
-        primed = Signal()  # the constant ROM's first word is readable one cycle after reset
-        m.d.sync += primed.eq(1)
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en & primed)]
-        accept = self.i.valid & self.i.ready
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        m.d.comb += self.i.ready.eq(en)
+        take = self.i.valid & self.i.ready
 
-        # ---------------- per-row constants ----------------
-        # (name, width, signed, values[beat, lane]): M per term and B, or the threshold T
-        if p.is_threshold:  # one term to one bit: [acc >= T], no multiplier (§7)
-            tw = p.acc_width + 1
-            fields = [("t", tw, True, p.thresholds().reshape(NF, L))]
-        else:
-            m_rows = p.m.reshape(T, NF, L)   # [t, beat, lane]
-            fields = [(f"m{t}", mb, False, m_rows[t]) for t in range(T)]
-            fields.append(("b", bw, True, p.b.reshape(NF, L)))
-        # per lane: the same for every beat? then constants, else ROM fields
-        vary = NF > 1 and any(np.any(v != v[:1, :]) for _, _, _, v in fields)
-        const = [dict() for _ in range(L)]
-        if not vary:
-            for lane in range(L):
-                for name, w, sgn, v in fields:
-                    const[lane][name] = C(int(v[0, lane]), signed(w) if sgn else unsigned(w))
-        else:
-            field = sum(w for _, w, _, _ in fields)
-            words = []
-            for beat in range(NF):
-                word, pos = 0, 0
-                for lane in range(L):
-                    for _, w, _, v in fields:
-                        word |= (int(v[beat, lane]) & ((1 << w) - 1)) << pos
-                        pos += w
-                words.append(word)
-            m.submodules.crom = crom = memory.Memory(shape=unsigned(L * field), depth=NF, init=words)
-            cread = crom.read_port()
-            beat = Signal(range(NF))
-            beat_next = Signal(range(NF))
-            m.d.comb += beat_next.eq(Mux(accept, Mux(beat == NF - 1, 0, beat + 1), beat))
-            m.d.sync += beat.eq(beat_next)
-            # read the *next* beat's row so its constants are registered when it arrives
-            m.d.comb += [cread.addr.eq(beat_next), cread.en.eq(1)]
-            pos = 0
-            for lane in range(L):
-                for name, w, sgn, _ in fields:
-                    f = cread.data[pos: pos + w]
-                    const[lane][name] = f.as_signed() if sgn else f
-                    pos += w
+        beat = Signal(range(beats))
+        with m.If(take):
+            m.d.sync += beat.eq(Mux(beat == beats - 1, 0, beat + 1))
 
+        # stage 1: accumulators registered, per-row constants read from a ROM by beat index
         v1 = Signal()
+        acc1 = [[Signal(signed(p.acc_bits), name=f"acc_{l}_{t}", reset_less=True) for t in range(terms)] for l in range(lanes)]
         with m.If(en):
-            m.d.sync += v1.eq(accept)
-        v2 = Signal()
+            m.d.sync += v1.eq(self.i.valid)
+            for l in range(lanes):
+                for t in range(terms):
+                    m.d.sync += acc1[l][t].eq(self.i.payload[l * terms + t])
+        rows = rows_consts(rq)
+        if len(rows) > 1:
+            layout = data.ArrayLayout(const_layout(rq), lanes)
+            init = [rows[b * lanes: (b + 1) * lanes] for b in range(beats)]
+            rom = memory.Memory(shape=layout, depth=beats, init=init)
+            m.submodules.consts = rom
+            rd = rom.read_port(domain="sync")
+            m.d.comb += [rd.addr.eq(beat), rd.en.eq(en)]
+            # stage 1b: the constants registered (block RAM data is unregistered on ECP5 and
+            # feeds the multipliers)
+            held = Signal(layout, reset_less=True)
+            with m.If(en):
+                m.d.sync += held.eq(rd.data)
+            consts = [held[l] for l in range(lanes)]
+        else:
+            consts = rows * lanes
+        v1b = Signal()
+        acc1b = [[Signal(signed(p.acc_bits), name=f"accb_{l}_{t}", reset_less=True) for t in range(terms)] for l in range(lanes)]
         with m.If(en):
-            m.d.sync += v2.eq(v1)
-        m.d.comb += self.o.valid.eq(v2)
+            m.d.sync += v1b.eq(v1)
+            for l in range(lanes):
+                for t in range(terms):
+                    m.d.sync += acc1b[l][t].eq(acc1[l][t])
 
-        if p.is_threshold:
-            # stage 1: the compare; stage 2: its register (the latency of the general path)
-            for lane in range(L):
-                b1 = Signal(name=f"ge{lane}")
-                out = Signal(self.o.payload[lane].shape(), name=f"q{lane}")
-                with m.If(en):
-                    m.d.sync += [b1.eq(self.i.payload[lane][0] >= const[lane]["t"]), out.eq(b1)]
-                m.d.comb += self.o.payload[lane].eq(out)
+        # stage 2 (z) and stage 3 (code)
+        v2, v3 = Signal(), Signal()
+        with m.If(en):
+            m.d.sync += [v2.eq(v1b), v3.eq(v2)]
+        codes = requant_pipeline(m, rq, acc1b, consts, en, lanes=lanes, name="rq")
+        if not p.is_lut:
+            m.d.comb += self.o.valid.eq(v3)
+            for l in range(lanes):
+                m.d.comb += self.o.payload[l].eq(codes[l])
             return m
 
-        # ---------------- stage 1: products ----------------
-        prods = []
-        for lane in range(L):
-            row = []
-            for t in range(T):
-                pr = Signal(signed(p.acc_width + mb + 1), name=f"prod{lane}_{t}")
-                with m.If(en):
-                    m.d.sync += pr.eq(self.i.payload[lane][t] * const[lane][f"m{t}"])
-                row.append(pr)
-            b1 = Signal(signed(bw), name=f"bias{lane}")
-            with m.If(en):
-                m.d.sync += b1.eq(const[lane]["b"])
-            prods.append((row, b1))
-
-        # ---------------- stage 2: sum, round half up, clamp ----------------
-        lo, hi = -(1 << (p.out_bits - 1)), (1 << (p.out_bits - 1)) - 1
-        for lane, (row, b1) in enumerate(prods):
-            z = Signal(signed(p.z_width), name=f"z{lane}")
-            total = b1
-            for pr in row:
-                total = total + pr
-            m.d.comb += z.eq(total)
-            out = Signal(self.o.payload[lane].shape(), name=f"q{lane}")
-            if p.out_bits == 1:  # two terms: the sign of the weighted sum
-                res = ~z[-1]  # z >= 0
-            else:
-                rw = max(p.z_width, p.shift + 1) + 1
-                rounded = Signal(signed(rw), name=f"r{lane}")
-                m.d.comb += rounded.eq(z + (1 << (p.shift - 1)))
-                q = Signal(signed(max(2, rw - p.shift)), name=f"sh{lane}")
-                m.d.comb += q.eq(rounded >> p.shift)
-                res = Mux(q < lo, lo, Mux(q > hi, hi, q))
-            with m.If(en):
-                m.d.sync += out.eq(res)
-            m.d.comb += self.o.payload[lane].eq(out)
+        # stage 4: the table ROM, one read port per lane
+        lut = p.op
+        shape = code_shape(lut.out_bits)
+        table = [int(x) for x in lut.table]
+        v4 = Signal()
+        with m.If(en):
+            m.d.sync += v4.eq(v3)
+        m.d.comb += self.o.valid.eq(v4)
+        tab = memory.Memory(shape=shape, depth=len(table), init=table)
+        m.submodules.table = tab
+        for l in range(lanes):
+            rd = tab.read_port(domain="sync")
+            m.d.comb += [rd.addr.eq(codes[l] - rq.lo), rd.en.eq(en), self.o.payload[l].eq(rd.data)]
         return m

@@ -1,10 +1,11 @@
-"""cocotb bench: requantizer / LSQ activation unit (hw.rtl.requant) == RequantParams.compute.
+"""cocotb bench: requantizer / LSQ activation unit (hw.rtl.requant.RequantUnit) ==
+RequantUnitParams.compute (the golden hw.golden.requant.Requant).
 
 Interface contract:
-  * i payload: ``lanes`` x ``terms`` signed(acc_width) accumulators, term t of lane l at index
-    l*terms + t (ArrayLayout(ArrayLayout(signed(acc_width), terms), lanes));
+  * i payload: ``lanes`` x ``terms`` signed(acc_bits) accumulators, term t of lane l at index
+    l*terms + t (ArrayLayout(signed(acc_bits), lanes*terms));
   * o payload: ``lanes`` codes, signed(out_bits) (out_bits = 1: one unsigned bit each);
-  * beat j of the stream carries rows (j mod NF)*lanes + l, NF = n / lanes.
+  * beat j of the stream carries rows (j mod NF)*lanes + l, NF = n / lanes (``beats``).
 Edge vectors first (extreme accumulators of every term, which saturate; rows solved for exact
 round-half-up ties and for z == 0, the threshold of out_bits = 1), then ``vectors`` seeded random
 n-row vectors with log-uniform magnitudes (so every output code and both clamps occur), with
@@ -22,7 +23,7 @@ from sim.stream import PlannedModel, StreamBench, pack_lanes, unpack_lanes
 
 
 def acc_limits(p) -> tuple[int, int]:
-    return -(1 << (p.acc_width - 1)), (1 << (p.acc_width - 1)) - 1
+    return -(1 << (p.acc_bits - 1)), (1 << (p.acc_bits - 1)) - 1
 
 
 def out_width(p) -> int:
@@ -33,7 +34,7 @@ def unpack_vector(p, beats: list[int]) -> np.ndarray:
     """NF input beats -> (terms, n) accumulators."""
     accs = np.empty((p.terms, p.n), dtype=np.int64)
     for nf, beat in enumerate(beats):
-        flat = unpack_lanes(beat, p.acc_width, p.terms * p.lanes)
+        flat = unpack_lanes(beat, p.acc_bits, p.terms * p.lanes)
         accs[:, nf * p.lanes:(nf + 1) * p.lanes] = np.asarray(flat).reshape(p.lanes, p.terms).T
     return accs
 
@@ -42,12 +43,12 @@ def expected_beats(p, codes: np.ndarray, v: int) -> list[tuple[int, str]]:
     """(n,) codes of vector ``v`` -> its NF expected output beats."""
     return [(pack_lanes(codes[nf * p.lanes:(nf + 1) * p.lanes], out_width(p),
                         signed=p.out_bits >= 2),
-             f"vector {v}, rows {nf * p.lanes}..{(nf + 1) * p.lanes - 1}") for nf in range(p.nf)]
+             f"vector {v}, rows {nf * p.lanes}..{(nf + 1) * p.lanes - 1}") for nf in range(p.beats)]
 
 
 def lsq_model(p) -> PlannedModel:
     """NF observed input beats (one n-row vector) -> NF expected beats, via ``compute``."""
-    return PlannedModel(p.nf, lambda beats, v: expected_beats(p, p.compute(unpack_vector(p, beats)), v))
+    return PlannedModel(p.beats, lambda beats, v: expected_beats(p, p.compute(unpack_vector(p, beats)), v))
 
 
 def plan(model: PlannedModel, p, accs: np.ndarray, first: int) -> list[int]:
@@ -62,9 +63,9 @@ def beats_of(p, accs: np.ndarray) -> list[int]:
     """(V, terms, n) accumulators -> V*NF input beats."""
     beats = []
     for v in range(accs.shape[0]):
-        for nf in range(p.nf):
+        for nf in range(p.beats):
             block = accs[v, :, nf * p.lanes:(nf + 1) * p.lanes]  # (terms, lanes)
-            beats.append(pack_lanes(block.T.reshape(-1), p.acc_width))  # lane-major
+            beats.append(pack_lanes(block.T.reshape(-1), p.acc_bits))  # lane-major
     return beats
 
 
@@ -74,11 +75,14 @@ def solve_rows(p, target) -> np.ndarray:
     Exhaustive over the accumulator range when it is small, else over a random sample.
     """
     lo, hi = acc_limits(p)
-    cand = np.arange(lo, hi + 1, dtype=np.int64) if p.acc_width <= 20 else \
+    cand = np.arange(lo, hi + 1, dtype=np.int64) if p.acc_bits <= 20 else \
         np.random.default_rng(0).integers(lo, hi + 1, size=1 << 20)
+    rq = p.requant
+    mult = np.broadcast_to(rq.mult, (rq.terms, p.n))
+    bias = np.broadcast_to(rq.bias, (p.n,))
     out = np.zeros(p.n, dtype=np.int64)
     for r in range(p.n):
-        z = cand * int(p.m[0, r]) + int(p.b[r])
+        z = cand * int(mult[0, r]) + int(bias[r])
         hit = np.flatnonzero(target(z))
         if hit.size:
             out[r] = cand[hit[len(hit) // 2]]
@@ -94,8 +98,9 @@ def edge_accs(p) -> np.ndarray:
         mixed = np.zeros((p.terms, p.n), dtype=np.int64)
         mixed[0], mixed[1:] = hi, lo
         vecs += [mixed, -mixed - 1]
-    half = 1 << (p.shift - 1)
-    for target in (lambda z: (z + half) % (1 << p.shift) == 0,  # exact ties: round half up
+    shift = p.requant.shift
+    half = 1 << (shift - 1)
+    for target in (lambda z: (z + half) % (1 << shift) == 0,  # exact ties: round half up
                    lambda z: z == 0,                            # the out_bits = 1 threshold
                    lambda z: z == -1):
         v = np.zeros((p.terms, p.n), dtype=np.int64)
@@ -106,7 +111,7 @@ def edge_accs(p) -> np.ndarray:
 
 def random_accs(p, rng: np.random.Generator, count: int) -> np.ndarray:
     lo, hi = acc_limits(p)
-    mag = np.left_shift(1, rng.integers(0, p.acc_width, size=(count, p.terms, p.n)), dtype=np.int64)
+    mag = np.left_shift(1, rng.integers(0, p.acc_bits, size=(count, p.terms, p.n)), dtype=np.int64)
     return np.clip(rng.integers(-mag, mag, dtype=np.int64), lo, hi)
 
 
@@ -122,8 +127,8 @@ async def lsq_matches_golden(dut):
                         out_lanes=lambda w: unpack_lanes(w, ow, p.lanes, signed=p.out_bits >= 2),
                         idle_prob=cfg.extra.get("idle_prob", 0.2),
                         ready_prob=cfg.extra.get("ready_prob", 0.75))
-    bench.i.expect_width(p.acc_width * p.lanes * p.terms,
-                         f"terms*lanes = {p.terms}*{p.lanes} signed({p.acc_width}) accumulators")
+    bench.i.expect_width(p.acc_bits * p.lanes * p.terms,
+                         f"terms*lanes = {p.terms}*{p.lanes} signed({p.acc_bits}) accumulators")
     bench.o.expect_width(ow * p.lanes, f"{p.lanes} codes of {ow} bits")
     await bench.start()
 
@@ -134,7 +139,7 @@ async def lsq_matches_golden(dut):
 
     # Full rate: one beat per cycle without idles or backpressure.
     await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    burst = plan(model, p, random_accs(p, nrng, max(1, 200 // p.nf)), len(accs))
+    burst = plan(model, p, random_accs(p, nrng, max(1, 200 // p.beats)), len(accs))
     first = len(bench.out_monitor.cycles)
     await bench.run(burst, len(burst), max_cycles=len(burst) + 100)
     out = bench.out_monitor.cycles[first:]
@@ -142,7 +147,7 @@ async def lsq_matches_golden(dut):
     await bench.finish(len(beats) + len(burst))
 
     expected = p.compute(np.moveaxis(accs, 1, 0))  # (V, n) codes: what the bench covered
-    lo_code, hi_code = (0, 1) if p.out_bits == 1 else (-(1 << (p.out_bits - 1)), (1 << (p.out_bits - 1)) - 1)
+    lo_code, hi_code = p.op.lo, p.op.hi  # the clamps (0, 1 for the sign bit)
     cfg.write_stats(vectors=len(accs), edge_vectors=len(edges), beats=len(beats) + len(burst),
                     burst_cycles=span, burst_beats=len(burst),
                     codes_seen=int(np.unique(expected).size), codes_possible=hi_code - lo_code + 1,
