@@ -1,11 +1,12 @@
 """The integer-only golden encoder, read from an export directory (docs/arithmetic.md §10-§19).
 
 An export directory is ``manifest.json`` plus one ROM per integer array of the
-:mod:`hw.golden.ops` objects, each in three formats (§2): ``.hex`` (``$readmemh``), ``.mem``
-(the same with a ``// width=W depth=D`` header, as hw.golden.memfile writes and reads) and ``.bin`` (raw little-endian words, each padded to
-``ceil(width/8)`` bytes). :func:`save_params` writes it, :func:`load_params` rebuilds the objects
-from it alone, after checking every file's size and sha256 against the manifest; nothing here
-imports torch, so the golden model cannot see the checkpoint it came from.
+:mod:`hw.golden` op objects, each in three formats (§2): ``.hex`` (``$readmemh``), ``.mem``
+(the same with a ``// width=W depth=D`` header) and ``.bin`` (raw little-endian words, each
+padded to ``ceil(width/8)`` bytes), encoded by :mod:`hw.golden.memfile` (whose ``read_memfile``
+reads them too). :func:`save_params` writes it, :func:`load_params` rebuilds the objects from it
+alone, after checking every file's size and sha256 against the manifest; nothing here imports
+torch, so the golden model cannot see the checkpoint it came from.
 
 Manifest ``model`` tree: an op is ``{"op": ClassName, "fields": {...}}``; a field is a JSON
 scalar, ``null``, a list, a nested op, ``{"rom": NAME}`` (an int array), ``{"rom_terms": [NAME,
@@ -29,6 +30,8 @@ from hw.golden.embedding import Embedding
 from hw.golden.encoder_layer import EncoderLayer
 from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear, IntLinear
+from hw.golden.memfile import (FORMATS, bytes_per_word, bytes_to_words, memfile_bytes,
+                               memfile_size, words_to_bytes)
 from hw.golden.model import EncoderParams
 from hw.golden.requant import Lut, Requant
 from hw.golden.softmax import Heaviside, Softmax
@@ -36,7 +39,6 @@ from hw.golden.softmax import Heaviside, Softmax
 FORMAT = "binbert-export"
 VERSION = 2
 MANIFEST = "manifest.json"
-FORMATS = ("hex", "mem", "bin")
 # every op class an export may hold, by the name its manifest records
 OPS = {cls.__name__: cls for cls in (Requant, Lut, BinaryLinear, IntLinear, Softmax, Heaviside,
                                      Attention, LayerNorm, Embedding, EncoderLayer, EncoderParams)}
@@ -45,52 +47,19 @@ BITS_FIELDS = {("BinaryLinear", "weights"): "k", ("Embedding", "word_bits"): "hi
 
 
 # --------------------------------------------------------------------------------------------
-# memory-init files (§2)
+# memory-init files (§2): encoded by hw.golden.memfile, recorded in the manifest
 # --------------------------------------------------------------------------------------------
-
-def _mem_header(width: int, depth: int) -> str:
-    return f"// width={width} depth={depth}"  # hw.golden.memfile's header: its read_memfile reads these files
-
-
-def _word_bytes(width: int) -> int:
-    return -(-width // 8)
-
-
-def _hex_digits(width: int) -> int:
-    return -(-width // 4)
-
-
-def words_to_bytes(words: np.ndarray, width: int) -> np.ndarray:
-    """(depth, W) uint64 little-endian words of ``width`` bits -> (depth, ceil(width/8)) bytes."""
-    words = np.ascontiguousarray(words, dtype="<u8")
-    raw = words.view(np.uint8).reshape(words.shape[0], -1)
-    return np.ascontiguousarray(raw[:, : _word_bytes(width)])
-
-
-def bytes_to_words(raw: np.ndarray, n_words: int) -> np.ndarray:
-    """Inverse of :func:`words_to_bytes`: (depth, nb) bytes -> (depth, n_words) uint64."""
-    depth, nb = raw.shape
-    padded = np.zeros((depth, n_words * 8), dtype=np.uint8)
-    padded[:, :nb] = raw
-    return padded.view("<u8").astype(np.uint64)
-
 
 def write_rom(base: Path, words: np.ndarray, width: int) -> dict:
     """Write ``base``.hex/.mem/.bin from (depth, W) uint64 words; return their file records."""
     raw = words_to_bytes(words, width)
-    depth = raw.shape[0]
-    digits = _hex_digits(width)
-    text = raw[:, ::-1].tobytes().hex()  # most significant byte first
-    per = 2 * raw.shape[1]
-    lines = [text[i * per + per - digits: (i + 1) * per] for i in range(depth)]
-    body = "\n".join(lines) + ("\n" if lines else "")
-    contents = {"hex": body.encode(), "mem": f"{_mem_header(width, depth)}\n{body}".encode(), "bin": raw.tobytes()}
     out = {}
     for fmt in FORMATS:
+        blob = memfile_bytes(raw, width, fmt)
         path = base.with_name(base.name + "." + fmt)
-        path.write_bytes(contents[fmt])
-        out[fmt] = {"path": path.name, "bytes": len(contents[fmt]),
-                    "sha256": hashlib.sha256(contents[fmt]).hexdigest()}
+        path.write_bytes(blob)
+        out[fmt] = {"path": path.name, "bytes": len(blob),
+                    "sha256": hashlib.sha256(blob).hexdigest()}
     return out
 
 
@@ -212,14 +181,6 @@ def read_manifest(export_dir) -> dict:
     return m
 
 
-def _expected_size(fmt: str, width: int, depth: int) -> int:
-    if fmt == "bin":
-        return depth * _word_bytes(width)
-    line = _hex_digits(width) + 1
-    head = len(_mem_header(width, depth)) + 1 if fmt == "mem" else 0
-    return head + depth * line
-
-
 def _check_rom(export_dir: Path, name: str, rec) -> bytes:
     """Validate one ROM's manifest record and files; return the .bin contents."""
     where = f"{MANIFEST}: roms.{name}"
@@ -253,7 +214,7 @@ def _check_rom(export_dir: Path, name: str, rec) -> bytes:
             blob = path.read_bytes()
         except FileNotFoundError:
             raise BinbertError(f"{path}: ROM file missing (listed in {MANIFEST} as roms.{name})") from None
-        want = _expected_size(fmt, width, depth)
+        want = memfile_size(width, depth, fmt)
         if len(blob) != want or f.get("bytes") != want:
             raise BinbertError(f"{path}: {len(blob)} bytes, expected {want} for {depth} words of "
                                f"{width} bits (truncated, or the manifest does not match)")
@@ -266,7 +227,7 @@ def _check_rom(export_dir: Path, name: str, rec) -> bytes:
 
 def _decode(name: str, rec: dict, blob: bytes) -> np.ndarray:
     width, depth = rec["width"], rec["depth"]
-    raw = np.frombuffer(blob, dtype=np.uint8).reshape(depth, _word_bytes(width))
+    raw = np.frombuffer(blob, dtype=np.uint8).reshape(depth, bytes_per_word(width))
     if rec["kind"] == "bits":
         words = bytes_to_words(raw, arith.n_words(width))
         if width % 64 and depth and np.any(words[:, -1] >> np.uint64(width % 64)):

@@ -1,10 +1,15 @@
-"""Memory-init files for ROM images (docs/arithmetic.md §2).
+"""Memory-init files for ROM images (docs/arithmetic.md §2): the one writer and reader.
 
 Formats (``fmt``):
   * ``hex`` — one word per line, hexadecimal, most significant digit first, zero-padded to
     ``ceil(width/4)`` digits (Verilog ``$readmemh``);
   * ``mem`` — the same preceded by one header line ``// width=W depth=D``;
   * ``bin`` — raw little-endian bytes, each word padded to ``ceil(width/8)`` bytes.
+
+Every file's bytes come from :func:`memfile_bytes`, which encodes a ROM given as rows of
+little-endian bytes: :func:`write_memfile` (a list of ints, e.g. the MVU's weight ROM) and the
+export's ROMs (:mod:`hw.golden.export_format`, (depth, W) uint64 arrays via
+:func:`words_to_bytes`) both go through it.
 
 :func:`read_memfile` validates everything and raises :class:`hw.errors.BinbertError` naming the
 file (and line) for a wrong word count, non-hex text, a value wider than ``width``, a header that
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import numpy as np
 
 from hw.errors import BinbertError
 
@@ -41,6 +48,55 @@ def bytes_per_word(width: int) -> int:
     return -(-width // 8)
 
 
+def hex_digits(width: int) -> int:
+    return -(-width // 4)
+
+
+def mem_header(width: int, depth: int) -> str:
+    """The first line of a ``.mem`` file (what :func:`read_memfile` checks)."""
+    return f"// width={width} depth={depth}"
+
+
+def words_to_bytes(words: np.ndarray, width: int) -> np.ndarray:
+    """(depth, W) uint64 little-endian words of ``width`` bits -> (depth, ceil(width/8)) bytes."""
+    words = np.ascontiguousarray(words, dtype="<u8")
+    raw = words.view(np.uint8).reshape(words.shape[0], -1)
+    return np.ascontiguousarray(raw[:, : bytes_per_word(width)])
+
+
+def bytes_to_words(raw: np.ndarray, n_words: int) -> np.ndarray:
+    """Inverse of :func:`words_to_bytes`: (depth, nb) bytes -> (depth, n_words) uint64."""
+    depth, nb = raw.shape
+    padded = np.zeros((depth, n_words * 8), dtype=np.uint8)
+    padded[:, :nb] = raw
+    return padded.view("<u8").astype(np.uint64)
+
+
+def memfile_bytes(rows: np.ndarray, width: int, fmt: str) -> bytes:
+    """The contents of a ``fmt`` file holding ``rows``: (depth, ceil(width/8)) uint8, each row
+    one word's little-endian bytes (no bits set beyond ``width``). ``depth`` may be 0."""
+    if fmt == "bin":
+        return rows.tobytes()
+    depth = rows.shape[0]
+    digits = hex_digits(width)
+    text = rows[:, ::-1].tobytes().hex()  # most significant byte first
+    per = 2 * rows.shape[1]
+    lines = [text[i * per + per - digits: (i + 1) * per] for i in range(depth)]
+    body = "\n".join(lines) + ("\n" if lines else "")
+    if fmt == "mem":
+        body = f"{mem_header(width, depth)}\n{body}"
+    return body.encode()
+
+
+def memfile_size(width: int, depth: int, fmt: str) -> int:
+    """The size in bytes of the ``fmt`` file of ``depth`` words of ``width`` bits."""
+    if fmt == "bin":
+        return depth * bytes_per_word(width)
+    line = hex_digits(width) + 1
+    head = len(mem_header(width, depth)) + 1 if fmt == "mem" else 0
+    return head + depth * line
+
+
 def write_memfile(path, words, width: int, fmt: str | None = None) -> Path:
     """Write ``words`` (non-negative ints < 2**width) as a memory-init file; returns the path."""
     _check_shape(width)
@@ -53,15 +109,10 @@ def write_memfile(path, words, width: int, fmt: str | None = None) -> Path:
         if w < 0 or w >> width:
             raise BinbertError(f"{path}: word {i} = {w:#x} does not fit width={width}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "bin":
-        nb = bytes_per_word(width)
-        path.write_bytes(b"".join(w.to_bytes(nb, "little") for w in words))
-        return path
-    digits = -(-width // 4)
-    lines = [f"{w:0{digits}x}" for w in words]
-    if fmt == "mem":
-        lines.insert(0, f"// width={width} depth={len(words)}")
-    path.write_text("\n".join(lines) + "\n")
+    nb = bytes_per_word(width)
+    rows = np.frombuffer(b"".join(w.to_bytes(nb, "little") for w in words),
+                         dtype=np.uint8).reshape(len(words), nb)
+    path.write_bytes(memfile_bytes(rows, width, fmt))
     return path
 
 

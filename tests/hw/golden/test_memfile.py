@@ -4,7 +4,8 @@ import pytest
 
 from hw.errors import BinbertError
 from hw.rtl.mvu import MVUParams
-from hw.golden.memfile import bytes_per_word, read_memfile, write_memfile
+from hw.golden.memfile import (bytes_per_word, bytes_to_words, memfile_bytes, memfile_size,
+                               read_memfile, words_to_bytes, write_memfile)
 
 
 def _words(rng, width, depth):
@@ -30,6 +31,26 @@ def test_layouts(tmp_path):
     assert (write_memfile(tmp_path / "a.hex", words, 10)).read_text() == "1a2\n003\n"
     assert (write_memfile(tmp_path / "a.mem", words, 10)).read_text() == "// width=10 depth=2\n1a2\n003\n"
     assert (write_memfile(tmp_path / "a.bin", words, 10)).read_bytes() == bytes([0xA2, 0x01, 0x03, 0x00])
+
+
+@pytest.mark.parametrize("fmt", ["hex", "mem", "bin"])
+@pytest.mark.parametrize("width", [1, 10, 64, 65, 200])
+def test_array_rows_write_the_same_files(tmp_path, fmt, width):
+    """The export's (depth, W) uint64 arrays and write_memfile's ints give the same bytes, of
+    memfile_size; words_to_bytes / bytes_to_words invert each other; depth 0 is an empty body."""
+    rng = np.random.default_rng(width)
+    words = _words(rng, width, 5)
+    n_words = -(-width // 64)
+    arr = np.array([[(w >> (64 * j)) & (2**64 - 1) for j in range(n_words)] for w in words],
+                   dtype=np.uint64)
+    rows = words_to_bytes(arr, width)
+    blob = memfile_bytes(rows, width, fmt)
+    assert blob == write_memfile(tmp_path / f"a.{fmt}", words, width).read_bytes()
+    assert len(blob) == memfile_size(width, 5, fmt)
+    assert np.array_equal(bytes_to_words(rows, n_words), arr)
+    empty = memfile_bytes(rows[:0], width, fmt)
+    assert len(empty) == memfile_size(width, 0, fmt)
+    assert empty == (f"// width={width} depth=0\n".encode() if fmt == "mem" else b"")
 
 
 def test_mvu_params_from_rom_file(tmp_path):
