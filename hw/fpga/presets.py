@@ -22,8 +22,8 @@ A preset is a flat YAML mapping (variants are configs, not code)::
     layer_index: 0          # optional: which of its layers
     description: ...        # optional
 
-Without ``ckpt`` the layer's ops are seeded random constants folded the way sw/export.py folds
-a trained model (sim.layers.random_encoder_layer). The two layer kinds the simulator checks
+Without ``ckpt`` the layer's ops are seeded random constants folded the way a trained model is
+(hw.golden.random.random_encoder_layer, through hw.golden.fold). The two layer kinds the simulator checks
 (W1A4 split softmax: activation_bits 4, weight_terms 2; BiBERT W1A1: bi, 1, 1) are drawn
 exactly as ``binbert sim --layer encoder`` draws its pair, so at the simulator's shape the
 bitstream implements the very layer the cocotb bench verified. With ``ckpt`` the shape keys
@@ -31,8 +31,8 @@ describe the random fallback only: the exported layer brings its own shapes, fol
 preset's ``macs`` / ``lanes``.
 
 Every bad file, key or value is a one-line :class:`BinbertError` ``FILE:LINE: message``.
-The random-op generators and the export loader live in sim/layers.py (shared with the cocotb
-benches, ~300 lines); they are imported lazily, only when a layer is built.
+The random-op generators live in hw/golden/random.py (shared with the tests and cocotb
+benches); the export loader in sim/layers.py; both are imported lazily, only when a layer is built.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from hw.errors import BinbertError
+from hw.golden.random import CONFIG_SEED
 from hw.yamlsrc import root_node
 
 __all__ = ["EncoderPreset", "PRESET_DIR", "BITSTREAM_CONFIGS", "load_preset", "preset_from_text",
@@ -50,7 +51,6 @@ __all__ = ["EncoderPreset", "PRESET_DIR", "BITSTREAM_CONFIGS", "load_preset", "p
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "models" / "hw"
 PREFIX = "encoder-"
-CONFIG_SEED = 2024  # the random ops are part of the design (sim.layers imports this one)
 ATTENTION = ("softmax", "bi")
 TRAINING_KEYS = ("model", "data", "train", "distill", "stages")
 
@@ -236,7 +236,7 @@ def load_preset(config) -> EncoderPreset:
 def _random_layer(p: EncoderPreset):
     import numpy as np
 
-    from sim.layers import random_encoder_layer, random_layer_pair
+    from hw.golden.random import random_encoder_layer, random_layer_pair
 
     rng = np.random.default_rng(p.seed)
     shape = dict(hidden=p.hidden, heads=p.heads, ffn=p.ffn, max_len=p.seq_len)

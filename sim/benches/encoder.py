@@ -59,7 +59,7 @@ def expected(p, y: np.ndarray, s: int) -> list[tuple[int, str]]:
 
 
 def random_sequences(p, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
-    from sim.layers import res_inputs
+    from hw.golden.random import res_inputs
 
     r = res_inputs(rng, count * p.seq_len, p.hidden).reshape(count, p.seq_len, p.hidden)
     lengths = rng.integers(1, p.seq_len + 1, count)

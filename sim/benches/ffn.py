@@ -19,7 +19,7 @@ BURST = 12
 
 @cocotb.test()
 async def ffn_matches_golden(dut):
-    from sim.layers import res_inputs
+    from hw.golden.random import res_inputs
 
     cfg = load_bench()
     p = cfg.params

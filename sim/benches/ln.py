@@ -11,7 +11,7 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 
-from sim.layers import ln_inputs
+from hw.golden.random import ln_inputs
 from sim.runner import load_bench
 from sim.stream import unpack_lanes
 from sim.benches.common import burst, check_throughput, expected_beats, lane_beats, lane_bench

@@ -107,7 +107,7 @@ def test_unknown_layer_and_size():
 
 def test_bitstream_presets():
     from hw.errors import BinbertError
-    from sim.layers import BITSTREAM_CONFIGS, bitstream_spec
+    from hw.fpga.presets import BITSTREAM_CONFIGS, bitstream_spec
 
     for name in BITSTREAM_CONFIGS:
         spec = bitstream_spec(name)

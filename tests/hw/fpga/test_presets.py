@@ -53,7 +53,7 @@ FOLD = ("seq_len", "lanes", "pe_qkv", "simd_qkv", "pe_o", "simd_o", "pe_ffn1", "
 def test_shipped_preset_is_the_simulators_layer(name):
     """Each shipped preset = sim.layers' random pair at its shape (split first, then BiBERT),
     folded at its MAC budget; by name and by path alike."""
-    from sim.layers import CONFIG_SEED, random_layer_pair
+    from hw.golden.random import CONFIG_SEED, random_layer_pair
 
     pre = presets.load_preset(name)
     assert pre.name == name and presets.load_preset(presets.resolve(name)) == pre

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.layers import res_inputs
+from hw.golden.random import res_inputs
 from tests.hw.rtl.hwsim import run, send
 
 

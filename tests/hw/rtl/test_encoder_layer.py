@@ -5,7 +5,7 @@ import pytest
 
 from hw.rtl.encoder_layer import EncoderLayerParams, EncoderLayerUnit, folding_for
 from hw.errors import BinbertError
-from sim.layers import random_encoder_layer
+from hw.golden.random import random_encoder_layer
 from tests.hw.rtl.seqsim import masked_residuals, run_sequences, steady_cycles
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from hw.errors import BinbertError
 from hw.rtl.ffn import FfnBlock, FfnParams
-from sim.layers import random_encoder_layer, res_inputs
+from hw.golden.random import random_encoder_layer, res_inputs
 from tests.hw.rtl.hwsim import recv, run, send
 
 

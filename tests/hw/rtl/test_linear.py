@@ -5,7 +5,7 @@ import pytest
 
 from hw.errors import BinbertError
 from hw.rtl.linear import LinearUnit, LinearUnitParams
-from sim.layers import random_binary_linear, random_codes
+from hw.golden.random import random_binary_linear, random_codes
 from tests.hw.rtl.hwsim import recv, run, send
 
 

@@ -7,7 +7,7 @@ import pytest
 from hw.golden.softmax import Heaviside
 from hw.errors import BinbertError
 from hw.rtl.softmax import HeavisideUnit, ProbsParams, SoftmaxUnit
-from sim.layers import random_softmax, score_rows
+from hw.golden.random import random_softmax, score_rows
 from tests.hw.rtl.hwsim import recv, run, send
 
 
