@@ -190,39 +190,30 @@ def _scales(wq, rows: int) -> int:
 
 def _module_specs(name: str, m: nn.Module, recurse: bool = True):
     """LayerSpecs of module ``m`` itself (its own parameters / matmuls)."""
-    from sw.quant.modules import QuantEmbedding, QuantLinear
-    from sw.split import SplitQuantEmbedding, SplitQuantLinear
     from transformers.models.bert.modeling_bert import BertSelfAttention
     from sw.qbert import QuantBertSelfAttention
 
     cls_only = "pooler" in name.split(".") or "classifier" in name.split(".")
     own = dict(m.named_parameters(recurse=False))
     handled: set[str] = set()
-    if isinstance(m, SplitQuantLinear):
-        a = _act_bits(m.act_quant)
-        yield LayerSpec(name, "linear", m.out_features, m.in_features, 1, 2,
-                        0 if m.bias1 is None else m.out_features, (a, a), cls_only=cls_only,
-                        scales=_scales(m.weight_quant1, m.out_features))
-        handled |= {"weight1", "weight2", "bias1", "bias2"}
-    elif isinstance(m, QuantLinear):
-        a = _act_bits(m.act_quant)
-        w = _method_bits(m.weight_quant)
-        yield LayerSpec(name, "linear", m.out_features, m.in_features, w, 1,
-                        0 if m.bias is None else m.out_features, (a, a), cls_only=cls_only,
-                        scales=_scales(m.weight_quant, m.out_features))
-        handled |= {"weight", "bias"}
+    if hasattr(m, "weight_terms"):
+        # a quantized weight layer (QuantLinear / QuantEmbedding, or a split one: two terms)
+        terms = m.weight_terms()
+        (w, wq), biases = terms[0], m.bias_terms()
+        rows, cols = w.shape
+        kw = dict(terms=len(terms), scales=_scales(wq, rows))
+        if hasattr(m, "act_quant"):  # a linear: it multiplies quantized inputs
+            a = _act_bits(m.act_quant)
+            yield LayerSpec(name, "linear", rows, cols, _method_bits(wq), bias=rows if biases else 0,
+                            act_bits=(a, a), cls_only=cls_only, **kw)
+        else:  # a table: looked up, no FLOPs
+            yield LayerSpec(name, "embedding", rows, cols, _method_bits(wq), **kw)
+        stored = {id(p) for p, _ in terms} | {id(p) for p in biases}
+        handled |= {k for k, p in own.items() if id(p) in stored}
     elif isinstance(m, nn.Linear):
         yield LayerSpec(name, "linear", m.out_features, m.in_features, FP_BITS, 1,
                         0 if m.bias is None else m.out_features, cls_only=cls_only)
         handled |= {"weight", "bias"}
-    elif isinstance(m, SplitQuantEmbedding):
-        yield LayerSpec(name, "embedding", m.num_embeddings, m.embedding_dim, 1, 2,
-                        scales=_scales(m.weight_quant1, m.num_embeddings))
-        handled |= {"weight1", "weight2"}
-    elif isinstance(m, QuantEmbedding):
-        yield LayerSpec(name, "embedding", m.num_embeddings, m.embedding_dim, _method_bits(m.weight_quant),
-                        scales=_scales(m.weight_quant, m.num_embeddings))
-        handled |= {"weight"}
     elif isinstance(m, nn.Embedding):
         yield LayerSpec(name, "embedding", m.num_embeddings, m.embedding_dim, FP_BITS)
         handled |= {"weight"}

@@ -126,6 +126,14 @@ class SplitQuantLinear(nn.Module):
     def latent_weight(self) -> torch.Tensor:
         return self.weight1 + self.weight2
 
+    def weight_terms(self) -> list[tuple[nn.Parameter, WeightQuantizer]]:
+        """(latent weight, its quantizer) of both binary terms (see QuantLinear.weight_terms)."""
+        return [(self.weight1, self.weight_quant1), (self.weight2, self.weight_quant2)]
+
+    def bias_terms(self) -> list[nn.Parameter]:
+        """Both halves of the bias (b/2 each after splitting), or none."""
+        return [] if self.bias1 is None else [self.bias1, self.bias2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias1 + self.bias2 if self.bias1 is not None else None
         return F.linear(self.act_quant(x), self.quantized_weight(), bias)
@@ -166,6 +174,13 @@ class SplitQuantEmbedding(nn.Module):
 
     def latent_weight(self) -> torch.Tensor:
         return self.weight1 + self.weight2
+
+    def weight_terms(self) -> list[tuple[nn.Parameter, WeightQuantizer]]:
+        """(latent table, its quantizer) of both binary terms."""
+        return [(self.weight1, self.weight_quant1), (self.weight2, self.weight_quant2)]
+
+    def bias_terms(self) -> list[nn.Parameter]:
+        return []  # a table has no bias
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.weight_quant1.cfg.per_row:

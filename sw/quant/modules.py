@@ -205,6 +205,15 @@ class QuantLinear(nn.Linear):
     def quantized_weight(self) -> torch.Tensor:
         return self.weight_quant(self.weight)
 
+    def weight_terms(self) -> list[tuple[nn.Parameter, WeightQuantizer]]:
+        """(latent weight, its quantizer) of each stored weight matrix: one here, two in a split
+        layer (sw.split). Costing and export read every weight layer through this."""
+        return [(self.weight, self.weight_quant)]
+
+    def bias_terms(self) -> list[nn.Parameter]:
+        """The stored biases (their sum is the layer's bias): one, or none."""
+        return [] if self.bias is None else [self.bias]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.bias)
 
@@ -253,6 +262,13 @@ class QuantEmbedding(nn.Embedding):
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight_quant(self.weight)
+
+    def weight_terms(self) -> list[tuple[nn.Parameter, WeightQuantizer]]:
+        """(latent table, its quantizer): one here, two in a split embedding (sw.split)."""
+        return [(self.weight, self.weight_quant)]
+
+    def bias_terms(self) -> list[nn.Parameter]:
+        return []  # a table has no bias
 
     def _lookup(self, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, weight, self.padding_idx, self.max_norm, self.norm_type,

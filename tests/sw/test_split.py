@@ -128,6 +128,27 @@ def test_split_linear_halves_bias_and_shares_act_quantizer():
     assert s.weight1.grad.abs().sum() > 0 and s.weight2.grad.abs().sum() > 0
 
 
+def test_weight_and_bias_terms_are_what_each_layer_stores():
+    """weight_terms / bias_terms, what costing reads: one term in a quantized layer, two after
+    splitting (each with its own quantizer); biases as stored, none in a table."""
+    lin = torch.nn.Linear(8, 3)
+    q = Q.QuantLinear.from_linear(lin, Q.WeightQuantConfig("twn"))
+    s = SplitQuantLinear.from_ternary(q)
+    assert [(w is q.weight, wq is q.weight_quant) for w, wq in q.weight_terms()] == [(True, True)]
+    assert [(w is a, wq is b) for (w, wq), (a, b) in zip(
+        s.weight_terms(), ((s.weight1, s.weight_quant1), (s.weight2, s.weight_quant2)))] == [(True, True)] * 2
+    (qb,), (b1, b2) = q.bias_terms(), s.bias_terms()
+    assert qb is q.bias and b1 is s.bias1 and b2 is s.bias2
+    nob = SplitQuantLinear.from_ternary(Q.QuantLinear.from_linear(torch.nn.Linear(8, 3, bias=False),
+                                                                  Q.WeightQuantConfig("twn")))
+    assert nob.bias_terms() == []
+    e = Q.QuantEmbedding.from_embedding(torch.nn.Embedding(5, 4), Q.WeightQuantConfig("twn", per_row=True))
+    se = SplitQuantEmbedding.from_ternary(e)
+    assert [w is e.weight for w, _ in e.weight_terms()] == [True]
+    assert [w is a for (w, _), a in zip(se.weight_terms(), (se.weight1, se.weight2))] == [True, True]
+    assert e.bias_terms() == se.bias_terms() == []
+
+
 ACTS = [pytest.param(dict(act="uniform", act_bits=8), id="TWN-A8"),
         pytest.param(dict(act="lsq", act_bits=4), id="TWN-A4-LSQ")]
 
