@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hw.golden import arith
+from hw.golden.arith import isqrt, signed_bits, signed_range
 from hw.errors import BinbertError
 
 
@@ -169,3 +170,21 @@ def test_fold_scale():
 def test_fold_scale_errors(real, match):
     with pytest.raises(BinbertError, match=match):
         arith.fold_scale(real)
+
+
+RNG = np.random.default_rng(1234)
+
+
+def test_isqrt_exact():
+    x = np.concatenate([np.arange(0, 5000), RNG.integers(0, 2**62, 5000), (np.arange(1, 3000) ** 2) - 1,
+                        np.arange(1, 3000) ** 2, [2**62 - 1]]).astype(np.int64)
+    assert np.array_equal(isqrt(x), np.array([math.isqrt(int(v)) for v in x]))
+
+
+def test_signed_bits():
+    for lo, hi in [(-1, 0), (-128, 127), (-129, 0), (0, 128), (-5, 300)]:
+        b = signed_bits(lo, hi)
+        r = signed_range(b)
+        assert r[0] <= lo and hi <= r[1]
+        r1 = signed_range(b - 1) if b > 1 else (0, -1)
+        assert lo < r1[0] or hi > r1[1]
