@@ -12,7 +12,7 @@ where C0 is the cost of the all-binary model. The 0/1 knapsack is solved exactly
 programming over integer-scaled costs (bits are integers; float costs are made exact fractions
 and reduced by their common divisor).
 
-Typical use (H5's training loop):
+Typical use:
 
     p = plan(model, budget_mb=12.0, batches=dev_batches)      # model: ternary, half width
     adaptive_split(model, p)                                   # -> sw.split.split_model

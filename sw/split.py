@@ -2,7 +2,8 @@
 the width with exactly the same output.
 
 Each latent ternary weight w is split into two latent binary weights w1 + w2 = w chosen so
-that BWN(w1) + BWN(w2) == TWN(w) (Equation (A), with the erratum of /work/shared/papers/README):
+that BWN(w1) + BWN(w2) == TWN(w) (Equation (A); the expression for a as the BinaryBERT slides
+print it swaps the J and K sums, the form below is the one exact equivalence requires):
 
     I = {TWN(w) != 0},  J = {TWN(w) == 0, w > 0},  K = {TWN(w) == 0, w <= 0}
     a = (sum_I |w| + sum_K |w| - sum_J |w|) / (2 sum_I |w|)
