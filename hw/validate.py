@@ -1,4 +1,8 @@
-"""Validation helpers shared by every params object: one-line BinbertErrors naming owner and field."""
+"""The one validation module: every params object, config and command checks its arguments here.
+
+Each check raises a one-line :class:`BinbertError` naming the owner and the field. ``bool`` is
+never an integer here (``True`` is an ``int`` to Python, not a width to binbert).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +10,49 @@ import numpy as np
 from hw.errors import BinbertError
 
 
+def is_int(v, *, numpy: bool = False) -> bool:
+    """An ``int`` (with ``numpy``: or a numpy integer), never a ``bool``."""
+    kinds = (int, np.integer) if numpy else int
+    return isinstance(v, kinds) and not isinstance(v, (bool, np.bool_))
+
+
+def is_number(v) -> bool:
+    """An ``int`` or ``float``, never a ``bool``."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_value(v, message: str, *, lo: int | None = None, hi: int | None = None,
+              numpy: bool = False) -> int:
+    """``v`` as an int when it is an integer (:func:`is_int`) in [lo, hi]; else ``message``."""
+    if not is_int(v, numpy=numpy) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise BinbertError(message)
+    return int(v)
+
+
+def number_value(v, message: str, *, lo: float | None = None, below: float | None = None) -> float:
+    """``v`` when it is a number (:func:`is_number`) with lo <= v < below; else ``message``."""
+    if not is_number(v) or (lo is not None and not v >= lo) or (below is not None and not v < below):
+        raise BinbertError(message)
+    return v
+
+
+def positive_int(owner: str, name: str, v) -> int:
+    """A block dimension: an integer >= 1."""
+    return int_value(v, f"{owner}: {name}={v!r} must be an integer >= 1", lo=1)
+
+
+def int_field(owner: str, name: str, v, lo: int | None = None, hi: int | None = None) -> int:
+    """A golden op's integer constant (numpy integers accepted), optionally in [lo, hi]."""
+    if not is_int(v, numpy=True):
+        raise BinbertError(f"{owner}.{name}={v!r} must be an integer")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise BinbertError(f"{owner}.{name}={v} out of range [{lo}, {hi}]")
+    return v
+
+
 def int_array(owner: str, name: str, a, *, ndim: int | None = None, lo: int | None = None,
-          hi: int | None = None) -> np.ndarray:
+              hi: int | None = None) -> np.ndarray:
     """Validate an integer array field and return it as a read-only int64 copy."""
     a = np.asarray(a)
     if a.dtype == np.uint64:
@@ -26,20 +71,8 @@ def int_array(owner: str, name: str, a, *, ndim: int | None = None, lo: int | No
     return a
 
 
-def int_field(owner: str, name: str, v, lo: int | None = None, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise BinbertError(f"{owner}.{name}={v!r} must be an integer")
-    v = int(v)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise BinbertError(f"{owner}.{name}={v} out of range [{lo}, {hi}]")
-    return v
-
-
-def set_field(obj, name: str, value) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def codes_in(owner: str, name: str, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def codes_in(owner: str, name: str, x, lo: int, hi: int) -> np.ndarray:
+    """Integer inputs of an op, every value in [lo, hi], as int64."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.integer):
         raise BinbertError(f"{owner}: {name} must be integers, got {x.dtype}")
@@ -48,3 +81,29 @@ def codes_in(owner: str, name: str, x: np.ndarray, lo: int, hi: int) -> np.ndarr
         raise BinbertError(f"{owner}: {name} outside [{lo}, {hi}] "
                            f"(min {int(x.min())}, max {int(x.max())})")
     return x
+
+
+def choice(name: str, value, choices) -> str:
+    """One of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise BinbertError(f"{name}={value!r} unknown: choose one of {', '.join(choices)}")
+    return value
+
+
+def boolean(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise BinbertError(f"{name}={value!r} must be true or false")
+    return value
+
+
+def set_field(obj, name: str, value) -> None:
+    """Set a derived field of a frozen dataclass from its ``__post_init__``."""
+    object.__setattr__(obj, name, value)
+
+
+def silence(obj, quiet: bool = True):
+    """Mark an Amaranth must-use object (a Component or Elaboratable built only to read its
+    signature or ports) as deliberately unused, so no warning is printed at exit; ``quiet``
+    False re-arms the warning. Amaranth has no public switch for this (0.5)."""
+    obj._MustUse__silence = quiet
+    return obj

@@ -32,6 +32,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from hw.errors import BinbertError
+from hw.validate import is_int, is_number
 from hw.yamlsrc import root_node
 
 TASKS = ("sst2", "cola", "mrpc", "stsb")
@@ -301,7 +302,7 @@ def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
             raise ctx.err(node, f"{where} must be true or false, not {value!r}")
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise ctx.err(node, f"{where} must be an integer, not {value!r}")
         return value
     if tp is float:
@@ -311,7 +312,7 @@ def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
                 value = float(value)
             except ValueError:
                 raise ctx.err(node, f"{where} must be a number, not {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise ctx.err(node, f"{where} must be a number, not {value!r}")
         return float(value)
     if tp is str:

@@ -39,6 +39,7 @@ from typing import Protocol, runtime_checkable
 from torch import nn
 
 from hw.errors import BinbertError
+from hw.validate import int_value
 
 FP_BITS = 32
 BITS_OF_METHOD = {"fp": FP_BITS, "twn": 2, "bwn": 1}
@@ -77,8 +78,7 @@ class LayerSpec:
             raise BinbertError(f"LayerSpec {self.name!r}: kind={self.kind!r} unknown, choose one of {', '.join(KINDS)}")
         for f in ("rows", "cols", "weight_bits", "terms", "bias", "fp_params", "scales"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise BinbertError(f"LayerSpec {self.name!r}: {f}={v!r} must be a non-negative integer")
+            int_value(v, f"LayerSpec {self.name!r}: {f}={v!r} must be a non-negative integer", lo=0)
 
     @property
     def weights(self) -> int:
@@ -135,8 +135,7 @@ def _bit_factor(m: int, n: int) -> float:
 
 def flops_cost(layer, seq_len: int) -> float:
     """FLOPs of one layer for one sequence of ``seq_len`` tokens (2 per MAC x mn/64)."""
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise BinbertError(f"cost: seq_len={seq_len!r} must be a positive integer")
+    int_value(seq_len, f"cost: seq_len={seq_len!r} must be a positive integer", lo=1)
     s = _spec(layer)
     if s.kind == "linear":
         tokens = 1 if s.cls_only else seq_len

@@ -28,7 +28,7 @@ from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear, IntLinear
 from hw.golden.model import EncoderParams
 from hw.golden.requant import Lut, Requant
-from hw.golden.softmax import Heaviside, Softmax
+from hw.golden.softmax import Softmax
 from hw.errors import BinbertError
 
 F64_EXACT = 1 << 53

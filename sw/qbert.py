@@ -25,7 +25,8 @@ from sw.quant.config import ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, WeightQ
 from sw.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, share_act_quant
 from sw.quant.ste import HeavisideSTE
 from sw.qmodel import bert_of, quant_config_of, set_quant_config
-from sw.quant.validate import check_bits, check_bool, check_choice
+from hw.validate import boolean, choice, int_value
+from sw.quant.functions import check_bits
 from sw.split import SplitQuantEmbedding, SplitQuantLinear, split_model
 
 ATTENTIONS = ("softmax", "bi")
@@ -74,16 +75,16 @@ class QuantBertConfig:
     split: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
-        check_choice("weight", self.weight, WEIGHT_METHODS)
-        check_choice("act", self.act, ACT_METHODS)
+        choice("weight", self.weight, WEIGHT_METHODS)
+        choice("act", self.act, ACT_METHODS)
         if self.act in ("uniform", "lsq"):
             check_bits("act_bits", self.act_bits)
-        elif isinstance(self.act_bits, bool) or not isinstance(self.act_bits, int):
-            raise BinbertError(f"act_bits={self.act_bits!r} must be an integer")
-        check_choice("attention", self.attention, ATTENTIONS)
+        else:
+            int_value(self.act_bits, f"act_bits={self.act_bits!r} must be an integer")
+        choice("attention", self.attention, ATTENTIONS)
         for name in ("embedding", "pooler", "centered", "weight_per_row", "act_integer", "act_threshold",
                      "attention_threshold", "learned_scale"):
-            check_bool(name, getattr(self, name))
+            boolean(name, getattr(self, name))
         if self.act_threshold and self.act != "sign":
             raise BinbertError(f"act_threshold=true needs act='sign', got act={self.act!r}")
         if self.attention_threshold and self.attention != "bi":
@@ -306,7 +307,7 @@ def quant_modules(model: nn.Module):
 
 def set_act_integer(model: nn.Module, integer: bool = True) -> nn.Module:
     """Switch every activation quantizer to round half up (the integer path, §8) or back."""
-    check_bool("integer", integer)
+    boolean("integer", integer)
     for m in model.modules():
         if isinstance(m, ActQuantizer):
             m.integer = integer

@@ -8,19 +8,18 @@ Three layers, as in torchao / Brevitas, one module each:
 3. :mod:`sw.quant.config` (frozen config dataclasses) and :mod:`sw.quant.modules` (the
    ``nn.Module`` quantizers built from them, and the ``QuantLinear`` / ``QuantEmbedding`` layers).
 
-:mod:`sw.quant.validate` holds the argument checks they share. This package re-exports the
+Argument checks come from :mod:`hw.validate`. This package re-exports the
 public names for callers outside ``sw``; modules inside ``sw`` import from the defining module.
 """
 from sw.quant.config import (ACT_METHODS, WEIGHT_METHODS, ActQuantConfig, WeightQuantConfig,
                              config_dict)
-from sw.quant.functions import (ROUNDINGS, TWN_THRESHOLD, bwn_center, bwn_codes, bwn_params,
+from sw.quant.functions import (MAX_ACT_BITS, MIN_ACT_BITS, ROUNDINGS, TWN_THRESHOLD, bwn_center, bwn_codes, bwn_params,
                                 bwn_quantize, heaviside, lsq_codes, lsq_quantize, qrange,
                                 round_by, row_dims, sign, sign_codes, twn_codes, twn_params,
                                 twn_quantize, uniform_codes, uniform_quantize, uniform_step)
 from sw.quant.modules import (ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer,
                               act_quant_is_shared, share_act_quant)
 from sw.quant.ste import BWNSTE, LSQSTE, TWNSTE, HeavisideSTE, SignSTE, UniformSTE
-from sw.quant.validate import MAX_ACT_BITS, MIN_ACT_BITS
 
 __all__ = [
     "ACT_METHODS", "WEIGHT_METHODS", "ActQuantConfig", "WeightQuantConfig", "config_dict",

@@ -5,7 +5,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from hw.errors import BinbertError
-from sw.quant.validate import check_bits, check_bool, check_choice
+from hw.validate import boolean, choice, int_value, is_number
+from sw.quant.functions import check_bits
 
 WEIGHT_METHODS = ("fp", "twn", "bwn")
 ACT_METHODS = ("fp", "uniform", "lsq", "sign")
@@ -29,10 +30,10 @@ class WeightQuantConfig:
     learned_scale: bool = False
 
     def __post_init__(self):
-        check_choice("weight method", self.method, WEIGHT_METHODS)
-        check_bool("per_row", self.per_row)
-        check_bool("centered", self.centered)
-        check_bool("learned_scale", self.learned_scale)
+        choice("weight method", self.method, WEIGHT_METHODS)
+        boolean("per_row", self.per_row)
+        boolean("centered", self.centered)
+        boolean("learned_scale", self.learned_scale)
         if self.centered and self.method != "bwn":
             raise BinbertError(f"centered=true applies to binary weights only, not method={self.method!r}")
         if self.learned_scale and self.method != "bwn":
@@ -59,16 +60,16 @@ class ActQuantConfig:
     threshold: bool = False
 
     def __post_init__(self):
-        check_choice("act method", self.method, ACT_METHODS)
+        choice("act method", self.method, ACT_METHODS)
         if self.method in ("uniform", "lsq"):
             check_bits("act bits", self.bits)
-        elif isinstance(self.bits, bool) or not isinstance(self.bits, int):
-            raise BinbertError(f"act bits={self.bits!r} must be an integer")
-        check_bool("integer", self.integer)
-        if self.init is not None and (isinstance(self.init, bool) or not isinstance(self.init, (int, float))
-                                      or not self.init > 0 or not math.isfinite(self.init)):
+        else:
+            int_value(self.bits, f"act bits={self.bits!r} must be an integer")
+        boolean("integer", self.integer)
+        if self.init is not None and (not is_number(self.init) or not self.init > 0
+                                      or not math.isfinite(self.init)):
             raise BinbertError(f"act init={self.init!r} must be a positive number or null")
-        check_bool("threshold", self.threshold)
+        boolean("threshold", self.threshold)
         if self.threshold and self.method != "sign":
             raise BinbertError(f"act threshold=true applies to sign activations only, not method={self.method!r}")
 

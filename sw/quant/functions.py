@@ -16,10 +16,21 @@ from __future__ import annotations
 import torch
 
 from hw.errors import BinbertError
-from sw.quant.validate import check_bits
+from hw.validate import int_value
 
+MIN_ACT_BITS, MAX_ACT_BITS = 2, 8
 ROUNDINGS = ("half_even", "half_up")
 TWN_THRESHOLD = 0.7  # TWN (Li et al. 2016): Delta = 0.7 * mean|w|
+
+
+
+def check_bits(name: str, bits) -> int:
+    """Bits of a multi-bit activation quantizer."""
+    int_value(bits, f"{name}={bits!r} must be an integer")
+    if not MIN_ACT_BITS <= bits <= MAX_ACT_BITS:
+        raise BinbertError(f"{name}={bits} out of range: multi-bit activations need "
+                           f"{MIN_ACT_BITS}..{MAX_ACT_BITS} bits")
+    return bits
 
 
 def qrange(bits: int) -> tuple[int, int]:

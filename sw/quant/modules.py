@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw.errors import BinbertError
+from hw.validate import int_value
 from sw.quant.config import ActQuantConfig, WeightQuantConfig
 from sw.quant.functions import (bwn_codes, lsq_codes, qrange, sign_codes, twn_codes, uniform_codes,
                                 uniform_step)
@@ -31,8 +32,8 @@ class WeightQuantizer(nn.Module):
         if self.cfg.learned_scale:
             if not self.cfg.per_row:
                 rows = None
-            elif isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-                raise BinbertError(f"learned_scale with per_row needs rows (a positive int), got {rows!r}")
+            else:
+                int_value(rows, f"learned_scale with per_row needs rows (a positive int), got {rows!r}", lo=1)
             self.gain = nn.Parameter(torch.ones(rows) if rows is not None else torch.ones(()))
 
     def _gain(self, w: torch.Tensor) -> torch.Tensor:
@@ -87,8 +88,7 @@ class ActQuantizer(nn.Module):
         elif self.cfg.method == "lsq":
             self.step = nn.Parameter(torch.tensor(1.0))
         elif self.cfg.threshold:
-            if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-                raise BinbertError(f"act threshold=true needs features (a positive int), got {features!r}")
+            int_value(features, f"act threshold=true needs features (a positive int), got {features!r}", lo=1)
             self.beta = nn.Parameter(torch.zeros(features))
         if self.learned:
             self.register_buffer("initialized", torch.tensor(False))

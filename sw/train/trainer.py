@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from hw.errors import BinbertError
+from hw.validate import number_value
 from sw import backbone as bb
 from sw.config import Config, StageConfig, stage_quant_dict
 from sw.data import Encoded, epoch_batches, load_split, loader, task_spec
@@ -90,8 +91,7 @@ def _size_mb(model: nn.Module) -> float | None:
 def set_dropout(model: nn.Module, p: float) -> nn.Module:
     """Set every dropout of ``model`` (hidden, attention, classifier) to ``p``, in its HF config
     too, so a checkpoint of it (resume, final) rebuilds with the same rate."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise BinbertError(f"dropout={p!r} must be a number in [0, 1)")
+    number_value(p, f"dropout={p!r} must be a number in [0, 1)", lo=0, below=1)
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = float(p)
