@@ -74,7 +74,7 @@ class AttentionCoreParams:
             raise BinbertError(f"{o}: banks={self.banks!r} must be 1 or 2")
         if self.ctx_lanes is None:
             d = self.att.head_dim
-            fast = max(self.seq_len + 1, self.probs.cycles_per_row) - 1
+            fast = max(self.seq_len + 1, self.probs.cycles) - 1
             object.__setattr__(self, "ctx_lanes", min(c for c in range(1, d + 1) if d % c == 0 and d // c <= fast))
         _pos(o, "ctx_lanes", self.ctx_lanes)
         if self.att.head_dim % self.ctx_lanes:
@@ -104,17 +104,18 @@ class AttentionCoreParams:
     def row_cycles(self) -> int:
         """Steady-state cycles per query row: the producer (Q read + L scores), the
         probabilities unit, the consumer (L products), the context serializer (d/ctx_lanes)."""
-        return max(self.seq_len + 1, self.probs.cycles_per_row, self.head_dim // self.ctx_lanes + 1)
+        return max(self.seq_len + 1, self.probs.cycles, self.head_dim // self.ctx_lanes + 1)
 
     @property
-    def cycles_per_sequence(self) -> int:
-        """Compute cycles per sequence once loaded (steady state over many sequences)."""
+    def cycles(self) -> int:
+        """Compute cycles per sequence (of ``seq_len`` Q/K/V tokens) once loaded, steady state
+        over many sequences."""
         return self.rows * self.row_cycles
 
     @property
     def latency(self) -> int:
         """Last load beat of a sequence to its last context beat (no stalls, upper bound)."""
-        return self.cycles_per_sequence + self.probs.latency + 8
+        return self.cycles + self.probs.latency + 8
 
     def compute(self, q, k, v, valid) -> np.ndarray:
         return self.att.compute(q, k, v, valid)
@@ -492,14 +493,15 @@ class AttentionParams(LayerFolding):
     def stage_cycles(self) -> dict[str, int]:
         """Cycles per sequence of each stage in steady state."""
         L = self.seq_len
-        return {"input": L * self.beats, "qkv": L * max(pr.cycles_per_vector for pr in self.projections),
-                "attention": self.core.cycles_per_sequence, "attn_out": L * self.out_proj.cycles_per_vector,
-                "ln1": L * self.addnorm.cycles_per_token}
+        return {"input": L * self.beats, "qkv": L * max(pr.cycles for pr in self.projections),
+                "attention": self.core.cycles, "attn_out": L * self.out_proj.cycles,
+                "ln1": L * self.addnorm.cycles}
 
     @property
-    def cycles_per_sequence(self) -> int:
-        """Steady state: with two sequence banks the stages overlap across sequences; with one,
-        loading the next sequence waits for the attention to finish this one."""
+    def cycles(self) -> int:
+        """Steady-state cycles per sequence of ``seq_len`` tokens: with two sequence banks the
+        stages overlap across sequences; with one, loading the next sequence waits for the
+        attention to finish this one."""
         s = self.stage_cycles
         if self.banks == 2:
             return max(s.values())
@@ -514,7 +516,7 @@ class AttentionParams(LayerFolding):
     @property
     def latency(self) -> int:
         L = self.seq_len
-        return (L * (self.beats + max(pr.cycles_per_vector for pr in self.projections))
+        return (L * (self.beats + max(pr.cycles for pr in self.projections))
                 + self.core.latency + self.out_proj.latency * L + self.addnorm.latency * L + 50)
 
     def compute(self, r, valid) -> np.ndarray:

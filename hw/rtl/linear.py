@@ -102,14 +102,14 @@ class LinearUnitParams:
         return self.lin.n // self.out_lanes
 
     @property
-    def cycles_per_vector(self) -> int:
-        """Steady state: the MVU's A·NF·SF."""
-        return self.mvu.cycles_per_vector
+    def cycles(self) -> int:
+        """Steady-state cycles per input vector: the MVU's A·NF·SF."""
+        return self.mvu.cycles
 
     @property
     def latency(self) -> int:
         """Last input beat of a vector to its last output beat (no stalls, upper bound)."""
-        return self.cycles_per_vector + self.mvu.latency + self.requant.latency + 2
+        return self.cycles + self.mvu.latency + self.requant.latency + 2
 
     def compute(self, x) -> np.ndarray:
         return self.lin.compute(x)

@@ -82,6 +82,11 @@ class PEParams:
         return self.pipeline
 
     @property
+    def cycles(self) -> int:
+        """Steady-state cycles per input beat (one (x, w) pair): the lane is fully pipelined."""
+        return 1
+
+    @property
     def out_width(self) -> int:
         return popcount_width(self.simd)
 

@@ -106,6 +106,11 @@ class RequantUnitParams:
     def latency(self) -> int:
         return 4 + self.is_lut
 
+    @property
+    def cycles(self) -> int:
+        """Steady-state cycles per vector of ``n`` rows: one beat of ``lanes`` rows per cycle."""
+        return self.beats
+
     def compute(self, accs) -> np.ndarray:
         """(T, ..., n) accumulators -> (..., n) codes."""
         return self.op.compute(accs)

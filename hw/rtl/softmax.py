@@ -41,7 +41,7 @@ def score_layout(score_bits: int) -> data.StructLayout:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ProbsParams:
     """A golden ``Softmax`` or ``Heaviside`` over rows of ``length`` keys; ``banks`` row
-    buffers for the softmax (None: enough for one row per :attr:`cycles_per_row`)."""
+    buffers for the softmax (None: enough for one row per :attr:`cycles`)."""
 
     probs: Softmax | Heaviside
     length: int
@@ -106,7 +106,9 @@ class ProbsParams:
         return max(2, math.ceil(self.latency / max(self.stage_cycles.values())))
 
     @property
-    def cycles_per_row(self) -> int:
+    def cycles(self) -> int:
+        """Steady-state cycles per row of ``length`` scores: the busiest stage, or the row
+        buffers when too few (Heaviside: one score per cycle)."""
         if not self.is_softmax:
             return self.length
         return max(max(self.stage_cycles.values()), math.ceil(self.latency / self.banks))

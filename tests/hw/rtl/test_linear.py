@@ -22,7 +22,7 @@ def _run(params, x, *, idle=0.0, stall=0.0):
         got.extend(await recv(ctx, dut.o, len(x) * params.out_beats, np.random.default_rng(2), stall,
                               convert=lambda v: [int(c) for c in v], stats=stats))
 
-    run(dut, prod, cons, deadline_cycles=10 * len(x) * (params.latency + params.cycles_per_vector) + 500)
+    run(dut, prod, cons, deadline_cycles=10 * len(x) * (params.latency + params.cycles) + 500)
     return np.array(got).reshape(len(x), -1), stats
 
 
@@ -49,7 +49,7 @@ def test_linear_throughput():
     got, stats = _run(params, x)
     assert np.array_equal(got, params.compute(x))
     per_vec = (stats["cycles"] - stats["first"]) / (vectors - 1)
-    assert per_vec <= 1.10 * params.cycles_per_vector, (per_vec, params.cycles_per_vector)
+    assert per_vec <= 1.10 * params.cycles, (per_vec, params.cycles)
 
 
 def test_linear_bad_params():
