@@ -20,6 +20,7 @@ live once, in the golden ``EncoderLayer``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -31,6 +32,7 @@ from hw.golden.attention import Attention
 from hw.golden.encoder_layer import EncoderLayer
 from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
+from hw.rtl.block import DerivedParts
 from hw.rtl.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
 from hw.rtl.mvu import BUFFER_STYLES
@@ -54,7 +56,7 @@ def block_layout(res_bits: int, lanes: int) -> data.StructLayout:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class AttentionCoreParams:
+class AttentionCoreParams(DerivedParts):
     """The golden ``Attention`` over sequences of ``seq_len`` tokens, ``banks`` sequence buffers."""
 
     att: Attention
@@ -83,7 +85,7 @@ class AttentionCoreParams:
             raise BinbertError(f"{o}: the context requantizer has {self.att.context.rows} rows, "
                                f"expected 1 or hidden={self.att.hidden}")
 
-    @property
+    @cached_property
     def probs(self) -> ProbsParams:
         return ProbsParams(probs=self.att.probs, length=self.seq_len, banks=self.probs_banks)
 
@@ -397,7 +399,7 @@ class AttentionCore(wiring.Component):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class LayerFolding:
+class LayerFolding(DerivedParts):
     """An encoder ``layer`` (the golden op) over sequences of ``seq_len`` tokens with ``lanes``
     residual features per beat and the folding of its attention half: the Q/K/V MVUs' PE x SIMD
     (each of the three), the output MVU's, ``banks`` sequence buffers. Shared by the attention
@@ -463,27 +465,27 @@ class AttentionParams(LayerFolding):
         """ln1: the block's output op (sim/benches/encoder.py reads its out_bits)."""
         return self.layer.ln1
 
-    @property
+    @cached_property
     def qin(self) -> RequantUnitParams:
         return RequantUnitParams(op=self.layer.qkv_in, n=self.hidden, lanes=self.lanes)
 
-    @property
+    @cached_property
     def projections(self) -> tuple[LinearUnitParams, ...]:
         lyr = self.layer
         return tuple(LinearUnitParams(lin=lin, pe=self.pe_qkv, simd=self.simd_qkv, out_lanes=lyr.attention.head_dim,
                                       buffer=self.mvu_buffer)
                      for lin in (lyr.query, lyr.key, lyr.value))
 
-    @property
+    @cached_property
     def core(self) -> AttentionCoreParams:
         return AttentionCoreParams(att=self.layer.attention, seq_len=self.seq_len, banks=self.banks)
 
-    @property
+    @cached_property
     def out_proj(self) -> LinearUnitParams:
         return LinearUnitParams(lin=self.layer.attn_out, pe=self.pe_o, simd=self.simd_o, out_lanes=self.lanes,
                                 buffer=self.mvu_buffer)
 
-    @property
+    @cached_property
     def addnorm(self) -> AddNormParams:
         """ln1 of attn_out's output (a) + the residual (b)."""
         return AddNormParams(norm=shared_or_parallel(self.ln, self.lanes, self.ln_multiplier),

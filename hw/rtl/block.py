@@ -18,9 +18,10 @@ Where a bench, the FPGA flow or a report reads an older name, it is an alias of 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["BlockParams"]
+__all__ = ["BlockParams", "DerivedParts"]
 
 
 @runtime_checkable
@@ -44,3 +45,16 @@ class BlockParams(Protocol):
     def create(self) -> Any:
         """The Amaranth component."""
         ...
+
+
+class DerivedParts:
+    """Base of the params classes whose child params (the blocks they are made of) are
+    :func:`functools.cached_property`: built once, on first use, into the instance's
+    ``__dict__`` (which a frozen dataclass still has). Pickling leaves them out, so a pickle
+    (``sim.runner.params_key``, the copy a bench loads) holds the fields only, whichever parts
+    were looked at, byte for byte what it held before the parts were cached."""
+
+    def __getstate__(self):
+        cached = {name for cls in type(self).__mro__ for name, attr in vars(cls).items()
+                  if isinstance(attr, functools.cached_property)}
+        return {k: v for k, v in self.__dict__.items() if k not in cached}

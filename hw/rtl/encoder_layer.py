@@ -13,6 +13,7 @@ lanes)), the layer output in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 from amaranth.hdl import Module, signed
@@ -41,11 +42,11 @@ class EncoderLayerParams(LayerFolding):
         super().__post_init__()
         self.attention, self.ffn  # noqa: B018  (their checks name a bad folding)
 
-    @property
+    @cached_property
     def attention(self) -> AttentionParams:
         return AttentionParams(**{f.name: getattr(self, f.name) for f in fields(LayerFolding)})
 
-    @property
+    @cached_property
     def ffn(self) -> FfnParams:
         return FfnParams.from_layer(self.layer, lanes=self.lanes, pe1=self.pe_ffn1, simd1=self.simd_ffn1,
                                     pe2=self.pe_ffn2, simd2=self.simd_ffn2,

@@ -11,6 +11,7 @@ both ArrayLayout(signed(res_bits), lanes), hidden/lanes beats per token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from amaranth.hdl import Module, signed
@@ -22,6 +23,7 @@ from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear
 from hw.golden.requant import Requant
 from hw.errors import BinbertError
+from hw.rtl.block import DerivedParts
 from hw.rtl.layernorm import AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
 from hw.rtl.requant import RequantUnitParams, code_shape
@@ -31,7 +33,7 @@ __all__ = ["FfnParams", "FfnBlock"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class FfnParams:
+class FfnParams(DerivedParts):
     """The FFN ops of one layer plus the folding: ``lanes`` residual features per beat, the two
     MVUs' PE x SIMD, and a residual FIFO of ``fifo_tokens`` tokens."""
 
@@ -86,21 +88,21 @@ class FfnParams:
     def beats(self) -> int:
         return self.hidden // self.lanes
 
-    @property
+    @cached_property
     def qin(self) -> RequantUnitParams:
         return RequantUnitParams(op=self.ffn_in_q, n=self.hidden, lanes=self.lanes)
 
-    @property
+    @cached_property
     def lin1(self) -> LinearUnitParams:
         return LinearUnitParams(lin=self.ffn_in, pe=self.pe1, simd=self.simd1, out_lanes=self.simd2,
                                 buffer=self.mvu_buffer)
 
-    @property
+    @cached_property
     def lin2(self) -> LinearUnitParams:
         return LinearUnitParams(lin=self.ffn_out, pe=self.pe2, simd=self.simd2, out_lanes=self.lanes,
                                 buffer=self.mvu_buffer)
 
-    @property
+    @cached_property
     def addnorm(self) -> AddNormParams:
         return AddNormParams(norm=shared_or_parallel(self.ln, self.lanes, self.ln_multiplier),
                              a_bits=self.res_bits, b_bits=self.res_bits)

@@ -13,6 +13,7 @@ Ports: ``i``: ArrayLayout(code, SIMD) (exactly the MVU's input beat, SF = K/SIMD
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from amaranth.hdl import Module
@@ -22,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden import arith
 from hw.golden.linear import BinaryLinear
 from hw.errors import BinbertError
+from hw.rtl.block import DerivedParts
 from hw.rtl.mvu import MVUParams
 from hw.rtl.requant import RequantUnitParams, code_shape
 from hw.rtl.stream import Regroup
@@ -41,7 +43,7 @@ def _pos(owner, name, v):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class LinearUnitParams:
+class LinearUnitParams(DerivedParts):
     """``lin`` folded as PE stacked rows (PE/T output rows) x SIMD columns per cycle."""
 
     lin: BinaryLinear
@@ -74,14 +76,14 @@ class LinearUnitParams:
     def rows_per_beat(self) -> int:
         return self.pe // self.lin.terms
 
-    @property
+    @cached_property
     def mvu(self) -> MVUParams:
         lin = self.lin
         return MVUParams(k=lin.k, n=lin.terms * lin.n, pe=self.pe, simd=self.simd,
                          weights=stacked_weight_bits(lin), a_bits=lin.in_bits, pipeline=self.pipeline,
                          buffer=self.buffer)
 
-    @property
+    @cached_property
     def requant(self) -> RequantUnitParams:
         return RequantUnitParams(op=self.lin.out, n=self.lin.n, lanes=self.rows_per_beat)
 

@@ -27,6 +27,7 @@ Data path (one weight read serves PE rows x MMV vectors per cycle)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
 from hw.golden import arith
+from hw.rtl.block import DerivedParts
 from hw.rtl.pe import PEParams, check_int, xnor_popcount
 
 __all__ = ["BUFFER_STYLES", "MVUParams", "MatrixVectorUnit", "weights_to_bits"]
@@ -80,7 +82,7 @@ BUFFER_STYLES = ("auto", "block", "distributed", "logic")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class MVUParams:
+class MVUParams(DerivedParts):
     """FINN-style folded binary matrix-vector unit (docs/arithmetic.md §2, §4, §5).
 
 :class:`MVUParams` holds the shape, weights and folding (``compute``: the golden dot products,
@@ -150,7 +152,7 @@ the :class:`MatrixVectorUnit`).
     def in_width(self) -> int:
         return self.simd * self.a_bits * self.mmv
 
-    @property
+    @cached_property
     def pe_params(self) -> PEParams:
         return PEParams(simd=self.simd, pipeline=self.pipeline)
 

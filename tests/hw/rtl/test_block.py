@@ -130,3 +130,26 @@ def test_cycles_is_the_simulated_steady_state(build):
     ends = _item_ends(params, items, out_per_item=out_per_item)
     assert len(ends) == count
     assert all(b - a == params.cycles for a, b in zip(ends, ends[1:])), (ends, params.cycles)
+
+
+def test_child_params_are_built_once_and_stay_out_of_pickles():
+    """The parts are cached on first use; a pickle (sim.runner.params_key, the benches' copy)
+    and the repr hold the fields only, whatever was looked at, and an unpickled copy rebuilds
+    its parts."""
+    import pickle
+
+    from sim.runner import params_key
+
+    p = _encoder()
+    fresh = _encoder()
+    before, text = pickle.dumps(fresh, protocol=4), repr(fresh)
+    key = params_key(fresh)
+    assert p.attention is p.attention and p.ffn.lin1 is p.ffn.lin1
+    assert p.attention.out_proj.mvu is p.attention.out_proj.mvu
+    _reachable(fresh)  # touches every part of every block
+    assert "core" in vars(fresh.attention) and "mvu" in vars(fresh.ffn.lin2)
+    assert pickle.dumps(fresh, protocol=4) == before and params_key(fresh) == key
+    assert repr(fresh) == text and fresh != p and hash(fresh) != hash(p)  # eq=False: identity
+    copy = pickle.loads(before)
+    assert "attention" not in vars(copy) and copy.cycles == fresh.cycles
+    assert np.array_equal(copy.ffn.lin1.mvu.weights, fresh.ffn.lin1.mvu.weights)
