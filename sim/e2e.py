@@ -2,7 +2,7 @@
 
 Real dev sentences go through the golden embedding; layer 0's RTL (hw.rtl.encoder_layer, cocotb bench
 sim/benches/encoder.py) gets that residual stream, and the *RTL's* output of layer l is the input of
-layer l+1. Each layer's output must equal the golden model's hidden state (hw.golden.ops,
+layer l+1. Each layer's output must equal the golden model's hidden state (hw.golden,
 ``EncoderParams.hidden_states``) bit for bit; the golden pooler + classifier then turn the RTL's
 final hidden states into logits, which must equal the golden full model's (hw.golden.export_format.run),
 and so must the predictions. Anything else is a :class:`ModelMismatch` naming layer, sentence,
@@ -59,7 +59,8 @@ def prepare(ckpt, *, sentences: int = DEFAULT_SENTENCES, seq_len: int | None = N
     """Everything before the RTL: the export, the sentences, the golden hidden states and
     logits, and each layer's folding. All bad input fails here, before any build."""
     from hw.rtl.encoder_layer import folding_for
-    from sim.layers import CKPT_MACS, CKPT_SEQ_LEN, dev_sentences, load_export
+    from sim.layers import CKPT_MACS, CKPT_SEQ_LEN, dev_sentences
+    from sw.export import load_export
     from hw.golden.export_format import run as golden_run
 
     check_model_args(ckpt, sentences=sentences, seq_len=1 if seq_len is None else seq_len, jobs=1)

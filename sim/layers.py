@@ -61,49 +61,6 @@ def _block(layer: str, p):
     return {"encoder": p, "attn": p.attention, "ffn": p.ffn}[layer]
 
 
-def load_export(ckpt) -> tuple[object, dict, str]:
-    """(EncoderParams, meta, tokenizer backbone) from an export directory, or from a checkpoint
-    directory exported on the fly (cached under sim_build/exports)."""
-    import hashlib
-    from pathlib import Path
-
-    from hw.errors import BinbertError
-    from hw.golden.export_format import load_params
-
-    path = Path(ckpt)
-    if (path / "manifest.json").is_file():
-        params, meta = load_params(path)
-        return params, meta, meta.get("backbone", "minilm")
-    if not path.exists():
-        raise BinbertError(f"--ckpt {ckpt}: no such checkpoint or export directory")
-    from sim.runner import BUILD_ROOT
-    from sw.export import export_model
-    from sw.train import load_checkpoint
-
-    model, _state, cfg = load_checkpoint(path)
-    files = sorted(f for f in path.iterdir() if f.is_file())
-    key = str(path.resolve()) + "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    stamp = hashlib.sha256(key.encode()).hexdigest()[:12]
-    out = BUILD_ROOT / "exports" / f"{path.name}-{stamp}"
-    params = None
-    if (out / "manifest.json").is_file():
-        try:
-            params, meta = load_params(out)
-        except BinbertError:   # a stale or damaged cache: export again
-            params = None
-    if params is None:
-        import shutil
-        import tempfile
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-        export_model(model.eval(), tmp, meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.replace(out)  # atomic: a reader never sees half an export
-        params, meta = load_params(out)
-    return params, {**meta, "data_dir": cfg.data.dir, "task": cfg.data.task}, cfg.model.backbone
-
-
 def dev_sentences(params, meta: dict, backbone: str, *, seq_len: int, count: int,
                   exact: bool = False) -> dict:
     """The first ``count`` dev sentences of the export's task that fit ``seq_len`` tokens of the
@@ -161,9 +118,10 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int | None = None, count: int = C
     and an .npz of its inputs (the residual stream the golden model feeds that block)."""
     import tempfile
 
-    from hw.rtl.encoder_layer import folding_for
     from hw.errors import BinbertError
+    from hw.rtl.encoder_layer import folding_for
     from hw.rtl.layernorm import LayerNormUnitParams
+    from sw.export import load_export
 
     params, meta, backbone = load_export(ckpt)
     if not 0 <= layer_index < len(params.layers):

@@ -11,6 +11,7 @@ Anything the contract cannot represent is refused with a BinbertError naming the
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -336,3 +337,48 @@ def export_checkpoint(ckpt, out_dir, opts: ExportOptions | None = None) -> Path:
     meta = {"checkpoint": str(ckpt), "stage": state.get("stage") if isinstance(state, dict) else None,
             "task": cfg.data.task, "max_seq_len": cfg.data.max_seq_len, "backbone": cfg.model.backbone}
     return export_model(model, out_dir, opts, meta)
+
+
+def export_cache() -> Path:
+    """Where checkpoints exported on the fly are kept: ``exports`` under the simulator's build
+    root ($BINBERT_SIM_BUILD, else sim_build/ in the repository, as sim.runner reads it)."""
+    root = os.environ.get("BINBERT_SIM_BUILD") or Path(__file__).resolve().parents[1] / "sim_build"
+    return Path(root) / "exports"
+
+
+def load_export(ckpt, cache=None) -> tuple[EncoderParams, dict, str]:
+    """(EncoderParams, meta, tokenizer backbone) from an export directory, or from a checkpoint
+    directory exported on the fly (cached under ``cache``, default :func:`export_cache`; the
+    cache key is the checkpoint's path and its files' sizes and times)."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from hw.golden.export_format import load_params
+    from sw.train import load_checkpoint
+
+    path = Path(ckpt)
+    if (path / "manifest.json").is_file():
+        params, meta = load_params(path)
+        return params, meta, meta.get("backbone", "minilm")
+    if not path.exists():
+        raise BinbertError(f"--ckpt {ckpt}: no such checkpoint or export directory")
+    model, _state, cfg = load_checkpoint(path)
+    files = sorted(f for f in path.iterdir() if f.is_file())
+    key = str(path.resolve()) + "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    stamp = hashlib.sha256(key.encode()).hexdigest()[:12]
+    out = (export_cache() if cache is None else Path(cache)) / f"{path.name}-{stamp}"
+    params = None
+    if (out / "manifest.json").is_file():
+        try:
+            params, meta = load_params(out)
+        except BinbertError:   # a stale or damaged cache: export again
+            params = None
+    if params is None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+        export_model(model.eval(), tmp, meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)  # atomic: a reader never sees half an export
+        params, meta = load_params(out)
+    return params, {**meta, "data_dir": cfg.data.dir, "task": cfg.data.task}, cfg.model.backbone

@@ -15,6 +15,13 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _load_checkpoint(ckpt):
+    """--export given a checkpoint directory: exported on the fly (cached, sw.export.load_export)."""
+    from sw.export import load_export
+
+    return load_export(ckpt)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bitstream", help="synthesize, place and route a layer: bitstream + report.json/.md",
@@ -81,7 +88,7 @@ def run(args) -> int:
     for target in targets:
         spec = flow.make_layer(args.layer, pe=args.pe, simd=args.simd, k=args.k, n=args.n,
                                a_bits=args.a_bits, mmv=args.mmv, pipeline=args.pipeline,
-                               target=target, config=args.config, ckpt=export)
+                               target=target, config=args.config, ckpt=export, load=_load_checkpoint)
         out = args.out / target.name if len(targets) > 1 else args.out
         try:
             r = flow.build(spec, target, out, freq_mhz=args.freq, seeds=args.seeds,

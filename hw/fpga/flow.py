@@ -60,13 +60,14 @@ class LayerSpec:
     rom_note: str = "no weight ROM (weights arrive on the input stream)"
 
 
-def make_encoder(config="tiny", *, ckpt=None) -> LayerSpec:
+def make_encoder(config="tiny", *, ckpt=None, load=None) -> LayerSpec:
     """An encoder layer from a hardware preset (models/hw/*.yaml, see hw/fpga/presets.py): seeded
-    random ops, or ``ckpt`` (a checkpoint or export directory): its trained layer folded at the
+    random ops, or ``ckpt`` (an export directory, or a checkpoint directory that ``load``
+    resolves, see :func:`hw.fpga.presets.bitstream_params`): its trained layer folded at the
     preset's MAC budget."""
     from hw.fpga.presets import bitstream_spec
 
-    d = bitstream_spec(config, ckpt)
+    d = bitstream_spec(config, ckpt, load=load)
     p = d["params"]
     return LayerSpec("encoder", p, macs_per_cycle=d["macs_per_cycle"], a_bits=d["a_bits"],
                      cycles_per_vector=d["cycles_per_vector"], describe=d["describe"],
@@ -77,15 +78,15 @@ def make_encoder(config="tiny", *, ckpt=None) -> LayerSpec:
 def make_layer(layer: str, *, pe: int = 16, simd: int | None = None, k: int | None = None,
                n: int | None = None, a_bits: int = 1, mmv: int = 1, pipeline: int | None = None,
                target: Target | None = None, seed: int = 0, config=None,
-               ckpt=None) -> LayerSpec:
+               ckpt=None, load=None) -> LayerSpec:
     """Parameters of ``layer`` ('mvu', 'pe' or 'encoder') from the CLI's knobs.
 
     MVU defaults: K = 4·SIMD, N = 4·PE, i.e. a 16-word weight ROM for every (PE, SIMD), so the
     sweep compares datapaths, not ROM depths. Weights are seeded random bits.
     ``pipeline`` None: the target's default (:attr:`Target.pipeline`, capped at the tree depth;
     1 without a target); ``simd`` None: the target's (:attr:`Target.simd`; 64 without one).
-    ``encoder``: ``config`` (a hardware preset name or path, default tiny) and ``ckpt``, see
-    :func:`make_encoder`; the other knobs do not apply.
+    ``encoder``: ``config`` (a hardware preset name or path, default tiny), ``ckpt`` and
+    ``load``, see :func:`make_encoder`; the other knobs do not apply.
     """
     import numpy as np
 
@@ -95,7 +96,7 @@ def make_layer(layer: str, *, pe: int = 16, simd: int | None = None, k: int | No
     if layer not in LAYERS:
         raise BinbertError(f"--layer {layer!r} unknown: choose one of {', '.join(LAYERS)}")
     if layer == "encoder":
-        return make_encoder("tiny" if config is None else config, ckpt=ckpt)
+        return make_encoder("tiny" if config is None else config, ckpt=ckpt, load=load)
     for opt, v in (("--config", config), ("--export", ckpt)):
         if v is not None:
             raise BinbertError(f"{opt} applies to --layer encoder only (got --layer {layer})")

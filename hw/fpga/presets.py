@@ -32,7 +32,8 @@ preset's ``macs`` / ``lanes``.
 
 Every bad file, key or value is a one-line :class:`BinbertError` ``FILE:LINE: message``.
 The random-op generators live in hw/golden/random.py (shared with the tests and cocotb
-benches); the export loader in sim/layers.py; both are imported lazily, only when a layer is built.
+benches). An export directory is read with hw.golden.export_format; a checkpoint directory
+needs the caller's loader (``load=``), since exporting one takes the PyTorch side.
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def preset_from_text(text: str, source: str = "<preset>", name: str = "") -> Enc
                    if f.name not in values and f.default is MISSING]  # no default: required
         if missing:
             raise BinbertError(f"{source}:1: missing required key {missing[0]!r}")
-        from hw.fpga.flow import TARGETS
+        from hw.fpga.targets import TARGETS
         from hw.rtl.layernorm import MULTIPLIERS
         from hw.rtl.mvu import BUFFER_STYLES
 
@@ -249,19 +250,37 @@ def _random_layer(p: EncoderPreset):
                                 f_bits=a, g_bits=a, terms=p.weight_terms, mode=p.attention)
 
 
-def bitstream_params(config="tiny", ckpt=None):
+def _exported(ckpt, load):
+    """EncoderParams of an export directory, or of a checkpoint directory through ``load``."""
+    from hw.golden.export_format import load_params
+
+    path = Path(ckpt)
+    if (path / "manifest.json").is_file():
+        return load_params(path)[0]
+    if not path.exists():
+        raise BinbertError(f"--ckpt {ckpt}: no such checkpoint or export directory")
+    if load is None:
+        raise BinbertError(f"--ckpt {ckpt}: not an export directory (no manifest.json) and no checkpoint "
+                           f"loader given: export it first (binbert export)")
+    return load(path)[0]
+
+
+def bitstream_params(config="tiny", ckpt=None, *, load=None):
     """EncoderLayerParams of a preset (name, path or :class:`EncoderPreset`): its seeded random
     ops, or (``ckpt``, else the preset's ``ckpt`` key) layer ``layer_index`` of an exported
-    model folded with the preset's MAC budget."""
+    model folded with the preset's MAC budget.
+
+    ``ckpt`` is an export directory, read here, or a checkpoint directory, which ``load``
+    resolves: a callable like sw.export.load_export, ``load(path) -> (EncoderParams, meta,
+    backbone)`` (``binbert bitstream`` passes the exporter that exports it on the fly).
+    """
     from hw.rtl.encoder_layer import folding_for
 
     p = load_preset(config)
     ckpt = ckpt if ckpt is not None else p.ckpt
     try:
         if ckpt is not None:
-            from sim.layers import load_export
-
-            params, _meta, _bb = load_export(ckpt)
+            params = _exported(ckpt, load)
             if not p.layer_index < len(params.layers):
                 raise BinbertError(f"layer_index {p.layer_index} out of range: {ckpt} has "
                                    f"{len(params.layers)} layers")
@@ -280,11 +299,12 @@ def bitstream_params(config="tiny", ckpt=None):
         raise BinbertError(f"{p.source}: {exc}") from None
 
 
-def bitstream_spec(config="tiny", ckpt=None) -> dict:
+def bitstream_spec(config="tiny", ckpt=None, *, load=None) -> dict:
     """What hw/fpga/flow.py's LayerSpec needs for ``--layer encoder``: the params (``.create()``),
-    XNOR lanes per cycle, activation bits, cycles per token, and a description."""
+    XNOR lanes per cycle, activation bits, cycles per token, and a description (``load``: see
+    :func:`bitstream_params`)."""
     preset = load_preset(config)
-    p = bitstream_params(preset, ckpt)
+    p = bitstream_params(preset, ckpt, load=load)
     units = list(p.attention.projections) + [p.attention.out_proj, p.ffn.lin1, p.ffn.lin2]
     macs = sum(u.pe * u.simd for u in units)
     lyr = p.layer

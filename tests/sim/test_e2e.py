@@ -99,7 +99,8 @@ def _no_build(*a, **k):
 # ------------------------------------------------------------------ pieces
 
 def test_head_is_the_golden_tail(export2):
-    from sim.layers import dev_sentences, load_export
+    from sim.layers import dev_sentences
+    from sw.export import load_export
 
     params, meta, backbone = load_export(export2)
     d = dev_sentences(params, meta, backbone, seq_len=16, count=5, exact=True)

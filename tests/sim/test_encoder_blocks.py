@@ -117,11 +117,3 @@ def test_bitstream_presets():
         assert spec["cycles_per_vector"] * p.seq_len >= p.cycles_per_sequence
     with pytest.raises(BinbertError, match="unknown encoder config 'huge'"):
         bitstream_spec("huge")
-
-
-def test_ckpt_path_errors(tmp_path):
-    from hw.errors import BinbertError
-    from sim.layers import load_export
-
-    with pytest.raises(BinbertError, match="no such checkpoint or export directory"):
-        load_export(tmp_path / "missing")

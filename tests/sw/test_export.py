@@ -295,3 +295,48 @@ def test_learned_attention_thresholds_become_integer_score_thresholds(models):
             if n.endswith("score_threshold"):
                 p.zero_()
     assert not np.array_equal(build_params(model).compute(ids, am, tt), build_params(plain).compute(ids, am, tt))
+
+
+def test_load_export_path_errors(tmp_path):
+    from sw.export import load_export
+
+    with pytest.raises(BinbertError, match="no such checkpoint or export directory"):
+        load_export(tmp_path / "missing")
+
+
+def test_load_export_exports_a_checkpoint_once_into_its_cache(tmp_path, monkeypatch):
+    """A checkpoint directory is exported on the fly into the cache and reused; a damaged cached
+    export is exported again; an export directory is read as it is."""
+    from pathlib import Path
+
+    from hw.golden.export_format import load_params
+    from sw.backbone import minilm_path
+    from sw.config import load_config
+    from sw.export import export_cache, load_export
+    from sw.train import save_checkpoint
+
+    root = Path(__file__).resolve().parents[2]
+    vocab = sum(1 for _ in open(minilm_path() / "vocab.txt", encoding="utf-8"))
+    cfg = load_config(root / "models/tiny-test.yaml")
+    ckpt = tmp_path / "binary"
+    save_checkpoint(ckpt, tiny_quant("split", vocab=vocab, max_pos=cfg.model.tiny.max_position_embeddings),
+                    cfg, {"stage": "binary", "complete": True})
+    monkeypatch.setenv("BINBERT_SIM_BUILD", str(tmp_path / "build"))
+    assert export_cache() == tmp_path / "build" / "exports"
+    params, meta, backbone = load_export(ckpt)
+    (out,) = export_cache().iterdir()
+    assert out.name.startswith("binary-") and backbone == cfg.model.backbone
+    assert meta["task"] == cfg.data.task and meta["checkpoint"] == str(ckpt)
+    ref, _ = load_params(out)
+    ids, am, tt = (batch(3, b=2, t=6)[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))
+    assert np.array_equal(params.compute(ids, am, tt), ref.compute(ids, am, tt))
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    load_export(ckpt)
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp  # reused, not exported again
+    (out / "manifest.json").write_text("{")
+    load_export(ckpt)
+    assert load_params(out)[0].num_labels == params.num_labels  # damaged: exported again
+    again, emeta, ebackbone = load_export(out)  # an export directory
+    assert emeta["checkpoint"] == str(ckpt) and ebackbone == cfg.model.backbone
+    assert load_export(ckpt, cache=tmp_path / "other")[0].num_labels == params.num_labels
+    assert len(list((tmp_path / "other").iterdir())) == 1

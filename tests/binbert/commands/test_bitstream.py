@@ -8,6 +8,7 @@ The full place and route of an encoder layer is tests/hw/fpga/test_flow.py's slo
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hw.fpga import flow, presets
@@ -95,3 +96,42 @@ def test_micro_bi_encoder_layer_builds_on_the_up5k(micro_ice40):
     assert r["params"] == json.loads(json.dumps(spec.describe)) and r["params"]["mvu_buffer"] == "block"
     assert r["sequences_per_s"] == pytest.approx(r["fmax_mhz"] * 1e6 / r["cycles_per_sequence"])
     assert (out / "report.md").read_text().startswith("# encoder on ice40-up5k")
+
+
+def test_cli_exports_a_checkpoint_directory_on_the_fly(tmp_path, monkeypatch):
+    """--export with a checkpoint directory: the CLI hands hw the PyTorch side's exporting loader
+    (sw.export.load_export, cached under $BINBERT_SIM_BUILD); the layer is the checkpoint's."""
+    from hw.golden.export_format import load_params
+    from sw.backbone import minilm_path
+    from sw.config import load_config
+    from sw.train import save_checkpoint
+    from tests.sw.chain_models import tiny_quant
+
+    root = Path(__file__).resolve().parents[3]
+    vocab = sum(1 for _ in open(minilm_path() / "vocab.txt", encoding="utf-8"))
+    cfg = load_config(root / "models/tiny-test.yaml")
+    ckpt = tmp_path / "binary"
+    save_checkpoint(ckpt, tiny_quant("bi", vocab=vocab, hidden=16, layers=1, heads=2, inter=32,
+                                     max_pos=cfg.model.tiny.max_position_embeddings),
+                    cfg, {"stage": "binary", "complete": True})
+    monkeypatch.setenv("BINBERT_SIM_BUILD", str(tmp_path / "build"))
+    specs = []
+
+    class Stop(Exception):
+        pass
+
+    def no_tools(spec, target, out, **kw):  # stop before Yosys: the spec is what is checked
+        specs.append(spec)
+        raise Stop
+
+    monkeypatch.setattr(flow, "build", no_tools)
+    with pytest.raises(Stop):
+        main(["bitstream", "--layer", "encoder", "--config", "micro-bi", "--export", str(ckpt),
+              "--out", str(tmp_path / "out")])
+    (spec,) = specs
+    assert spec.describe["weights"] == f"layer 0 of {ckpt}"
+    (export,) = (tmp_path / "build" / "exports").iterdir()
+    layer = load_params(export)[0].layers[0]
+    assert spec.params.layer.ln1.n == layer.ln1.n == 16
+    assert all(np.array_equal(getattr(spec.params.layer, name).weights, getattr(layer, name).weights)
+               for name in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out"))

@@ -1,6 +1,6 @@
 """hw/fpga/presets.py: models/hw/*.yaml -> the encoder layer a bitstream implements.
 
-Every shipped preset loads and reproduces the layer sim/layers.py draws for the same shape (the
+Every shipped preset loads and reproduces the layer hw/golden/random.py draws for the same shape (the
 layer the cocotb bench checks); every bad file/key/value is a one-line FILE:LINE error; an
 export directory replaces the random ops with its trained layer at the preset's folding.
 """
@@ -51,7 +51,7 @@ FOLD = ("seq_len", "lanes", "pe_qkv", "simd_qkv", "pe_o", "simd_o", "pe_ffn1", "
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-bi", "micro-bi"])
 def test_shipped_preset_is_the_simulators_layer(name):
-    """Each shipped preset = sim.layers' random pair at its shape (split first, then BiBERT),
+    """Each shipped preset = hw.golden.random's random pair at its shape (split first, then BiBERT),
     folded at its MAC budget; by name and by path alike."""
     from hw.golden.random import CONFIG_SEED, random_layer_pair
 
@@ -205,3 +205,29 @@ def test_export_replaces_the_random_ops(bi_export, tmp_path):
     with pytest.raises(BinbertError, match=r"encoder-x.yaml: layer_index 1 out of range: .* "
                                            r"has 1 layers"):
         presets.bitstream_params(_edited(tmp_path, layer_index=1), ckpt=bi_export)
+
+
+def test_a_checkpoint_directory_goes_through_the_callers_loader(bi_export, tmp_path):
+    """hw reads export directories itself; any other directory (a checkpoint) is resolved by the
+    ``load`` callable the caller passes, and without one it is a one-line error."""
+    from hw.golden.export_format import load_params
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    with pytest.raises(BinbertError, match=r"encoder-micro-bi.yaml: --ckpt .*ckpt: not an export "
+                                           r"directory \(no manifest.json\)"):
+        presets.bitstream_params("micro-bi", ckpt=ckpt)
+    seen = []
+
+    def load(path):
+        seen.append(path)
+        params, meta = load_params(bi_export)
+        return params, meta, "minilm"
+
+    p = presets.bitstream_params("micro-bi", ckpt=ckpt, load=load)
+    assert seen == [ckpt]
+    _same_layer(p.layer, load_params(bi_export)[0].layers[0])
+    spec = presets.bitstream_spec("micro-bi", ckpt=ckpt, load=load)
+    assert spec["describe"]["weights"] == f"layer 0 of {ckpt}"
+    presets.bitstream_params("micro-bi", ckpt=bi_export, load=load)
+    assert seen == [ckpt, ckpt]  # an export directory never reaches the loader
