@@ -23,6 +23,9 @@ class EncoderLayer:
 
     x = qkv_in(r);  q, k, v = query(x), key(x), value(x);  c = attention(q, k, v)
     h = ln1(attn_out(c) + r);  g = ffn_in(ffn_in_q(h));  out = ln2(ffn_out(g) + h)
+
+    The halves are :meth:`attention_block` (r -> h) and :meth:`ffn_block` (h -> out), the two
+    hardware blocks (hw/rtl/attention.py, hw/rtl/ffn.py).
     """
 
     qkv_in: Requant
@@ -54,9 +57,33 @@ class EncoderLayer:
             if ln.in_bits < self.attn_out.out.out_bits + 1:
                 raise BinbertError("EncoderLayer: LayerNorm in_bits too narrow for residual + branch")
 
-    def compute(self, r, valid) -> np.ndarray:
-        x = self.qkv_in.compute(np.asarray(r)[None])
+    def attention_sum(self, r, valid) -> np.ndarray:
+        """attn_out(c) + r: the attention branch plus the residual, the sum ln1 normalises.
+        (B, L, hidden) residual, (B, L) mask -> (B, L, hidden)."""
+        r = np.asarray(r)
+        x = self.qkv_in.compute(r[None])
         c = self.attention.compute(self.query.compute(x), self.key.compute(x), self.value.compute(x), valid)
-        h = self.ln1.compute(self.attn_out.compute(c) + r)
-        g = self.ffn_in.compute(self.ffn_in_q.compute(h[None]))
-        return self.ln2.compute(self.ffn_out.compute(g) + h)
+        return self.attn_out.compute(c) + r
+
+    def attention_block(self, r, valid) -> np.ndarray:
+        """The first half, h = ln1(attn_out(c) + r): (B, L, hidden) residual, (B, L) mask ->
+        (B, L, hidden)."""
+        return self.ln1.compute(self.attention_sum(r, valid))
+
+    def ffn_block(self, h) -> np.ndarray:
+        """The second half, out = ln2(ffn_out(ffn_in(ffn_in_q(h))) + h), token by token:
+        (..., hidden) -> (..., hidden)."""
+        return feed_forward(h, ffn_in_q=self.ffn_in_q, ffn_in=self.ffn_in, ffn_out=self.ffn_out, ln=self.ln2)
+
+    def compute(self, r, valid) -> np.ndarray:
+        return self.ffn_block(self.attention_block(r, valid))
+
+
+def feed_forward(h, *, ffn_in_q: Requant, ffn_in: BinaryLinear, ffn_out: BinaryLinear,
+                 ln: LayerNorm) -> np.ndarray:
+    """§19's FFN half from its ops: g = ffn_in(ffn_in_q(h)); ln(ffn_out(g) + h). What
+    :meth:`EncoderLayer.ffn_block` computes with the layer's ops, for a block that holds the
+    four ops alone (hw.rtl.ffn.FfnParams)."""
+    h = np.asarray(h)
+    g = ffn_in.compute(ffn_in_q.compute(h[None]))
+    return ln.compute(ffn_out.compute(g) + h)

@@ -524,10 +524,7 @@ class AttentionParams(LayerFolding):
     def compute(self, r, valid) -> np.ndarray:
         """(B, L, hidden) residual, (B, L) mask -> (B, L, hidden) ln1 output: the first half of
         EncoderLayer.compute."""
-        lyr, r = self.layer, np.asarray(r, dtype=np.int64)
-        x = lyr.qkv_in.compute(r[None])
-        c = lyr.attention.compute(lyr.query.compute(x), lyr.key.compute(x), lyr.value.compute(x), valid)
-        return lyr.ln1.compute(lyr.attn_out.compute(c) + r)
+        return self.layer.attention_block(np.asarray(r, dtype=np.int64), valid)
 
     def create(self):
         return AttentionBlock(self)

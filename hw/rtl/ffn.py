@@ -18,7 +18,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.golden.encoder_layer import EncoderLayer
+from hw.golden.encoder_layer import EncoderLayer, feed_forward
 from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear
 from hw.golden.requant import Requant
@@ -130,10 +130,10 @@ class FfnParams(DerivedParts):
         return self.fifo_tokens * self.beats
 
     def compute(self, h) -> np.ndarray:
-        """(..., hidden) residual -> (..., hidden) layer output."""
-        h = np.asarray(h, dtype=np.int64)
-        g = self.ffn_in.compute(self.ffn_in_q.compute(h[None]))
-        return self.ln.compute(self.ffn_out.compute(g) + h)
+        """(..., hidden) residual -> (..., hidden) layer output: the second half of
+        EncoderLayer.compute."""
+        return feed_forward(np.asarray(h, dtype=np.int64), ffn_in_q=self.ffn_in_q, ffn_in=self.ffn_in,
+                            ffn_out=self.ffn_out, ln=self.ln)
 
     def create(self):
         return FfnBlock(self)
