@@ -41,11 +41,12 @@ def measure(layer: str, sim: str, index: int, *, seed: int, vectors: int | None 
     """Cold build + warm run of configuration ``index`` of ``layer`` on ``sim``, in this process,
     as ``run_layer`` runs it. The caller sets $BINBERT_SIM_BUILD to an empty directory first
     (see :func:`run_child`): no earlier build or cached runtime object is reused."""
-    from sim.layers import DEFAULT_VECTORS, LAYERS, layer_configs
+    from sim.defaults import LAYER_VECTORS, LAYERS
+    from sim.layers import layer_configs
     from sim.runner import run_block
 
     label, params, extra = layer_configs(layer)[index]
-    n = DEFAULT_VECTORS[layer] if vectors is None else vectors
+    n = LAYER_VECTORS[layer] if vectors is None else vectors
     cold, warm = (run_block(params, block=layer, sim=sim, seed=seed, vectors=n, test_module=LAYERS[layer],
                             extra=extra, log=None) for _ in range(2))
     if not cold.built or warm.built:

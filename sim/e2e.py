@@ -27,9 +27,9 @@ from typing import Callable
 import numpy as np
 
 from hw.errors import BinbertError
+from sim.defaults import DEFAULT_SENTENCES
 from sim.runner import SimulationError
 
-DEFAULT_SENTENCES = 20
 TB = "sim.benches.encoder"
 
 
@@ -59,7 +59,8 @@ def prepare(ckpt, *, sentences: int = DEFAULT_SENTENCES, seq_len: int | None = N
     """Everything before the RTL: the export, the sentences, the golden hidden states and
     logits, and each layer's folding. All bad input fails here, before any build."""
     from hw.rtl.encoder_layer import folding_for
-    from sim.layers import CKPT_MACS, CKPT_SEQ_LEN, dev_sentences
+    from sim.defaults import CKPT_MACS, CKPT_SEQ_LEN
+    from sim.layers import dev_sentences
     from sw.export import load_export
     from hw.golden.export_format import run as golden_run
 

@@ -9,30 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.golden.random import CONFIG_SEED, random_layer_pair, random_layernorm
-
-
-# --------------------------------------------------------------------------------------------
-# `binbert sim --layer attn|ffn|ln|encoder`
-# --------------------------------------------------------------------------------------------
-
-LAYERS = {"ln": "sim.benches.ln", "ffn": "sim.benches.ffn", "attn": "sim.benches.attn", "encoder": "sim.benches.encoder"}
-DEFAULT_VECTORS = {"ln": 2000, "ffn": 100, "attn": 6, "encoder": 4}
-SEQ_LEN = 8            # random configurations: tokens per sequence
-CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
-CKPT_SENTENCES = 8
-# checkpoint runs by default: Icarus interprets a BERT-sized layer ~100x slower than Verilator
-# runs it, so it gets fewer sentences (--sentences / VECTORS= sets any count on either)
-CKPT_SENTENCES_BY_SIM = {"verilator": CKPT_SENTENCES, "icarus": 2}
-CKPT_MACS = 1024
-
-
-SIZES = {
-    # CLI default: the brief's small-but-real shape; MVUs of ~128 XNOR lanes keep builds short
-    "default": dict(hidden=64, heads=2, ffn=128, seq_len=SEQ_LEN, macs=128, lanes=4, ln_n=(64, 48)),
-    # tests: the same structure at the smallest sizes that still fold (SF, NF > 1)
-    "tiny": dict(hidden=16, heads=2, ffn=32, seq_len=4, macs=32, lanes=4, ln_n=(16, 12)),
-}
+from hw.golden.random import random_layer_pair, random_layernorm
+from sim.defaults import (CKPT_MACS, CKPT_SEQ_LEN, CKPT_SENTENCES, CKPT_SENTENCES_BY_SIM, CONFIG_SEED, LAYER_VECTORS,
+                          LAYERS, SIZES)
 
 
 def _random_configs(layer: str, size: str = "default") -> list[tuple[str, object]]:
@@ -193,7 +172,7 @@ def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int
             log(f"{label}")
         try:
             results.append(run_block(params, block=layer, sim=sim, waves=waves, seed=seed,
-                                     vectors=DEFAULT_VECTORS[layer] if vectors is None else vectors,
+                                     vectors=LAYER_VECTORS[layer] if vectors is None else vectors,
                                      build_dir=build_dir, test_module=LAYERS[layer], extra=extra,
                                      log=log, **run_kw))
         finally:  # ckpt_configs' stimulus file: a temporary of this run only

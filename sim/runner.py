@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from hw.errors import BinbertError
+from sim.defaults import BLOCK_VECTORS
 
 SIMULATORS = ("verilator", "icarus")
 # block name -> cocotb test module (the encoder-level benches are in sim.defaults.LAYERS)
 BLOCKS = {"pe": "sim.benches.pe", "mvu": "sim.benches.mvu", "lsq": "sim.benches.lsq"}
-DEFAULT_VECTORS = 10_000
 ENV_CONFIG = "BINBERT_SIM_CONFIG"
 TOPLEVEL = "top"
 TIMESCALE = ("1ns", "1ps")
@@ -351,7 +351,7 @@ def build_block(params: Any, *, block: str, sim: str = "verilator", waves: bool 
 
 
 def run_block(params: Any, *, block: str, sim: str = "verilator", waves: bool = False,
-              seed: int | None = None, vectors: int = DEFAULT_VECTORS,
+              seed: int | None = None, vectors: int = BLOCK_VECTORS,
               build_dir: str | Path | None = None, test_module: str | None = None,
               extra: dict[str, Any] | None = None, verbose: bool = False,
               log: Callable[[str], None] | None = print,

@@ -16,38 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hw.errors import BinbertError
-
-# Default shapes: the CLI's full-size runs (10,000 vectors each finish in well under a minute
-# on Verilator); tests/sim/test_blocks.py uses smaller ones through the same builders.
-MVU_SHAPE = {"k": 128, "n": 32, "pe": 8, "simd": 32}
-WEIGHT_SEED = 2024  # fixed: the weights are part of the design, so builds are reused
-
-
-def mvu_weights(k: int, n: int, seed: int = WEIGHT_SEED):
-    """Seeded random +-1 bits with row 0 all +1 and row 1 all -1 (the extreme dot products)."""
-    import numpy as np
-
-    w = np.random.default_rng(seed).integers(0, 2, size=(n, k), dtype=np.uint8)
-    w[0] = 1
-    if n > 1:
-        w[1] = 0
-    return w
-
-
-def pe_params(*, simd: int = 32, pipeline: int = 2):
-    from hw.rtl.pe import PEParams
-
-    return PEParams(simd=simd, pipeline=pipeline)
-
-
-def mvu_params(*, k: int, n: int, pe: int, simd: int, a_bits: int = 1, mmv: int = 1,
-               pipeline: int = 1, weights=None):
-    from hw.rtl.mvu import MVUParams
-
-    if weights is None:
-        weights = mvu_weights(k, n)
-    return MVUParams(k=k, n=n, pe=pe, simd=simd, a_bits=a_bits, mmv=mmv, pipeline=pipeline,
-                     weights=weights)
+from sim.defaults import MVU_SHAPE, WEIGHT_SEED, mvu_params, pe_params
 
 
 def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 12,
@@ -112,7 +81,7 @@ def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
 def supported_layers() -> list[str]:
     """Blocks (pe, mvu, lsq), encoder-level layers (ln, ffn, attn, encoder) and the whole
     model's encoder (model), in that order."""
-    from sim.layers import LAYERS
+    from sim.defaults import LAYERS
     from sim.runner import BLOCKS
 
     return [*BLOCKS, *LAYERS, "model"]
@@ -144,7 +113,8 @@ def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[s
 
 
 def register(subparsers) -> None:
-    from sim.runner import DEFAULT_VECTORS, SIMULATORS
+    from sim.defaults import BLOCK_VECTORS
+    from sim.runner import SIMULATORS
 
     p = subparsers.add_parser(
         "sim", help="cocotb: check a block's RTL against its golden model (Verilator/Icarus)",
@@ -163,7 +133,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of every random stream (default: random, printed)")
     p.add_argument("--vectors", type=int, default=None,
-                   help=f"random vectors per configuration (default: {DEFAULT_VECTORS} for "
+                   help=f"random vectors per configuration (default: {BLOCK_VECTORS} for "
                         f"pe/mvu/lsq, per-layer defaults for ln/ffn/attn/encoder)")
     p.add_argument("--ckpt", default=None,
                    help="mvu: checkpoint whose weights the MVU uses; ln/ffn/attn/encoder: "
@@ -191,8 +161,8 @@ def register(subparsers) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from sim.layers import LAYERS
-    from sim.runner import DEFAULT_VECTORS, SimulationError, check_sim_name, run_block, simulator_env
+    from sim.defaults import BLOCK_VECTORS, LAYERS
+    from sim.runner import SimulationError, check_sim_name, run_block, simulator_env
 
     if args.vectors is not None and args.vectors < 0:
         raise BinbertError(f"--vectors {args.vectors}: must be >= 0")
@@ -216,7 +186,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     check_sim_name(args.sim)
     simulator_env(args.sim)  # a missing tool fails before any work
     if args.vectors is None:
-        args.vectors = DEFAULT_VECTORS
+        args.vectors = BLOCK_VECTORS
     rows = []
     failed = 0
     for i, (label, params) in enumerate(configs, 1):
@@ -264,7 +234,8 @@ def _cmd_layer(args: argparse.Namespace) -> int:
 
 def _cmd_model(args: argparse.Namespace) -> int:
     """Every encoder layer of an export in RTL, chained; hidden states and predictions vs golden."""
-    from sim.e2e import DEFAULT_SENTENCES, check_model_args, run_model
+    from sim.defaults import DEFAULT_SENTENCES
+    from sim.e2e import check_model_args, run_model
     from sim.runner import SimulationError
 
     if args.waves:

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from binbert.commands import sim as commands
+from sim import defaults
 from sim.runner import SIMULATORS, run_block
 
 SEED = int(os.environ.get("BINBERT_SIM_SEED", "20240611"))
@@ -20,9 +21,9 @@ VECTORS = 10_000
 # name -> (block, params builder). MVU: SF = NF = 2 (fold sequencing and accumulation across
 # folds) with the fewest lanes, since Icarus time grows with the logic evaluated per cycle.
 CONFIGS = {
-    "pe": ("pe", lambda: commands.pe_params(simd=32, pipeline=2)),
-    "mvu-a1": ("mvu", lambda: commands.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=1)),
-    "mvu-a4": ("mvu", lambda: commands.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=4)),
+    "pe": ("pe", lambda: defaults.pe_params(simd=32, pipeline=2)),
+    "mvu-a1": ("mvu", lambda: defaults.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=1)),
+    "mvu-a4": ("mvu", lambda: defaults.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=4)),
     "lsq": ("lsq", lambda: commands.lsq_params(n=8, lanes=4, terms=2, acc_width=10)),
 }
 
@@ -61,10 +62,10 @@ def test_block_matches_golden(name, sim):
 
 # Variants that need no extra Verilator compile: Icarus only, fewer vectors.
 VARIANTS = {
-    "pe-comb": ("pe", lambda: commands.pe_params(simd=13, pipeline=0)),
-    "pe-deep": ("pe", lambda: commands.pe_params(simd=64, pipeline=6)),
-    "mvu-mmv2": ("mvu", lambda: commands.mvu_params(k=24, n=6, pe=3, simd=8, a_bits=2, mmv=2)),
-    "mvu-a8": ("mvu", lambda: commands.mvu_params(k=16, n=4, pe=4, simd=16, a_bits=8, pipeline=0)),
+    "pe-comb": ("pe", lambda: defaults.pe_params(simd=13, pipeline=0)),
+    "pe-deep": ("pe", lambda: defaults.pe_params(simd=64, pipeline=6)),
+    "mvu-mmv2": ("mvu", lambda: defaults.mvu_params(k=24, n=6, pe=3, simd=8, a_bits=2, mmv=2)),
+    "mvu-a8": ("mvu", lambda: defaults.mvu_params(k=16, n=4, pe=4, simd=16, a_bits=8, pipeline=0)),
     "lsq-sign": ("lsq", lambda: commands.lsq_params(n=8, lanes=2, terms=1, acc_width=8, out_bits=1)),
 }
 
