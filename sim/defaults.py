@@ -1,6 +1,8 @@
 """Every default configuration and seed of the simulation benches (``binbert sim``).
 
-Blocks (pe, mvu, lsq): the CLI's full-size shapes, their seeded weights and vector count.
+Blocks (pe, mvu, lsq): their bench modules, the CLI's full-size shapes, seeded constants and
+vector count, and :func:`block_configs`, every default run of a block (``--ckpt`` swaps in a
+checkpoint's MVU weights).
 Encoder-level layers (ln, ffn, attn, encoder): their bench modules, vector counts, the random
 configurations' sizes, and what a checkpoint run uses (sentences, tokens, MAC budget).
 The whole model (``--layer model``): its sentence count. The random encoder ops are drawn from
@@ -8,16 +10,23 @@ The whole model (``--layer model``): its sentence count. The random encoder ops 
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from hw.errors import BinbertError
 from hw.golden.random import CONFIG_SEED  # the random encoder ops' seed, re-exported
 
-__all__ = ["CONFIG_SEED", "BLOCK_VECTORS", "MVU_SHAPE", "WEIGHT_SEED", "mvu_weights", "pe_params", "mvu_params",
-           "LAYERS", "LAYER_VECTORS", "SEQ_LEN", "CKPT_SEQ_LEN", "CKPT_SENTENCES", "CKPT_SENTENCES_BY_SIM",
-           "CKPT_MACS", "SIZES", "DEFAULT_SENTENCES"]
+__all__ = ["CONFIG_SEED", "BLOCKS", "BLOCK_VECTORS", "MVU_SHAPE", "WEIGHT_SEED", "mvu_weights", "pe_params",
+           "mvu_params", "lsq_params", "ckpt_weights", "supported_layers", "block_configs", "LAYERS",
+           "LAYER_VECTORS", "SEQ_LEN", "CKPT_SEQ_LEN", "CKPT_SENTENCES", "CKPT_SENTENCES_BY_SIM", "CKPT_MACS",
+           "SIZES", "DEFAULT_SENTENCES"]
 
 # --------------------------------------------------------------------------------------------
 # blocks: binbert sim --layer pe|mvu|lsq
 # --------------------------------------------------------------------------------------------
 
+# block name -> cocotb test module (the encoder-level benches: LAYERS)
+BLOCKS = {"pe": "sim.benches.pe", "mvu": "sim.benches.mvu", "lsq": "sim.benches.lsq"}
 BLOCK_VECTORS = 10_000  # random vectors per configuration
 # Default shapes: the CLI's full-size runs (10,000 vectors each finish in well under a minute
 # on Verilator); tests/sim/test_blocks.py uses smaller ones through the same builders.
@@ -52,6 +61,65 @@ def mvu_params(*, k: int, n: int, pe: int, simd: int, a_bits: int = 1, mmv: int 
                      weights=weights)
 
 
+def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 12,
+               out_bits: int = 4, m_bits: int = 8, shift: int = 9, seed: int = WEIGHT_SEED):
+    """A requantizer unit (hw.rtl.requant) with seeded per-row (M, B) and a moderate shift:
+    random accumulators then hit interior codes, both clamps and exact round-half-up ties (see
+    sim/benches/lsq.py). ``acc_width``: the signed width of each accumulator term.
+
+    The integers are handed to ``Requant.from_scales`` as the reals M / 2**shift and
+    B / 2**shift (s_x = s_y = 1, capped at this shift), which folds them back exactly: the bench
+    runs the constants that folding produces."""
+    import numpy as np
+
+    from hw.golden.requant import Requant
+    from hw.rtl.requant import RequantUnitParams
+
+    rng = np.random.default_rng(seed)
+    m = rng.integers(1, 1 << m_bits, size=(terms, n))
+    if out_bits == 1:  # b a multiple of m so that z == 0 (the threshold) is reachable
+        b = -m[0] * rng.integers(-(1 << (acc_width - 3)), 1 << (acc_width - 3), size=n)
+    else:
+        b = rng.integers(-(1 << (acc_width + 1)), 1 << (acc_width + 1), size=n)
+    unit = 2.0**-shift  # exact: M, B and 2**-shift are small binary fractions
+    op = Requant.from_scales(n=n, acc_bits=acc_width, s_x=1.0, alpha=m * unit, s_y=1.0, beta=b * unit,
+                             out_bits=out_bits, m_bits=m_bits, max_shift=shift)
+    return RequantUnitParams(op=op, n=n, lanes=lanes)
+
+
+def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
+    """Sign bits of the first encoder linear weight of a checkpoint, cropped to (n, k)."""
+    import numpy as np
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file():
+        raise BinbertError(f"--ckpt {path}: no such checkpoint (expected a directory with "
+                           "model.safetensors, or the file itself)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            names = sorted(f.keys())
+            pick = next((nm for nm in names if nm.endswith("attention.self.query.weight")), None)
+            if pick is None:
+                pick = next((nm for nm in names if "encoder" in nm and nm.endswith(".weight")
+                             and len(f.get_slice(nm).get_shape()) == 2), None)
+            if pick is None:
+                raise BinbertError(f"--ckpt {p}: no 2-D encoder weight to take MVU weights from")
+            shape = f.get_slice(pick).get_shape()
+            if shape[0] < n or shape[1] < k:
+                raise BinbertError(f"--ckpt {p}: {pick} is {shape[0]}x{shape[1]}, smaller than "
+                                   f"the MVU's n x k = {n}x{k}")
+            w = f.get_tensor(pick)[:n, :k].float().numpy()
+    except BinbertError:
+        raise
+    except Exception as exc:  # a corrupt file: name it, in one line
+        raise BinbertError(f"--ckpt {p}: cannot read safetensors ({type(exc).__name__}: {exc})") from None
+    return (w >= 0).astype(np.uint8), f"sign of {pick}[:{n}, :{k}] from {p}"
+
+
 # --------------------------------------------------------------------------------------------
 # encoder-level layers: binbert sim --layer ln|ffn|attn|encoder
 # --------------------------------------------------------------------------------------------
@@ -78,3 +146,37 @@ SIZES = {
 # --------------------------------------------------------------------------------------------
 
 DEFAULT_SENTENCES = 20
+
+
+# --------------------------------------------------------------------------------------------
+# every default run of a block
+# --------------------------------------------------------------------------------------------
+
+def supported_layers() -> list[str]:
+    """Blocks (pe, mvu, lsq), encoder-level layers (ln, ffn, attn, encoder) and the whole
+    model's encoder (model), in that order."""
+    return [*BLOCKS, *LAYERS, "model"]
+
+
+def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[str, Any]]:
+    """(label, params) for every default run of ``layer``; ``ckpt``: the MVU's weights from a
+    checkpoint (:func:`ckpt_weights`) instead of the seeded ones."""
+    if layer not in BLOCKS:
+        raise BinbertError(f"unknown layer {layer!r}: supported layers are {', '.join(supported_layers())}")
+    if ckpt is not None and layer != "mvu":
+        raise BinbertError(f"--ckpt applies to --layer mvu only (it supplies the MVU weights), "
+                           f"not to --layer {layer}")
+    if layer == "pe":
+        p = pe_params()
+        return [(f"pe simd={p.simd} pipeline={p.pipeline}", p)]
+    if layer == "lsq":
+        a, b = lsq_params(), lsq_params(n=16, lanes=4, terms=1, acc_width=10, out_bits=1)
+        return [(f"lsq n={a.n} lanes={a.lanes} terms={a.terms} out_bits={a.out_bits}", a),
+                (f"lsq n={b.n} lanes={b.lanes} terms={b.terms} out_bits=1 (sign)", b)]
+    weights, note = None, ""
+    if ckpt is not None:
+        weights, note = ckpt_weights(ckpt, MVU_SHAPE["k"], MVU_SHAPE["n"])
+        note = f" weights: {note}"
+    shape = " ".join(f"{key}={v}" for key, v in MVU_SHAPE.items())
+    return [(f"mvu {shape} A={a}{note}", mvu_params(**MVU_SHAPE, a_bits=a, weights=weights))
+            for a in (1, 4)]

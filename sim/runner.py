@@ -43,11 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from hw.errors import BinbertError
-from sim.defaults import BLOCK_VECTORS
+from sim.defaults import BLOCK_VECTORS, BLOCKS
 
 SIMULATORS = ("verilator", "icarus")
-# block name -> cocotb test module (the encoder-level benches are in sim.defaults.LAYERS)
-BLOCKS = {"pe": "sim.benches.pe", "mvu": "sim.benches.mvu", "lsq": "sim.benches.lsq"}
 ENV_CONFIG = "BINBERT_SIM_CONFIG"
 TOPLEVEL = "top"
 TIMESCALE = ("1ns", "1ps")

@@ -20,7 +20,7 @@ def designs(export=TINY_EXPORT) -> dict[str, object]:
     """label -> params with ``.create()``."""
     from hw.fpga.flow import TARGETS, make_layer
     from hw.fpga.presets import BITSTREAM_CONFIGS, bitstream_params
-    from binbert.commands.sim import block_configs
+    from sim.defaults import block_configs
     from sim.layers import _random_configs
 
     out = {}

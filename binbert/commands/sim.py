@@ -3,7 +3,7 @@
 ``binbert sim --layer pe|mvu|lsq|ln|ffn|attn|encoder [--sim verilator|icarus] [--waves] [--seed N] [--ckpt PATH]``
 ``binbert sim --layer model --ckpt EXPORT [--sentences 20] [--json PATH] [--jobs 2] [--backpressure]``
 
-Each layer runs one or more default configurations (:func:`block_configs`); ``--ckpt`` takes
+Each layer runs one or more default configurations (:func:`sim.defaults.block_configs`); ``--ckpt`` takes
 the MVU weights from a trained checkpoint instead of seeded random ones; for the encoder-level
 layers (attn, ffn, ln, encoder) it is an exported model's layer on real sentences. ``model``
 chains every encoder layer of an export through the RTL and compares hidden states and predictions (sim/e2e.py).
@@ -12,108 +12,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-from typing import Any
 
 from hw.errors import BinbertError
-from sim.defaults import MVU_SHAPE, WEIGHT_SEED, mvu_params, pe_params
-
-
-def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 12,
-               out_bits: int = 4, m_bits: int = 8, shift: int = 9, seed: int = WEIGHT_SEED):
-    """A requantizer unit (hw.rtl.requant) with seeded per-row (M, B) and a moderate shift:
-    random accumulators then hit interior codes, both clamps and exact round-half-up ties (see
-    sim/benches/lsq.py). ``acc_width``: the signed width of each accumulator term.
-
-    The integers are handed to ``Requant.from_scales`` as the reals M / 2**shift and
-    B / 2**shift (s_x = s_y = 1, capped at this shift), which folds them back exactly: the bench
-    runs the constants that folding produces."""
-    import numpy as np
-
-    from hw.golden.requant import Requant
-    from hw.rtl.requant import RequantUnitParams
-
-    rng = np.random.default_rng(seed)
-    m = rng.integers(1, 1 << m_bits, size=(terms, n))
-    if out_bits == 1:  # b a multiple of m so that z == 0 (the threshold) is reachable
-        b = -m[0] * rng.integers(-(1 << (acc_width - 3)), 1 << (acc_width - 3), size=n)
-    else:
-        b = rng.integers(-(1 << (acc_width + 1)), 1 << (acc_width + 1), size=n)
-    unit = 2.0**-shift  # exact: M, B and 2**-shift are small binary fractions
-    op = Requant.from_scales(n=n, acc_bits=acc_width, s_x=1.0, alpha=m * unit, s_y=1.0, beta=b * unit,
-                             out_bits=out_bits, m_bits=m_bits, max_shift=shift)
-    return RequantUnitParams(op=op, n=n, lanes=lanes)
-
-
-def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
-    """Sign bits of the first encoder linear weight of a checkpoint, cropped to (n, k)."""
-    import numpy as np
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    if not p.is_file():
-        raise BinbertError(f"--ckpt {path}: no such checkpoint (expected a directory with "
-                           "model.safetensors, or the file itself)")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="pt") as f:
-            names = sorted(f.keys())
-            pick = next((nm for nm in names if nm.endswith("attention.self.query.weight")), None)
-            if pick is None:
-                pick = next((nm for nm in names if "encoder" in nm and nm.endswith(".weight")
-                             and len(f.get_slice(nm).get_shape()) == 2), None)
-            if pick is None:
-                raise BinbertError(f"--ckpt {p}: no 2-D encoder weight to take MVU weights from")
-            shape = f.get_slice(pick).get_shape()
-            if shape[0] < n or shape[1] < k:
-                raise BinbertError(f"--ckpt {p}: {pick} is {shape[0]}x{shape[1]}, smaller than "
-                                   f"the MVU's n x k = {n}x{k}")
-            w = f.get_tensor(pick)[:n, :k].float().numpy()
-    except BinbertError:
-        raise
-    except Exception as exc:  # a corrupt file: name it, in one line
-        raise BinbertError(f"--ckpt {p}: cannot read safetensors ({type(exc).__name__}: {exc})") from None
-    return (w >= 0).astype(np.uint8), f"sign of {pick}[:{n}, :{k}] from {p}"
-
-
-def supported_layers() -> list[str]:
-    """Blocks (pe, mvu, lsq), encoder-level layers (ln, ffn, attn, encoder) and the whole
-    model's encoder (model), in that order."""
-    from sim.defaults import LAYERS
-    from sim.runner import BLOCKS
-
-    return [*BLOCKS, *LAYERS, "model"]
-
-
-def block_configs(layer: str, *, ckpt: str | Path | None = None) -> list[tuple[str, Any]]:
-    """(label, params) for every default run of ``layer``."""
-    from sim.runner import BLOCKS
-
-    if layer not in BLOCKS:
-        raise BinbertError(f"unknown layer {layer!r}: supported layers are {', '.join(supported_layers())}")
-    if ckpt is not None and layer != "mvu":
-        raise BinbertError(f"--ckpt applies to --layer mvu only (it supplies the MVU weights), "
-                           f"not to --layer {layer}")
-    if layer == "pe":
-        p = pe_params()
-        return [(f"pe simd={p.simd} pipeline={p.pipeline}", p)]
-    if layer == "lsq":
-        a, b = lsq_params(), lsq_params(n=16, lanes=4, terms=1, acc_width=10, out_bits=1)
-        return [(f"lsq n={a.n} lanes={a.lanes} terms={a.terms} out_bits={a.out_bits}", a),
-                (f"lsq n={b.n} lanes={b.lanes} terms={b.terms} out_bits=1 (sign)", b)]
-    weights, note = None, ""
-    if ckpt is not None:
-        weights, note = ckpt_weights(ckpt, MVU_SHAPE["k"], MVU_SHAPE["n"])
-        note = f" weights: {note}"
-    shape = " ".join(f"{key}={v}" for key, v in MVU_SHAPE.items())
-    return [(f"mvu {shape} A={a}{note}", mvu_params(**MVU_SHAPE, a_bits=a, weights=weights))
-            for a in (1, 4)]
 
 
 def register(subparsers) -> None:
-    from sim.defaults import BLOCK_VECTORS
+    from sim.defaults import BLOCK_VECTORS, supported_layers
     from sim.runner import SIMULATORS
 
     p = subparsers.add_parser(
@@ -161,7 +65,7 @@ def register(subparsers) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from sim.defaults import BLOCK_VECTORS, LAYERS
+    from sim.defaults import BLOCK_VECTORS, LAYERS, block_configs
     from sim.runner import SimulationError, check_sim_name, run_block, simulator_env
 
     if args.vectors is not None and args.vectors < 0:

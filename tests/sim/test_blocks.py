@@ -11,7 +11,6 @@ import os
 
 import pytest
 
-from binbert.commands import sim as commands
 from sim import defaults
 from sim.runner import SIMULATORS, run_block
 
@@ -24,7 +23,7 @@ CONFIGS = {
     "pe": ("pe", lambda: defaults.pe_params(simd=32, pipeline=2)),
     "mvu-a1": ("mvu", lambda: defaults.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=1)),
     "mvu-a4": ("mvu", lambda: defaults.mvu_params(k=16, n=4, pe=2, simd=8, a_bits=4)),
-    "lsq": ("lsq", lambda: commands.lsq_params(n=8, lanes=4, terms=2, acc_width=10)),
+    "lsq": ("lsq", lambda: defaults.lsq_params(n=8, lanes=4, terms=2, acc_width=10)),
 }
 
 
@@ -66,7 +65,7 @@ VARIANTS = {
     "pe-deep": ("pe", lambda: defaults.pe_params(simd=64, pipeline=6)),
     "mvu-mmv2": ("mvu", lambda: defaults.mvu_params(k=24, n=6, pe=3, simd=8, a_bits=2, mmv=2)),
     "mvu-a8": ("mvu", lambda: defaults.mvu_params(k=16, n=4, pe=4, simd=16, a_bits=8, pipeline=0)),
-    "lsq-sign": ("lsq", lambda: commands.lsq_params(n=8, lanes=2, terms=1, acc_width=8, out_bits=1)),
+    "lsq-sign": ("lsq", lambda: defaults.lsq_params(n=8, lanes=2, terms=1, acc_width=8, out_bits=1)),
 }
 
 
@@ -81,6 +80,6 @@ def test_variant_on_icarus(name):
 @pytest.mark.parametrize("layer", ["pe", "mvu", "lsq"])
 def test_cli_default_configs(layer, sim):
     # What `make sim LAYER=... SIM=...` runs; the small configs above cover the same RTL.
-    for label, params in commands.block_configs(layer):
+    for label, params in defaults.block_configs(layer):
         r = run_block(params, block=layer, sim=sim, vectors=VECTORS, seed=SEED, log=print)
         print(label, r.build_s, r.sim_s, r.stats)
