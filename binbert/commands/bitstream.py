@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--rom", default="auto",
                    help="weight ROM: auto (block RAM when it fits), bram or logic")
     p.add_argument("--synth-opts", default=None,
-                   help="replace the synth_<family> flags (default per target, see hw/fpga/flow.py)")
+                   help="replace the synth_<family> flags (default per target, see hw/fpga/targets.py)")
     p.add_argument("--synth-extra", default=None,
                    help="flags appended to the synth_<family> flags, e.g. '-dsp' on top of the "
                         "target's defaults")
