@@ -153,6 +153,12 @@ def _mul_small(m: Module, x, y, y_bits: int, *, signed_b: bool, name: str):
     return sum(terms)
 
 
+
+def _nxt(x, top):
+    """x + 1, wrapping to 0 after top - 1 (a counter over 0 .. top - 1)."""
+    return Mux(x == top - 1, 0, x + 1)
+
+
 class AttentionCore(wiring.Component):
     """Ports: ``q``, ``k``, ``v``: In(stream of ArrayLayout(code, head_dim)), one beat per
     (token, head), token-major; ``mask``: In(stream of unsigned(1)), one beat per token;
@@ -175,15 +181,21 @@ class AttentionCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        mems, masks, done, produced, free_bank, free_now = self._load(m)
+        m.submodules.probs = probs = self.params.probs.create()
+        self._scores(m, probs, mems, masks, done, produced)
+        en, ctx, ser_c, ser_h, ser_issue = self._context(m, probs, mems, produced, free_bank, free_now)
+        self._requantize(m, en, ctx, ser_c, ser_h, ser_issue)
+        return m
+
+    def _load(self, m):
+        """LOAD: the Q, K, V sequence buffers (``banks`` sequences each) and the mask bits, one
+        loader per input stream. Returns the buffers, the masks, each loader's per-bank done
+        bits, the producer's per-bank done bits and the consumer's bank release."""
         p = self.params
         a = p.att
         L, H, d, B = p.seq_len, p.heads, p.head_dim, p.banks
         rows = L * H
-
-        def nxt(x, top):
-            return Mux(x == top - 1, 0, x + 1)
-
-        # ---------------- sequence buffers and LOAD ----------------
         mems = {}
         for name, bits in (("q", a.q_bits), ("k", a.k_bits), ("v", a.v_bits)):
             mem = memory.Memory(shape=unsigned(d * bits), depth=B * rows, init=[])
@@ -212,15 +224,21 @@ class AttentionCore(wiring.Component):
                 m.d.comb += [wr.addr.eq(bank * rows + count), wr.data.eq(port.payload.as_value()),
                              wr.en.eq(take)]
             with m.If(take):
-                m.d.sync += count.eq(nxt(count, top))
+                m.d.sync += count.eq(_nxt(count, top))
                 with m.If(count == top - 1):
-                    m.d.sync += [done[x].bit_select(bank, 1).eq(1), bank.eq(nxt(bank, B))]
+                    m.d.sync += [done[x].bit_select(bank, 1).eq(1), bank.eq(_nxt(bank, B))]
             with m.If(free_now):   # the consumer released a bank (never the one being loaded)
                 m.d.sync += done[x].bit_select(free_bank, 1).eq(0)
 
-        m.submodules.probs = probs = p.probs.create()
+        return mems, masks, done, produced, free_bank, free_now
 
-        # ---------------- PRODUCER ----------------
+    def _scores(self, m, probs, mems, masks, done, produced):
+        """PRODUCER: per query row the Q read, then the L scores Q·K (or the XOR popcount of
+        bits, minus the head's Bi-Attention threshold) with their key mask into ``probs``."""
+        p = self.params
+        a = p.att
+        L, H, d, B = p.seq_len, p.heads, p.head_dim, p.banks
+        rows = L * H
         pb = Signal(range(B))
         p_run = Signal()
         p_row = Signal(range(rows))      # i·H + h
@@ -245,9 +263,9 @@ class AttentionCore(wiring.Component):
             with m.If(is_q):
                 m.d.sync += p_j.eq(0)
             with m.Elif(p_j == L - 1):
-                m.d.sync += [p_j.eq(L), p_h.eq(nxt(p_h, H)), p_row.eq(nxt(p_row, rows))]
+                m.d.sync += [p_j.eq(L), p_h.eq(_nxt(p_h, H)), p_row.eq(_nxt(p_row, rows))]
                 with m.If(p_row == rows - 1):
-                    m.d.sync += [p_run.eq(0), produced.bit_select(pb, 1).eq(1), pb.eq(nxt(pb, B))]
+                    m.d.sync += [p_run.eq(0), produced.bit_select(pb, 1).eq(1), pb.eq(_nxt(pb, B))]
             with m.Else():
                 m.d.sync += p_j.eq(p_j + 1)
         # stage 1: Q word into the row register, or a K word -> score
@@ -263,7 +281,6 @@ class AttentionCore(wiring.Component):
         q_reg = Signal(d * a.q_bits, reset_less=True)
         with m.If(en_p & s1_valid & s1_isq):
             m.d.sync += q_reg.eq(q_rd.data)
-        sb = p.probs.score_bits
         # stage 1b: the K word registered (block RAM data is unregistered on ECP5); q_reg still
         # holds this row's Q here (the next row's Q lands one cycle after its last K)
         k_reg = Signal(d * a.k_bits, reset_less=True)
@@ -307,7 +324,14 @@ class AttentionCore(wiring.Component):
         m.d.comb += [probs.i.valid.eq(s_valid), probs.i.payload.s.eq(s_out.as_signed()),
                      probs.i.payload.valid.eq(s_mask)]
 
-        # ---------------- CONSUMER ----------------
+    def _context(self, m, probs, mems, produced, free_bank, free_now):
+        """CONSUMER: each probability times its V word, accumulated over the row's keys into
+        the context registers ``ctx``; releases a bank after its last row. Returns the output
+        enable, ``ctx`` and the serializer's chunk index, head and issue."""
+        p = self.params
+        a = p.att
+        L, H, d, B = p.seq_len, p.heads, p.head_dim, p.banks
+        rows = L * H
         # en: the output side; en_c: the P·V pipeline, which also waits while the context of the
         # previous row is still being requantized chunk by chunk
         en = Signal()
@@ -335,10 +359,10 @@ class AttentionCore(wiring.Component):
         m.d.comb += [free_bank.eq(cb), free_now.eq(0)]
         with m.If(take):
             with m.If(c_j == L - 1):
-                m.d.sync += [c_j.eq(0), c_h.eq(nxt(c_h, H)), c_row.eq(nxt(c_row, rows))]
+                m.d.sync += [c_j.eq(0), c_h.eq(_nxt(c_h, H)), c_row.eq(_nxt(c_row, rows))]
                 with m.If(c_row == rows - 1):
                     m.d.comb += free_now.eq(1)
-                    m.d.sync += [cb.eq(nxt(cb, B)), produced.bit_select(cb, 1).eq(0)]
+                    m.d.sync += [cb.eq(_nxt(cb, B)), produced.bit_select(cb, 1).eq(0)]
             with m.Else():
                 m.d.sync += c_j.eq(c_j + 1)
         c1_p = Signal(unsigned(p.probs.p_bits), reset_less=True)
@@ -365,6 +389,17 @@ class AttentionCore(wiring.Component):
             m.d.sync += ser_c.eq(ser_c + 1)
             with m.If(ser_last):
                 m.d.sync += ser_active.eq(0)
+        return en, ctx, ser_c, ser_h, ser_issue
+
+    def _requantize(self, m, en, ctx, ser_c, ser_h, ser_issue):
+        """The context requantizer, ``ctx_lanes`` values per cycle: the chunk registered with
+        its constants, then z and the codes (:func:`requant_pipeline`), then the output."""
+        p = self.params
+        a = p.att
+        H, d = p.heads, p.head_dim
+        cl = p.ctx_lanes
+        chunks = d // cl
+        cbits = a.context.acc_bits
         # stage S: the chunk's values registered, its constants read (per-row requantizer)
         rq = a.context
         per_row = rq.rows > 1
@@ -395,7 +430,6 @@ class AttentionCore(wiring.Component):
         m.d.comb += self.o.valid.eq(o_valid)
         for e in range(cl):
             m.d.comb += self.o.payload[e].eq(codes[e])
-        return m
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

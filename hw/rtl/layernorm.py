@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -261,7 +262,6 @@ class LayerNormUnit(wiring.Component):
         p = self.params
         ln = p.ln
         lanes, beats, slots = p.lanes, p.beats, p.slots
-        n = ln.n
 
         buf = memory.Memory(shape=unsigned(lanes * ln.in_bits), depth=slots * beats, init=[])
         m.submodules.buf = buf
@@ -272,7 +272,18 @@ class LayerNormUnit(wiring.Component):
         inc, dec = Signal(), Signal()
         m.d.sync += occupied.eq(occupied + inc - dec)
 
-        # ---------------- A: input pass ----------------
+        hand_valid, hand_s1, hand_s2 = self._input_pass(m, wr, occupied, inc)
+        mean = self._mean(m, hand_valid, hand_s1, hand_s2)
+        mu_store, recip = self._variance(m, mean)
+        self._output_pass(m, rd, mu_store, recip, dec)
+        return m
+
+    def _input_pass(self, m, wr, occupied, inc):
+        """A: the token's beats into the buffer, Σv and Σv² accumulated; returns the
+        hand-over register (valid, Σv, Σv²) the mean divider takes."""
+        p = self.params
+        ln = p.ln
+        lanes, beats, slots = p.lanes, p.beats, p.slots
         # A0 takes the beat into a register (cuts the path from the upstream adder/FIFO), A1
         # writes it to the buffer and accumulates Σv, Σv²
         a_slot = Signal(range(slots))
@@ -307,8 +318,14 @@ class LayerNormUnit(wiring.Component):
                              hand_s1.eq(s1 + beat_sum), hand_s2.eq(s2 + beat_sq)]
             with m.Else():
                 m.d.sync += [s1.eq(s1 + beat_sum), s2.eq(s2 + beat_sq)]
+        return hand_valid, hand_s1, hand_s2
 
-        # ---------------- B: scalar chain ----------------
+    def _mean(self, m, hand_valid, hand_s1, hand_s2):
+        """B, first step: μ = (2·Σv·2^E + n) // 2n on the mean divider, Σv and Σv² riding
+        along as its tag."""
+        p = self.params
+        ln = p.ln
+        n = ln.n
         tag1 = data.StructLayout({"neg": unsigned(1), "s1": signed(ln.sum_bits),
                                   "s2": unsigned(p.sumsq_acc_bits)})
         m.submodules.mean = mean = SeqDivider(dividend_bits=p.mean_dividend_bits,
@@ -328,7 +345,16 @@ class LayerNormUnit(wiring.Component):
         with m.If(mean.i.valid & mean.i.ready):
             # a token's last beat never reaches A1 while hand_valid is set (see i.ready)
             m.d.sync += hand_valid.eq(0)
+        return mean
 
+    def _variance(self, m, mean):
+        """B, the rest: μ from the quotient, Σd² = Σv²·2^2E − μ·(2·Σv·2^E − n·μ) registered into
+        the var divider, then σ and R (:func:`_var_to_recip`); μ of each slot kept for the
+        output pass. Returns (μ per slot, the R divider)."""
+        p = self.params
+        ln = p.ln
+        slots, n = p.slots, ln.n
+        e = ln.extra_bits
         mu_bits = p.mu_bits
         mu_store = Signal(data.ArrayLayout(signed(mu_bits), slots))
         b_slot = Signal(range(slots))
@@ -352,8 +378,16 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += [sq_valid.eq(1), sq_held.eq(sumd2)]
         with m.If(mean.o.valid & mean.o.ready):
             m.d.sync += [mu_store[b_slot].eq(mu), b_slot.eq(Mux(b_slot == slots - 1, 0, b_slot + 1))]
+        return mu_store, recip
 
-        # ---------------- C: output pass ----------------
+    def _output_pass(self, m, rd, mu_store, recip, dec):
+        """C: the buffer re-read, d = v·2^E − μ, d·R, u = round(d·R) >> Sn, u·γ + β, then the
+        rounded, saturated output; frees the token's slot after its last beat."""
+        p = self.params
+        ln = p.ln
+        lanes, beats, slots = p.lanes, p.beats, p.slots
+        e = ln.extra_bits
+        mu_bits = p.mu_bits
         m.submodules.gb = gb = _gamma_beta(ln, lanes)
         gb_layout = gb.shape
         gb_rd = gb.read_port(domain="sync")
@@ -429,7 +463,6 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += out[j].eq(Mux(y < lo, lo, Mux(y > hi, hi, y)))
         m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(out),
                      dec.eq(self.o.valid & self.o.ready & o_last)]
-        return m
 
 
 class SharedLayerNormUnit(wiring.Component):
@@ -449,13 +482,23 @@ class SharedLayerNormUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        wr, rd, gb_rd, mean, var, recip, mul = self._units(m)
+        dp = self._datapath(m, wr, rd, gb_rd, mean, recip, mul)
+        with m.FSM():
+            self._input_states(m, dp, wr, mean)
+            self._variance_states(m, dp, mul, var, recip)
+            self._output_states(m, dp, mul, mean, recip)
+        return m
+
+    def _units(self, m):
+        """The token buffer, the γ/β ROM, the mean, var, sqrt and recip dividers and the one
+        multiplier: (buffer write and read ports, γ/β read port, mean, var, recip, mul)."""
         p = self.params
         ln = p.ln
-        lanes, beats, n, e = p.lanes, p.beats, p.n, ln.extra_bits
-
+        lanes, beats, n = p.lanes, p.beats, p.n
         m.submodules.buf = buf = memory.Memory(shape=unsigned(lanes * ln.in_bits), depth=beats, init=[])
         wr, rd = buf.write_port(), buf.read_port(domain="sync")
-        # named *rom*: the bitstream flow pins it to block RAM (hw/fpga/flow.py ROM_NAMES), which a
+        # named *rom*: the bitstream flow pins it to block RAM (hw/fpga/synthesis.py ROM_NAMES), which a
         # part small enough to need this unit has to spare
         m.submodules.gbrom = gb = _gamma_beta(ln, lanes)
         gb_rd = gb.read_port(domain="sync")
@@ -468,7 +511,15 @@ class SharedLayerNormUnit(wiring.Component):
         var, recip = _var_to_recip(m, p)   # the FSM feeds var; R waits in recip
         m.submodules.mul = mul = SeqMultiplier(a_bits=p.mul_a_bits, b_bits=p.mul_b_bits,
                                                steps=p.mul_steps)
+        return wr, rd, gb_rd, mean, var, recip, mul
 
+    def _datapath(self, m, wr, rd, gb_rd, mean, recip, mul):
+        """The counters (beat, lane), the registers (Σv, Σd², u, the output beat) and the
+        combinational values every state reads: d = v·2^E − μ of the current feature, the
+        mean's dividend, the sliced products. Returned by name."""
+        p = self.params
+        ln = p.ln
+        lanes, beats, n, e = p.lanes, p.beats, p.n, ln.extra_bits
         beat = Signal(range(beats))
         lane = Signal(range(lanes))
         last_beat = beat == beats - 1
@@ -500,98 +551,117 @@ class SharedLayerNormUnit(wiring.Component):
         sq = prod[:(p.max_abs_d ** 2).bit_length()]            # d² >= 0
         dr = prod[:ln.d_r_bits].as_signed()                    # |R·d| < d_r_bound
         ug = prod[:ln.norm_bits + ln.gamma_bits].as_signed()   # u·gamma
+        return SimpleNamespace(beat=beat, lane=lane, last_beat=last_beat, last_lane=last_lane, s1=s1,
+                               sumd2=sumd2, r=r, u=u, out=out, d=d, a=a, g=g, sq=sq, dr=dr, ug=ug)
 
-        def advance(m, pass_done, next_elem):
-            """Next feature of a pass over the buffer (lanes, then beats)."""
-            with m.If(~last_lane):
-                m.d.sync += lane.eq(lane + 1)
-                m.next = next_elem
+    @staticmethod
+    def _advance(m, dp, pass_done, next_elem):
+        """Next feature of a pass over the buffer (lanes, then beats)."""
+        lane, beat, last_lane, last_beat = dp.lane, dp.beat, dp.last_lane, dp.last_beat
+        with m.If(~last_lane):
+            m.d.sync += lane.eq(lane + 1)
+            m.next = next_elem
+        with m.Else():
+            m.d.sync += lane.eq(0)
+            with m.If(last_beat):
+                m.d.sync += beat.eq(0)
+                m.next = pass_done
             with m.Else():
-                m.d.sync += lane.eq(0)
+                m.d.sync += beat.eq(beat + 1)
+                m.next = "VAR_READ"
+
+    def _input_states(self, m, dp, wr, mean):
+        """INPUT: the token into the buffer, Σv; MEAN, MEAN_WAIT: μ on the mean divider."""
+        lanes = self.params.lanes
+        beat, last_beat, s1, sumd2, a = dp.beat, dp.last_beat, dp.s1, dp.sumd2, dp.a
+        with m.State("INPUT"):
+            m.d.comb += [self.i.ready.eq(1), wr.en.eq(self.i.valid)]
+            with m.If(self.i.valid):
+                m.d.sync += s1.eq(s1 + sum(self.i.payload[j] for j in range(lanes)))
                 with m.If(last_beat):
                     m.d.sync += beat.eq(0)
-                    m.next = pass_done
+                    m.next = "MEAN"
                 with m.Else():
                     m.d.sync += beat.eq(beat + 1)
-                    m.next = "VAR_READ"
+        with m.State("MEAN"):
+            m.d.comb += [mean.i.valid.eq(1), mean.i.payload.n.eq(Mux(a < 0, ~a, a)),
+                         mean.i.payload.tag.eq(a < 0)]
+            with m.If(mean.i.ready):
+                m.d.sync += [s1.eq(0), sumd2.eq(0)]
+                m.next = "MEAN_WAIT"
+        with m.State("MEAN_WAIT"):
+            with m.If(mean.o.valid):
+                m.next = "VAR_MUL"          # beat 0 has been on the read port since INPUT
 
-        lo, hi = signed_range(ln.out_bits)
-        with m.FSM():
-            with m.State("INPUT"):
-                m.d.comb += [self.i.ready.eq(1), wr.en.eq(self.i.valid)]
-                with m.If(self.i.valid):
-                    m.d.sync += s1.eq(s1 + sum(self.i.payload[j] for j in range(lanes)))
-                    with m.If(last_beat):
-                        m.d.sync += beat.eq(0)
-                        m.next = "MEAN"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-            with m.State("MEAN"):
-                m.d.comb += [mean.i.valid.eq(1), mean.i.payload.n.eq(Mux(a < 0, ~a, a)),
-                             mean.i.payload.tag.eq(a < 0)]
-                with m.If(mean.i.ready):
-                    m.d.sync += [s1.eq(0), sumd2.eq(0)]
-                    m.next = "MEAN_WAIT"
-            with m.State("MEAN_WAIT"):
-                with m.If(mean.o.valid):
-                    m.next = "VAR_MUL"          # beat 0 has been on the read port since INPUT
-            with m.State("VAR_READ"):           # the new beat's word reaches the read port
-                m.next = "VAR_MUL"
-            with m.State("VAR_MUL"):
-                m.d.comb += [mul.i.valid.eq(1), mul.i.payload.a.eq(d), mul.i.payload.b.eq(d)]
-                with m.If(mul.i.ready):
-                    m.next = "VAR_WAIT"
-            with m.State("VAR_WAIT"):
-                m.d.comb += mul.o.ready.eq(1)
-                with m.If(mul.o.valid):
-                    m.d.sync += sumd2.eq(sumd2 + sq)
-                    advance(m, "VAR_DIV", "VAR_MUL")
-            with m.State("VAR_DIV"):
-                m.d.comb += [var.i.valid.eq(1), var.i.payload.n.eq(sumd2)]
-                with m.If(var.i.ready):
-                    m.next = "RECIP_WAIT"
-            with m.State("RECIP_WAIT"):
-                with m.If(recip.o.valid):
-                    m.next = "NORM_MUL"
-            with m.State("OUT_READ"):
+    def _variance_states(self, m, dp, mul, var, recip):
+        """VAR_*: Σd² over a second pass, one d·d per feature on the multiplier, then var, σ and
+        R on the divider chain (RECIP_WAIT)."""
+        sumd2, d, sq = dp.sumd2, dp.d, dp.sq
+        with m.State("VAR_READ"):           # the new beat's word reaches the read port
+            m.next = "VAR_MUL"
+        with m.State("VAR_MUL"):
+            m.d.comb += [mul.i.valid.eq(1), mul.i.payload.a.eq(d), mul.i.payload.b.eq(d)]
+            with m.If(mul.i.ready):
+                m.next = "VAR_WAIT"
+        with m.State("VAR_WAIT"):
+            m.d.comb += mul.o.ready.eq(1)
+            with m.If(mul.o.valid):
+                m.d.sync += sumd2.eq(sumd2 + sq)
+                self._advance(m, dp, "VAR_DIV", "VAR_MUL")
+        with m.State("VAR_DIV"):
+            m.d.comb += [var.i.valid.eq(1), var.i.payload.n.eq(sumd2)]
+            with m.If(var.i.ready):
+                m.next = "RECIP_WAIT"
+        with m.State("RECIP_WAIT"):
+            with m.If(recip.o.valid):
                 m.next = "NORM_MUL"
-            with m.State("NORM_MUL"):           # R·d (R unsigned: zero-extended)
-                m.d.comb += [mul.i.valid.eq(1), mul.i.payload.a.eq(Cat(r, Const(0, 1)).as_signed()),
-                             mul.i.payload.b.eq(d)]
-                with m.If(mul.i.ready):
-                    m.next = "NORM_WAIT"
-            with m.State("NORM_WAIT"):
-                # R·d leaves the multiplier as u·gamma enters it, in the same cycle.
-                # (x + 2^(s-1)) >> s == ((x >> (s-1)) + 1) >> 1: the add skips the low bits
-                m.d.comb += [u.eq(((dr >> (ln.norm_shift - 1)) + 1) >> 1),
-                             mul.o.ready.eq(1), mul.i.valid.eq(mul.o.valid),
-                             mul.i.payload.a.eq(u), mul.i.payload.b.eq(g.g[lane])]
-                with m.If(mul.o.valid):
-                    m.next = "SCALE_WAIT"
-            with m.State("SCALE_WAIT"):
-                m.d.comb += mul.o.ready.eq(1)
-                with m.If(mul.o.valid):
-                    z = Signal(signed(ln.z_bits))
-                    y = Signal(signed(ln.z_bits + 1))
-                    m.d.comb += [z.eq(ug + g.b[lane]), y.eq(((z >> (ln.out_shift - 1)) + 1) >> 1)]
-                    m.d.sync += out[lane].eq(Mux(y < lo, lo, Mux(y > hi, hi, y)))
-                    with m.If(last_lane):
-                        m.d.sync += lane.eq(0)
-                        m.next = "SEND"
-                    with m.Else():
-                        m.d.sync += lane.eq(lane + 1)
-                        m.next = "NORM_MUL"
-            with m.State("SEND"):
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    with m.If(last_beat):
-                        m.d.comb += [mean.o.ready.eq(1), recip.o.ready.eq(1)]  # μ, R done
-                        m.d.sync += beat.eq(0)
-                        m.next = "INPUT"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-                        m.next = "OUT_READ"
-        return m
+
+    def _output_states(self, m, dp, mul, mean, recip):
+        """NORM_MUL, NORM_WAIT: R·d then u·γ per feature on the multiplier; SCALE_WAIT: + β,
+        rounded and saturated into the output beat; SEND: the beat out (μ and R released
+        after the token's last beat)."""
+        ln = self.params.ln
+        beat, lane, last_beat, last_lane = dp.beat, dp.lane, dp.last_beat, dp.last_lane
+        r, u, out, d, g, dr, ug = dp.r, dp.u, dp.out, dp.d, dp.g, dp.dr, dp.ug
+        lo, hi = signed_range(ln.out_bits)
+        with m.State("OUT_READ"):
+            m.next = "NORM_MUL"
+        with m.State("NORM_MUL"):           # R·d (R unsigned: zero-extended)
+            m.d.comb += [mul.i.valid.eq(1), mul.i.payload.a.eq(Cat(r, Const(0, 1)).as_signed()),
+                         mul.i.payload.b.eq(d)]
+            with m.If(mul.i.ready):
+                m.next = "NORM_WAIT"
+        with m.State("NORM_WAIT"):
+            # R·d leaves the multiplier as u·gamma enters it, in the same cycle.
+            # (x + 2^(s-1)) >> s == ((x >> (s-1)) + 1) >> 1: the add skips the low bits
+            m.d.comb += [u.eq(((dr >> (ln.norm_shift - 1)) + 1) >> 1),
+                         mul.o.ready.eq(1), mul.i.valid.eq(mul.o.valid),
+                         mul.i.payload.a.eq(u), mul.i.payload.b.eq(g.g[lane])]
+            with m.If(mul.o.valid):
+                m.next = "SCALE_WAIT"
+        with m.State("SCALE_WAIT"):
+            m.d.comb += mul.o.ready.eq(1)
+            with m.If(mul.o.valid):
+                z = Signal(signed(ln.z_bits))
+                y = Signal(signed(ln.z_bits + 1))
+                m.d.comb += [z.eq(ug + g.b[lane]), y.eq(((z >> (ln.out_shift - 1)) + 1) >> 1)]
+                m.d.sync += out[lane].eq(Mux(y < lo, lo, Mux(y > hi, hi, y)))
+                with m.If(last_lane):
+                    m.d.sync += lane.eq(0)
+                    m.next = "SEND"
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
+                    m.next = "NORM_MUL"
+        with m.State("SEND"):
+            m.d.comb += self.o.valid.eq(1)
+            with m.If(self.o.ready):
+                with m.If(last_beat):
+                    m.d.comb += [mean.o.ready.eq(1), recip.o.ready.eq(1)]  # μ, R done
+                    m.d.sync += beat.eq(0)
+                    m.next = "INPUT"
+                with m.Else():
+                    m.d.sync += beat.eq(beat + 1)
+                    m.next = "OUT_READ"
 
 
 def shared_or_parallel(ln: LayerNorm, lanes: int, multiplier: str) -> LayerNormUnitParams:

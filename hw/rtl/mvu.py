@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
@@ -306,12 +307,19 @@ class MatrixVectorUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = self.params
-        A, SF, NF, PE, SIMD, MMV = p.a_bits, p.sf, p.nf, p.pe, p.simd, p.mmv
-        row_bits = SIMD * MMV
-        lanes = PE * MMV
+        rport, full, full_clr = self._input_buffer(m)
+        en, nf, wread, ctrl = self._issue(m, rport, full, full_clr)
+        counts = self._lanes(m, en, rport, wread, ctrl)
+        d, d_lane, r_lane = self._row_constants(m, en, nf)
+        self._accumulate(m, en, ctrl, counts, d, d_lane, r_lane)
+        return m
 
-        # ---------------- input side: ping-pong buffer, one beat per cycle ----------------
+    def _input_buffer(self, m):
+        """The ping-pong input buffer, one beat per cycle into the bank being loaded: returns
+        its read port, the per-bank full bits and their clear (set by the issue side)."""
+        p = self.params
+        A, SF, SIMD, MMV = p.a_bits, p.sf, p.simd, p.mmv
+        row_bits = SIMD * MMV
         attrs = {} if p.buffer == "auto" else {"ram_style": p.buffer}
         m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(A * row_bits), depth=2 * SF, init=[],
                                                  attrs=attrs)
@@ -338,8 +346,14 @@ class MatrixVectorUnit(wiring.Component):
             with m.Else():
                 m.d.sync += wcnt.eq(wcnt + 1)
         m.d.sync += full.eq((full | full_set) & ~full_clr)
+        return rport, full, full_clr
 
-        # ---------------- issue: counters over (nf, plane, sf) ----------------
+    def _issue(self, m, rport, full, full_clr):
+        """The counters over (nf, plane, sf) of a full bank, the buffer and weight ROM reads, and
+        the control bits that travel with the data to the popcounts (``ctrl``: the delayed
+        copies and the fields the accumulators read). Returns (enable, nf, ROM read port, ctrl)."""
+        p = self.params
+        A, SF, NF, PE, SIMD = p.a_bits, p.sf, p.nf, p.pe, p.simd
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
         rbank = Signal()
@@ -377,12 +391,20 @@ class MatrixVectorUnit(wiring.Component):
         ctrl0 = Cat(issue, sf == 0, last_sf & last_plane, plane == A - 1, plane)
         ctrl1 = _delay(m, ctrl0, 2, en, "ctrl")
         ctrlx = _delay(m, ctrl0, 1, en, "ctrlx")
-        plane1 = ctrl1[4:]
         ctrlP = _delay(m, ctrl1, p.pipeline, en, "ctrlp")
         valid_a, plane_start_a, last_a, plane_a = ctrlP[0], ctrlP[1], ctrlP[2], ctrlP[4:]
         fold_start_a = plane_start_a & ctrlP[3]  # first sf of the sign plane
+        ctrl = SimpleNamespace(x=ctrlx, valid=valid_a, plane_start=plane_start_a, last=last_a,
+                               plane=plane_a, fold_start=fold_start_a)
+        return en, nf, wread, ctrl
 
-        # ---------------- lanes ----------------
+    def _lanes(self, m, en, rport, wread, ctrl):
+        """The PE·MMV XNOR-popcount lanes over the registered buffer word (the sign plane
+        inverted) and weight word; returns their counts."""
+        p = self.params
+        A, PE, SIMD, MMV = p.a_bits, p.pe, p.simd, p.mmv
+        row_bits = SIMD * MMV
+        ctrlx = ctrl.x
         xword0 = rport.data.word_select(ctrlx[4:], row_bits) if A > 1 else rport.data
         if A > 1:  # the sign plane counts XOR: feed it inverted
             xword0 = xword0 ^ (ctrlx[3].replicate(row_bits))
@@ -394,8 +416,14 @@ class MatrixVectorUnit(wiring.Component):
                 counts.append(xnor_popcount(
                     m, xword[v * SIMD:(v + 1) * SIMD], wdata[q * SIMD:(q + 1) * SIMD],
                     simd=SIMD, pipeline=p.pipeline, en=en, name=f"pc_v{v}_p{q}"))
+        return counts
 
-        # ---------------- per-row constants (D, R) ----------------
+    def _row_constants(self, m, en, nf):
+        """Per lane the row constants (D, R) of the fold being accumulated: constants when every
+        row shares them, else a small ROM read one stage ahead. Returns (D per row, D and R per
+        lane)."""
+        p = self.params
+        A, NF, PE = p.a_bits, p.nf, p.pe
         d, r = p.row_constants()
         acc_w = p.acc_width - 1 if A == 1 else p.acc_width
         r_w = max(A - 1, 1)
@@ -423,8 +451,16 @@ class MatrixVectorUnit(wiring.Component):
                 base = q * (acc_w + r_w)
                 d_lane.append(cread.data[base:base + acc_w].as_signed())
                 r_lane.append(cread.data[base + acc_w:base + acc_w + r_w])
+        return d, d_lane, r_lane
 
-        # ---------------- accumulators and the output register ----------------
+    def _accumulate(self, m, en, ctrl, counts, d, d_lane, r_lane):
+        """Per lane the accumulator (A = 1: reloaded with D at each fold end; A >= 2: Horner
+        over the planes) and the output register, then the output stream."""
+        p = self.params
+        A, PE = p.a_bits, p.pe
+        valid_a, plane_start_a, last_a = ctrl.valid, ctrl.plane_start, ctrl.last
+        plane_a, fold_start_a = ctrl.plane, ctrl.fold_start
+        acc_w = p.acc_width - 1 if A == 1 else p.acc_width
         out_valid = Signal()
         step = Signal()      # an accumulation cycle
         fold_end = Signal()  # ... that completes a fold
@@ -462,4 +498,3 @@ class MatrixVectorUnit(wiring.Component):
         m.d.comb += [self.o.valid.eq(out_valid)]
         for lane, out in enumerate(outs):
             m.d.comb += self.o.payload[lane].eq(out)
-        return m

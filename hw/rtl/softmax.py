@@ -120,6 +120,12 @@ class ProbsParams:
         return SoftmaxUnit(self) if self.is_softmax else HeavisideUnit(self)
 
 
+
+def _nxt(x, top):
+    """x + 1, wrapping to 0 after top - 1 (a counter over 0 .. top - 1)."""
+    return Mux(x == top - 1, 0, x + 1)
+
+
 class _ProbsBase(wiring.Component):
     def __init__(self, params: ProbsParams, want_softmax: bool):
         if not isinstance(params, ProbsParams) or params.is_softmax != want_softmax:
@@ -158,12 +164,8 @@ class SoftmaxUnit(_ProbsBase):
         sm = p.probs
         L, banks = p.length, p.banks
         sb = p.score_bits
-        lowest = signed_range(sb)[0]
         eb = sm.exp_bits
         g = sm.frac_bits
-
-        def nxt(x, top):
-            return Mux(x == top - 1, 0, x + 1)
 
         sbuf = memory.Memory(shape=score_layout(sb), depth=banks * L, init=[])
         ebuf = memory.Memory(shape=unsigned(eb + 1), depth=banks * L, init=[])
@@ -177,7 +179,19 @@ class SoftmaxUnit(_ProbsBase):
         inc, dec = Signal(), Signal()
         m.d.sync += occupied.eq(occupied + inc - dec)
 
-        # ---------------- IN ----------------
+        hand_valid, hand_max = self._scores_in(m, s_wr, occupied, inc)
+        z_valid, z_hold = self._exponentials(m, s_rd, e_wr, t_rd, hand_valid, hand_max)
+        div = self._reciprocal(m, z_valid, z_hold)
+        self._probabilities(m, e_rd, div, dec)
+        return m
+
+    def _scores_in(self, m, s_wr, occupied, inc):
+        """IN: a row's scores and mask bits into a free bank, the running max over the valid
+        keys; returns the hand-over register (valid, max) the EXP pass takes."""
+        p = self.params
+        L, banks = p.length, p.banks
+        sb = p.score_bits
+        lowest = signed_range(sb)[0]
         in_bank = Signal(range(banks))
         in_j = Signal(range(L))
         run_max = Signal(signed(sb), init=lowest)
@@ -194,11 +208,21 @@ class SoftmaxUnit(_ProbsBase):
             m.d.comb += inc.eq(in_j == 0)
             with m.If(last_in):
                 m.d.sync += [in_j.eq(0), run_max.eq(lowest), hand_valid.eq(1), hand_max.eq(new_max),
-                             in_bank.eq(nxt(in_bank, banks))]
+                             in_bank.eq(_nxt(in_bank, banks))]
             with m.Else():
                 m.d.sync += [in_j.eq(in_j + 1), run_max.eq(new_max)]
+        return hand_valid, hand_max
 
-        # ---------------- EXP ----------------
+    def _exponentials(self, m, s_rd, e_wr, t_rd, hand_valid, hand_max):
+        """EXP: per key δ = max − s, t = min((δ·M + 2^(S−1)) >> S, t_max), E = table[t mod 2^G]
+        >> (t >> G) (0 for a masked key) back into the bank, Z = Σ E; returns the Z hand-over
+        register (valid, Z) the divider takes."""
+        p = self.params
+        sm = p.probs
+        L, banks = p.length, p.banks
+        sb = p.score_bits
+        eb = sm.exp_bits
+        g = sm.frac_bits
         ex_bank = Signal(range(banks))
         ex_j = Signal(range(L))
         ex_busy = Signal()      # from the start of a pass until its Z is handed on
@@ -248,10 +272,15 @@ class SoftmaxUnit(_ProbsBase):
         with m.If(v3):
             m.d.sync += z_acc.eq(z_acc + e3)
             with m.If(last3):
-                m.d.sync += [z_valid.eq(1), z_hold.eq(z_acc + e3), ex_bank.eq(nxt(ex_bank, banks)),
+                m.d.sync += [z_valid.eq(1), z_hold.eq(z_acc + e3), ex_bank.eq(_nxt(ex_bank, banks)),
                              ex_busy.eq(0)]
+        return z_valid, z_hold
 
-        # ---------------- DIV ----------------
+    def _reciprocal(self, m, z_valid, z_hold):
+        """DIV: R = C // Z on the bit-serial divider (Z = 0 only when no key is valid)."""
+        p = self.params
+        sm = p.probs
+        eb = sm.exp_bits
         m.submodules.div = div = SeqDivider(dividend_bits=sm.recip_num.bit_length(),
                                             divisor_bits=p.z_bits, q_bits=max(1, sm.recip_bits),
                                             steps=p.div_steps)
@@ -259,8 +288,15 @@ class SoftmaxUnit(_ProbsBase):
                      div.i.payload.d.eq(Mux(z_hold == 0, 1 << eb, z_hold))]
         with m.If(div.i.valid & div.i.ready):
             m.d.sync += z_valid.eq(0)
+        return div
 
-        # ---------------- OUT ----------------
+    def _probabilities(self, m, e_rd, div, dec):
+        """OUT: p = min((E·R + 2^(P−1)) >> P, hi) per key, a stall-able three-register pipeline;
+        frees the bank after the row's last probability."""
+        p = self.params
+        sm = p.probs
+        L, banks = p.length, p.banks
+        eb = sm.exp_bits
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
         out_bank = Signal(range(banks))
@@ -277,7 +313,7 @@ class SoftmaxUnit(_ProbsBase):
             m.d.sync += r_held.eq(div.o.payload.q)
         with m.If(issue):
             with m.If(out_j == L - 1):
-                m.d.sync += [out_j.eq(0), out_bank.eq(nxt(out_bank, banks))]
+                m.d.sync += [out_j.eq(0), out_bank.eq(_nxt(out_bank, banks))]
             with m.Else():
                 m.d.sync += out_j.eq(out_j + 1)
         o1, o2, o3 = Signal(), Signal(), Signal()
@@ -292,4 +328,3 @@ class SoftmaxUnit(_ProbsBase):
             rounded = (prod + (1 << (sm.recip_shift - 1))) >> sm.recip_shift
             m.d.sync += pcode.eq(Mux(rounded > sm.hi, sm.hi, rounded))
         m.d.comb += [self.o.valid.eq(o3), self.o.payload.eq(pcode), dec.eq(self.o.valid & self.o.ready & l3)]
-        return m
