@@ -2,17 +2,18 @@
 
 :class:`AttentionCore` -- scores, probabilities, P·V and the context requantizer, between the
 Q/K/V requantizers and the output projection. Golden: ``Attention.compute(q, k, v, valid)``.
-  * LOAD: the q, k, v streams (one beat per token and head: ArrayLayout(code, head_dim),
+  * LOAD (``_load``): the q, k, v streams (one beat per token and head: ArrayLayout(code, head_dim),
     token-major) and the ``mask`` stream (one bit per token, 1 = real token) fill one of
     ``banks`` sequence buffers; with two banks the next sequence loads while this one computes.
-  * PRODUCER: per query row (token i, head h): Q[i, h] into a register, then one score per cycle
+  * PRODUCER (``_scores``): per query row (token i, head h): Q[i, h] into a register, then one score per cycle
     S_j = Q·K[j, h] (d small multipliers, or d − 2·popcount(q XOR k) for 1-bit Q and K) with
     the key's mask bit, into the probabilities unit (hw/rtl/softmax.py: softmax §13 or Heaviside §14).
-  * CONSUMER: one probability per cycle, C += p_j·V[j, h] over d lanes; after the row's last
-    key the context requantizer (§15) emits the row's d codes as one output beat.
+  * CONSUMER (``_context``): one probability per cycle, C += p_j·V[j, h] over d lanes; after
+    the row's last key the context requantizer (§15, ``_requantize``) emits the row's d codes,
+    ``ctx_lanes`` per output beat.
 :class:`AttentionBlock` -- the attention half of an encoder layer (§11): qkv_in requant, the
-Q/K/V projections (three LinearUnits on H1's MVU), the core, the output projection, the
-residual add and ln1. Golden: the layer's ops composed as in ``EncoderLayer.compute``.
+Q/K/V projections (three LinearUnits, hw/rtl/linear.py), the core, the output projection, the
+residual add and ln1. Golden: ``EncoderLayer.attention_block``.
 :class:`LayerFolding` -- an EncoderLayer plus the attention half's folding: the base of both
 :class:`AttentionParams` and hw/rtl/encoder_layer.py's ``EncoderLayerParams``, so the ops and their checks
 live once, in the golden ``EncoderLayer``.
@@ -162,7 +163,8 @@ def _nxt(x, top):
 class AttentionCore(wiring.Component):
     """Ports: ``q``, ``k``, ``v``: In(stream of ArrayLayout(code, head_dim)), one beat per
     (token, head), token-major; ``mask``: In(stream of unsigned(1)), one beat per token;
-    ``o``: Out(stream of ArrayLayout(context code, head_dim)), one beat per (token, head)."""
+    ``o``: Out(stream of ArrayLayout(context code, ctx_lanes)), head_dim / ctx_lanes beats per
+    (token, head), the row's context in order."""
 
     def __init__(self, params: AttentionCoreParams):
         if not isinstance(params, AttentionCoreParams):

@@ -1,4 +1,5 @@
-"""A binary linear layer in hardware: H1's matrix-vector unit + the generalised requantizer.
+"""A binary linear layer in hardware: the matrix-vector unit (hw/rtl/mvu.py) + the requantizer
+unit (hw/rtl/requant.py).
 
 Golden model: :class:`hw.golden.ops.BinaryLinear` (T binary weight terms, §4-§6, then its
 ``out`` Requant or Lut, §10/§12). The T term matrices are stacked into one MVU weight matrix
