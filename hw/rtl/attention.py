@@ -69,7 +69,7 @@ class AttentionCoreParams(DerivedParts):
     def __post_init__(self):
         o = "AttentionCoreParams"
         if not isinstance(self.att, Attention):
-            raise BinbertError(f"{o}: att must be a hw.golden.ops.Attention, got {type(self.att).__name__}")
+            raise BinbertError(f"{o}: att must be a hw.golden.attention.Attention, got {type(self.att).__name__}")
         _pos(o, "seq_len", self.seq_len)
         if self.seq_len > self.att.max_len:
             raise BinbertError(f"{o}: seq_len={self.seq_len} exceeds the attention's max_len={self.att.max_len}")
@@ -455,7 +455,7 @@ class LayerFolding(DerivedParts):
     def __post_init__(self):
         o = type(self).__name__
         if not isinstance(self.layer, EncoderLayer):
-            raise BinbertError(f"{o}: layer must be a hw.golden.ops.EncoderLayer, got {type(self.layer).__name__}")
+            raise BinbertError(f"{o}: layer must be a hw.golden.encoder_layer.EncoderLayer, got {type(self.layer).__name__}")
         _pos(o, "lanes", self.lanes)
         if self.ln_multiplier not in MULTIPLIERS:
             raise BinbertError(f"{o}: ln_multiplier={self.ln_multiplier!r} must be one of "

@@ -2,7 +2,7 @@
 Q/K/V projections, attention core, output projection, + r, ln1) streaming into the FFN block
 (ffn_in_q, ffn_in + GELU/ReLU, ffn_out, + h, ln2).
 
-Golden model: ``EncoderLayer.compute(r, valid)`` of hw/golden/ops.py -- the params object
+Golden model: ``EncoderLayer.compute(r, valid)`` of hw/golden/encoder_layer.py -- the params object
 here only adds the folding. Ports: ``i``: In(stream of {r: ArrayLayout(signed(res_bits), lanes),
 valid}), hidden/lanes beats per token, seq_len tokens per sequence, ``valid`` the token's mask
 bit (1 = real token, read on its first beat); ``o``: Out(stream of ArrayLayout(signed(res_bits),

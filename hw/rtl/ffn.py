@@ -55,7 +55,7 @@ class FfnParams(DerivedParts):
         for name, cls in (("ffn_in_q", Requant), ("ffn_in", BinaryLinear), ("ffn_out", BinaryLinear),
                           ("ln", LayerNorm)):
             if not isinstance(getattr(self, name), cls):
-                raise BinbertError(f"{o}: {name} must be a hw.golden.ops.{cls.__name__}")
+                raise BinbertError(f"{o}: {name} must be a {cls.__module__}.{cls.__name__}")
         for name in ("lanes", "fifo_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -1,6 +1,6 @@
 """Integer LayerNorm unit (docs/arithmetic.md §17), one token at a time, streaming.
 
-Golden model: :class:`hw.golden.ops.LayerNorm` (``params.ln.compute``). The unit is three
+Golden model: :class:`hw.golden.layernorm.LayerNorm` (``params.ln.compute``). The unit is three
 decoupled stages around a token buffer of ``slots`` tokens, so consecutive tokens overlap:
 
 * **A (input pass)**: ``n / lanes`` beats in; each element is written to the buffer and Σv, Σv²
@@ -71,7 +71,7 @@ class LayerNormUnitParams:
             raise BinbertError(f"{o}: slots={self.slots!r}: a shared-multiplier unit buffers "
                                f"one token (slots 1 or null)")
         if not isinstance(self.ln, LayerNorm):
-            raise BinbertError(f"{o}: ln must be a hw.golden.ops.LayerNorm, got {type(self.ln).__name__}")
+            raise BinbertError(f"{o}: ln must be a hw.golden.layernorm.LayerNorm, got {type(self.ln).__name__}")
         if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or self.lanes < 1:
             raise BinbertError(f"{o}: lanes={self.lanes!r} must be an integer >= 1")
         if self.ln.n % self.lanes:

@@ -1,7 +1,7 @@
 """A binary linear layer in hardware: the matrix-vector unit (hw/rtl/mvu.py) + the requantizer
 unit (hw/rtl/requant.py).
 
-Golden model: :class:`hw.golden.ops.BinaryLinear` (T binary weight terms, §4-§6, then its
+Golden model: :class:`hw.golden.linear.BinaryLinear` (T binary weight terms, §4-§6, then its
 ``out`` Requant or Lut, §10/§12). The T term matrices are stacked into one MVU weight matrix
 with the terms interleaved -- row ``n·T + t`` is row ``n`` of term ``t`` -- so every MVU output
 beat carries whole output rows (PE must be a multiple of T) and the requantizer combines T
@@ -57,7 +57,7 @@ class LinearUnitParams(DerivedParts):
     def __post_init__(self):
         o = "LinearUnitParams"
         if not isinstance(self.lin, BinaryLinear):
-            raise BinbertError(f"{o}: lin must be a hw.golden.ops.BinaryLinear, got {type(self.lin).__name__}")
+            raise BinbertError(f"{o}: lin must be a hw.golden.linear.BinaryLinear, got {type(self.lin).__name__}")
         _pos(o, "pe", self.pe)
         _pos(o, "simd", self.simd)
         if self.pe % self.lin.terms:

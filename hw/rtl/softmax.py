@@ -2,7 +2,7 @@
 
 Both take a row of ``length`` scores as a stream of {s, valid} beats (key j of the row in beat
 j; ``valid`` = the key mask) and emit ``length`` probability codes (unsigned, 0 … hi) in the
-same order. Golden models: :class:`hw.golden.ops.Softmax` / ``Heaviside`` ``.compute``.
+same order. Golden models: :class:`hw.golden.softmax.Softmax` / ``Heaviside`` ``.compute``.
 
 :class:`SoftmaxUnit` is four decoupled stages around ``banks`` row buffers, so consecutive
 rows overlap:
@@ -53,7 +53,7 @@ class ProbsParams:
         if isinstance(self.div_steps, bool) or not isinstance(self.div_steps, int) or not 1 <= self.div_steps <= 4:
             raise BinbertError(f"{o}: div_steps={self.div_steps!r} must be an integer in 1..4")
         if not isinstance(self.probs, (Softmax, Heaviside)):
-            raise BinbertError(f"{o}: probs must be a hw.golden.ops Softmax or Heaviside, "
+            raise BinbertError(f"{o}: probs must be a hw.golden.softmax Softmax or Heaviside, "
                                f"got {type(self.probs).__name__}")
         if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
             raise BinbertError(f"{o}: length={self.length!r} must be an integer >= 1")

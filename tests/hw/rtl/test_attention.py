@@ -8,7 +8,7 @@ import pytest
 
 from hw.rtl.attention import AttentionBlock, AttentionCore, AttentionCoreParams, AttentionParams
 from hw.errors import BinbertError
-from sim.layers import random_binary_linear, random_codes, random_encoder_layer
+from hw.golden.random import random_binary_linear, random_codes, random_encoder_layer
 from tests.hw.rtl.hwsim import recv, run, send
 from tests.hw.rtl.seqsim import masked_residuals, run_sequences, steady_cycles
 
@@ -131,7 +131,7 @@ def test_attention_block_throughput():
 def test_attention_block_bad_params():
     layer = random_encoder_layer(np.random.default_rng(0), hidden=16, heads=2, max_len=8)
     fold = dict(seq_len=4, pe_qkv=4, simd_qkv=8, pe_o=4, simd_o=8)
-    with pytest.raises(BinbertError, match="AttentionParams: layer must be a hw.golden.ops.EncoderLayer"):
+    with pytest.raises(BinbertError, match="AttentionParams: layer must be a hw.golden.encoder_layer.EncoderLayer"):
         AttentionParams(layer=layer.attention, lanes=4, **fold)
     with pytest.raises(BinbertError, match="AttentionParams: lanes=3 does not divide hidden=16"):
         AttentionParams(layer=layer, lanes=3, **fold)

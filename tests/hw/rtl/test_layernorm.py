@@ -6,7 +6,7 @@ import pytest
 
 from hw.errors import BinbertError
 from hw.rtl.layernorm import LayerNormUnit, LayerNormUnitParams, SharedLayerNormUnit
-from sim.layers import ln_inputs, random_layernorm
+from hw.golden.random import ln_inputs, random_layernorm
 from tests.hw.rtl.hwsim import recv, run, send
 
 
@@ -72,7 +72,7 @@ def test_layernorm_bad_params():
         LayerNormUnitParams(ln=ln, lanes=0)
     with pytest.raises(BinbertError, match="slots=0"):
         LayerNormUnitParams(ln=ln, slots=0)
-    with pytest.raises(BinbertError, match="ln must be a hw.golden.ops.LayerNorm"):
+    with pytest.raises(BinbertError, match="ln must be a hw.golden.layernorm.LayerNorm"):
         LayerNormUnitParams(ln="ln")
     with pytest.raises(BinbertError, match="params must be LayerNormUnitParams"):
         LayerNormUnit(ln)
