@@ -122,7 +122,7 @@ async def sequence_bench(dut, name: str):
     ends = [out[(s + 1) * group - 1] for s in range(measured)]
     steady = (ends[-1] - ends[1]) / (measured - 2)
     await bench.finish(total * group)
-    model_cycles = p.cycles_per_sequence
+    model_cycles = p.cycles
     cfg.write_stats(vectors=total, sequences=total, source=source,
                     valid_tokens=int(valid.sum()), cycles_per_group=steady,
                     cycles_per_group_model=model_cycles, first_sequence_cycles=ends[0] - t0,
