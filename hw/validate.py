@@ -107,3 +107,11 @@ def silence(obj, quiet: bool = True):
     False re-arms the warning. Amaranth has no public switch for this (0.5)."""
     obj._MustUse__silence = quiet
     return obj
+
+
+def bounded_int(owner: str, name: str, v, lo: int, hi: int | None = None) -> int:
+    """A block field: an integer (numpy integers accepted) in lo..hi (``hi`` None: no upper
+    bound), as an int; the type and the range are refused with messages of their own."""
+    v = int_value(v, f"{owner}: {name}={v!r} must be an integer", numpy=True)
+    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+    return int_value(v, f"{owner}: {name}={v} must be {rng}", lo=lo, hi=hi)

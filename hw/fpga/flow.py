@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from hw.errors import BinbertError
+from hw.validate import int_value
 from hw.fpga.pack import pack
 from hw.fpga.pnr import constraint_file, place_and_route, set_clock_constraint
 from hw.fpga.report import layer_report, no_fit_report, write_report
@@ -112,8 +113,7 @@ def make_layer(layer: str, *, pe: int = 16, simd: int | None = None, k: int | No
     k = 4 * simd if k is None else k
     n = 4 * pe if n is None else n
     for name, v in (("k", k), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise BinbertError(f"--{name} {v!r}: must be a positive integer")
+        int_value(v, f"--{name} {v!r}: must be a positive integer", lo=1)
     weights = np.random.default_rng(seed).integers(0, 2, (n, k), dtype=np.uint8)
     p = MVUParams(k=k, n=n, pe=pe, simd=simd, weights=weights, a_bits=a_bits, mmv=mmv,
                   pipeline=pipeline)

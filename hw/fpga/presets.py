@@ -44,6 +44,7 @@ from pathlib import Path
 import yaml
 
 from hw.errors import BinbertError
+from hw.validate import is_int
 from hw.golden.random import CONFIG_SEED
 from hw.yamlsrc import root_node
 
@@ -161,7 +162,7 @@ def preset_from_text(text: str, source: str = "<preset>", name: str = "") -> Enc
                 raise err(value_node, f"{key}: {exc.problem}") from None
             if key in INT_RANGES:
                 lo, hi = INT_RANGES[key]
-                if isinstance(value, bool) or not isinstance(value, int):
+                if not is_int(value):
                     raise err(value_node, f"{key} must be an integer, not {value!r}")
                 if value < lo or (hi is not None and value > hi):
                     bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"

@@ -23,6 +23,7 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
+from hw.validate import int_value, silence
 
 BUS_BITS = 8
 
@@ -41,9 +42,9 @@ class Deserializer(wiring.Component):
     """``ceil(width/8)`` bytes in, one ``width``-bit word out; the first byte is the LSB."""
 
     def __init__(self, *, width: int):
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            _silence(self)
-            raise BinbertError(f"Deserializer: width={width!r} must be a positive int")
+        silence(self)  # until validated: a refused converter is never elaborated
+        int_value(width, f"Deserializer: width={width!r} must be a positive int", lo=1)
+        silence(self, False)
         self.width = width
         self.n_bytes = -(-width // BUS_BITS)
         super().__init__({"i": In(stream.Signature(BUS_BITS)), "o": Out(stream.Signature(width))})
@@ -80,9 +81,9 @@ class Serializer(wiring.Component):
     """
 
     def __init__(self, *, width: int):
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            _silence(self)
-            raise BinbertError(f"Serializer: width={width!r} must be a positive int")
+        silence(self)  # until validated: a refused converter is never elaborated
+        int_value(width, f"Serializer: width={width!r} must be a positive int", lo=1)
+        silence(self, False)
         self.width = width
         self.n_bytes = -(-width // BUS_BITS)
         super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(BUS_BITS))})

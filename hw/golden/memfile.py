@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.errors import BinbertError
+from hw.validate import positive_int
 
 FORMATS = ("hex", "mem", "bin")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -30,10 +31,9 @@ _HEADER = re.compile(r"^//\s*width=(\d+)\s+depth=(\d+)\s*$")
 
 
 def _check_shape(width, depth=None):
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise BinbertError(f"memfile: width={width!r} must be an integer >= 1")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
-        raise BinbertError(f"memfile: depth={depth!r} must be an integer >= 1")
+    positive_int("memfile", "width", width)
+    if depth is not None:
+        positive_int("memfile", "depth", depth)
 
 
 def fmt_from_path(path, fmt: str | None = None) -> str:

@@ -33,6 +33,7 @@ from hw.golden.attention import Attention
 from hw.golden.encoder_layer import EncoderLayer
 from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
+from hw.validate import positive_int
 from hw.rtl.block import DerivedParts
 from hw.rtl.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
@@ -43,11 +44,6 @@ from hw.rtl.stream import Fork, Regroup, StreamFifo
 
 __all__ = ["AttentionCoreParams", "AttentionCore", "LayerFolding", "AttentionParams", "AttentionBlock",
            "block_layout"]
-
-
-def _pos(owner, name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise BinbertError(f"{owner}: {name}={v!r} must be an integer >= 1")
 
 
 def block_layout(res_bits: int, lanes: int) -> data.StructLayout:
@@ -70,7 +66,7 @@ class AttentionCoreParams(DerivedParts):
         o = "AttentionCoreParams"
         if not isinstance(self.att, Attention):
             raise BinbertError(f"{o}: att must be a hw.golden.attention.Attention, got {type(self.att).__name__}")
-        _pos(o, "seq_len", self.seq_len)
+        positive_int(o, "seq_len", self.seq_len)
         if self.seq_len > self.att.max_len:
             raise BinbertError(f"{o}: seq_len={self.seq_len} exceeds the attention's max_len={self.att.max_len}")
         if self.banks not in (1, 2):
@@ -79,7 +75,7 @@ class AttentionCoreParams(DerivedParts):
             d = self.att.head_dim
             fast = max(self.seq_len + 1, self.probs.cycles) - 1
             object.__setattr__(self, "ctx_lanes", min(c for c in range(1, d + 1) if d % c == 0 and d // c <= fast))
-        _pos(o, "ctx_lanes", self.ctx_lanes)
+        positive_int(o, "ctx_lanes", self.ctx_lanes)
         if self.att.head_dim % self.ctx_lanes:
             raise BinbertError(f"{o}: ctx_lanes={self.ctx_lanes} does not divide head_dim={self.att.head_dim}")
         if self.att.context.rows not in (1, self.att.hidden):
@@ -456,7 +452,7 @@ class LayerFolding(DerivedParts):
         o = type(self).__name__
         if not isinstance(self.layer, EncoderLayer):
             raise BinbertError(f"{o}: layer must be a hw.golden.encoder_layer.EncoderLayer, got {type(self.layer).__name__}")
-        _pos(o, "lanes", self.lanes)
+        positive_int(o, "lanes", self.lanes)
         if self.ln_multiplier not in MULTIPLIERS:
             raise BinbertError(f"{o}: ln_multiplier={self.ln_multiplier!r} must be one of "
                                f"{', '.join(MULTIPLIERS)}")

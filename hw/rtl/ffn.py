@@ -23,6 +23,7 @@ from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear
 from hw.golden.requant import Requant
 from hw.errors import BinbertError
+from hw.validate import positive_int
 from hw.rtl.block import DerivedParts
 from hw.rtl.layernorm import AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
@@ -57,9 +58,7 @@ class FfnParams(DerivedParts):
             if not isinstance(getattr(self, name), cls):
                 raise BinbertError(f"{o}: {name} must be a {cls.__module__}.{cls.__name__}")
         for name in ("lanes", "fifo_tokens"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise BinbertError(f"{o}: {name}={v!r} must be an integer >= 1")
+            positive_int(o, name, getattr(self, name))
         if self.ffn_in.k != self.hidden or self.ffn_out.n != self.hidden or self.ffn_out.k != self.ffn_in.n:
             raise BinbertError(f"{o}: shapes do not chain (ffn_in {self.ffn_in.n}x{self.ffn_in.k}, "
                                f"ffn_out {self.ffn_out.n}x{self.ffn_out.k})")

@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden.arith import signed_range
 from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
+from hw.validate import int_value, positive_int
 from hw.rtl.seqarith import SeqDivider, SeqMultiplier, SeqSqrt, quotient_bits
 
 __all__ = ["LayerNormUnitParams", "LayerNormUnit", "SharedLayerNormUnit", "AddNormParams", "AddNorm",
@@ -62,8 +63,7 @@ class LayerNormUnitParams:
         o = "LayerNormUnitParams"
         for name in ("div_steps", "mul_steps"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4:
-                raise BinbertError(f"{o}: {name}={v!r} must be an integer in 1..4")
+            int_value(v, f"{o}: {name}={v!r} must be an integer in 1..4", lo=1, hi=4)
         if self.multiplier not in MULTIPLIERS:
             raise BinbertError(f"{o}: multiplier={self.multiplier!r} must be one of "
                                f"{', '.join(MULTIPLIERS)}")
@@ -72,14 +72,13 @@ class LayerNormUnitParams:
                                f"one token (slots 1 or null)")
         if not isinstance(self.ln, LayerNorm):
             raise BinbertError(f"{o}: ln must be a hw.golden.layernorm.LayerNorm, got {type(self.ln).__name__}")
-        if isinstance(self.lanes, bool) or not isinstance(self.lanes, int) or self.lanes < 1:
-            raise BinbertError(f"{o}: lanes={self.lanes!r} must be an integer >= 1")
+        positive_int(o, "lanes", self.lanes)
         if self.ln.n % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide n={self.ln.n}")
         if self.slots is None:
             object.__setattr__(self, "slots", 1 if self.shared else self.auto_slots)
-        elif isinstance(self.slots, bool) or not isinstance(self.slots, int) or self.slots < 1:
-            raise BinbertError(f"{o}: slots={self.slots!r} must be an integer >= 1")
+        else:
+            positive_int(o, "slots", self.slots)
 
     # ---- golden ---------------------------------------------------------------------------
     def compute(self, v) -> np.ndarray:
@@ -686,9 +685,7 @@ class AddNormParams:
         if not isinstance(self.norm, LayerNormUnitParams):
             raise BinbertError(f"{o}: norm must be LayerNormUnitParams, got {type(self.norm).__name__}")
         for name in ("a_bits", "b_bits"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise BinbertError(f"{o}: {name}={v!r} must be an integer >= 1")
+            positive_int(o, name, getattr(self, name))
         need = max(self.a_bits, self.b_bits) + 1
         if self.norm.ln.in_bits < need:
             raise BinbertError(f"{o}: the LayerNorm reads {self.norm.ln.in_bits}-bit inputs, "

@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden import arith
 from hw.golden.linear import BinaryLinear
 from hw.errors import BinbertError
+from hw.validate import positive_int
 from hw.rtl.block import DerivedParts
 from hw.rtl.mvu import MVUParams
 from hw.rtl.requant import RequantUnitParams, code_shape
@@ -36,11 +37,6 @@ def stacked_weight_bits(lin: BinaryLinear) -> np.ndarray:
     """(T·N, K) weight bits with row n·T + t = row n of term t."""
     bits = arith.unpack_bits(lin.weights, lin.k)           # (T, N, K)
     return np.ascontiguousarray(bits.transpose(1, 0, 2).reshape(lin.terms * lin.n, lin.k))
-
-
-def _pos(owner, name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise BinbertError(f"{owner}: {name}={v!r} must be an integer >= 1")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -58,8 +54,8 @@ class LinearUnitParams(DerivedParts):
         o = "LinearUnitParams"
         if not isinstance(self.lin, BinaryLinear):
             raise BinbertError(f"{o}: lin must be a hw.golden.linear.BinaryLinear, got {type(self.lin).__name__}")
-        _pos(o, "pe", self.pe)
-        _pos(o, "simd", self.simd)
+        positive_int(o, "pe", self.pe)
+        positive_int(o, "simd", self.simd)
         if self.pe % self.lin.terms:
             raise BinbertError(f"{o}: pe={self.pe} must be a multiple of the {self.lin.terms} weight terms")
         if (self.lin.terms * self.lin.n) % self.pe:
@@ -68,7 +64,7 @@ class LinearUnitParams(DerivedParts):
             raise BinbertError(f"{o}: simd={self.simd} does not divide k={self.lin.k}")
         if self.out_lanes is None:
             object.__setattr__(self, "out_lanes", self.rows_per_beat)
-        _pos(o, "out_lanes", self.out_lanes)
+        positive_int(o, "out_lanes", self.out_lanes)
         if self.lin.n % self.out_lanes:
             raise BinbertError(f"{o}: out_lanes={self.out_lanes} does not divide n={self.lin.n}")
         self.mvu  # validates pipeline against the PE tree

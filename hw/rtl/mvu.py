@@ -39,7 +39,8 @@ from amaranth.lib.wiring import In, Out
 from hw.errors import BinbertError
 from hw.golden import arith
 from hw.rtl.block import DerivedParts
-from hw.rtl.pe import PEParams, check_int, xnor_popcount
+from hw.rtl.pe import PEParams, xnor_popcount
+from hw.validate import bounded_int
 
 __all__ = ["BUFFER_STYLES", "MVUParams", "MatrixVectorUnit", "weights_to_bits"]
 
@@ -113,9 +114,9 @@ the :class:`MatrixVectorUnit`).
         if self.buffer not in BUFFER_STYLES:
             raise BinbertError(f"{own}: buffer={self.buffer!r} must be one of {', '.join(BUFFER_STYLES)}")
         for name in ("k", "n", "pe", "simd", "mmv"):
-            check_int(own, name, getattr(self, name), 1)
-        check_int(own, "a_bits", self.a_bits, 1, arith.MAX_ACT_BITS)
-        check_int(own, "pipeline", self.pipeline, 0)
+            bounded_int(own, name, getattr(self, name), 1)
+        bounded_int(own, "a_bits", self.a_bits, 1, arith.MAX_ACT_BITS)
+        bounded_int(own, "pipeline", self.pipeline, 0)
         if self.n % self.pe:
             raise BinbertError(f"{own}: pe={self.pe} does not divide n={self.n}")
         if self.k % self.simd:
@@ -217,7 +218,7 @@ the :class:`MatrixVectorUnit`).
     def weights_from_rom(cls, words, *, k: int, n: int, pe: int, simd: int) -> np.ndarray:
         """Inverse of :meth:`rom_words`: ROM words -> (n, k) weight bits."""
         for name, v in (("k", k), ("n", n), ("pe", pe), ("simd", simd)):
-            check_int("MVUParams", name, v, 1)
+            bounded_int("MVUParams", name, v, 1)
         if n % pe or k % simd:
             raise BinbertError(f"MVUParams: pe={pe}/simd={simd} do not fold n={n}/k={k}")
         nf, sf = n // pe, k // simd

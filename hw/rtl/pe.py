@@ -27,21 +27,10 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
 from hw.golden import arith
+from hw.validate import bounded_int
 
-__all__ = ["PEParams", "XnorPopcountPE", "check_int", "popcount_width", "stage_levels", "tree_levels",
+__all__ = ["PEParams", "XnorPopcountPE", "popcount_width", "stage_levels", "tree_levels",
            "xnor_popcount"]
-
-
-def check_int(owner: str, name: str, value, lo: int, hi: int | None = None) -> int:
-    """``value`` as an int in ``lo..hi`` (``hi`` None: no upper bound), else a one-line
-    BinbertError naming the owner and the field (shared by the params classes of hw/rtl)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise BinbertError(f"{owner}: {name}={value!r} must be an integer")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise BinbertError(f"{owner}: {name}={value} must be {rng}")
-    return value
 
 
 def tree_levels(simd: int) -> int:
@@ -66,8 +55,8 @@ class PEParams:
     pipeline: int = 1
 
     def __post_init__(self):
-        check_int("PEParams", "simd", self.simd, 1)
-        check_int("PEParams", "pipeline", self.pipeline, 0)
+        bounded_int("PEParams", "simd", self.simd, 1)
+        bounded_int("PEParams", "pipeline", self.pipeline, 0)
         if self.pipeline > self.max_pipeline:
             raise BinbertError(f"PEParams: pipeline={self.pipeline} exceeds the {self.max_pipeline} "
                                f"tree levels of simd={self.simd}")

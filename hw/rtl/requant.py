@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.golden.requant import Lut, Requant
 from hw.errors import BinbertError
+from hw.validate import positive_int
 
 __all__ = ["RequantUnitParams", "RequantUnit", "code_shape", "const_layout", "requant_pipeline",
            "rows_consts"]
@@ -70,9 +71,7 @@ class RequantUnitParams:
         if not isinstance(self.op, (Requant, Lut)):
             raise BinbertError(f"{o}: op must be a hw.golden.requant Requant or Lut, got {type(self.op).__name__}")
         for name in ("n", "lanes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise BinbertError(f"{o}: {name}={v!r} must be an integer >= 1")
+            positive_int(o, name, getattr(self, name))
         if self.n % self.lanes:
             raise BinbertError(f"{o}: lanes={self.lanes} does not divide n={self.n}")
         if self.requant.rows not in (1, self.n):

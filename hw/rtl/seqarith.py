@@ -14,6 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
+from hw.validate import int_value, positive_int, silence
 
 __all__ = ["SeqDivider", "SeqMultiplier", "SeqSqrt", "quotient_bits"]
 
@@ -41,14 +42,13 @@ class SeqDivider(wiring.Component):
 
     def __init__(self, *, dividend_bits: int, divisor_bits: int, q_bits: int, tag=0,
                  divisor: int | None = None, steps: int = 1):
-        self._MustUse__silence = True  # until validated: a refused unit is never elaborated
+        silence(self)  # until validated: a refused unit is never elaborated
         for name, v in (("dividend_bits", dividend_bits), ("divisor_bits", divisor_bits),
                         ("q_bits", q_bits), ("steps", steps)):
-            if not isinstance(v, int) or v < 1:
-                raise BinbertError(f"SeqDivider: {name}={v!r} must be an integer >= 1")
+            positive_int("SeqDivider", name, v)
         if divisor is not None and not 1 <= divisor < (1 << divisor_bits):
             raise BinbertError(f"SeqDivider: divisor={divisor} does not fit {divisor_bits} bits")
-        self._MustUse__silence = False
+        silence(self, False)
         self.dividend_bits, self.divisor_bits, self.q_bits = dividend_bits, divisor_bits, q_bits
         self.divisor = divisor
         self.steps = steps
@@ -128,9 +128,9 @@ class SeqSqrt(wiring.Component):
     """
 
     def __init__(self, *, x_bits: int, tag=0):
-        if not isinstance(x_bits, int) or x_bits < 1:
-            self._MustUse__silence = True
-            raise BinbertError(f"SeqSqrt: x_bits={x_bits!r} must be an integer >= 1")
+        silence(self)  # until validated: a refused unit is never elaborated
+        positive_int("SeqSqrt", "x_bits", x_bits)
+        silence(self, False)
         self.x_bits = x_bits + (x_bits & 1)  # even: one result bit per pair of operand bits
         self.s_bits = self.x_bits // 2
         self.tag_shape = tag
@@ -197,12 +197,11 @@ class SeqMultiplier(wiring.Component):
     """
 
     def __init__(self, *, a_bits: int, b_bits: int, tag=0, steps: int = 1):
-        self._MustUse__silence = True  # until validated: a refused unit is never elaborated
+        silence(self)  # until validated: a refused unit is never elaborated
         for name, v in (("a_bits", a_bits), ("b_bits", b_bits), ("steps", steps)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name != "steps" else 1):
-                raise BinbertError(f"SeqMultiplier: {name}={v!r} must be an integer >= "
-                                   f"{2 if name != 'steps' else 1}")
-        self._MustUse__silence = False
+            lo = 2 if name != "steps" else 1
+            int_value(v, f"SeqMultiplier: {name}={v!r} must be an integer >= {lo}", lo=lo)
+        silence(self, False)
         self.a_bits, self.b_bits, self.steps = a_bits, b_bits, steps
         self.iters = -(-b_bits // steps)
         self.tag_shape = tag

@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden.arith import signed_range
 from hw.golden.softmax import Heaviside, Softmax
 from hw.errors import BinbertError
+from hw.validate import int_value, positive_int
 from hw.rtl.seqarith import SeqDivider
 
 __all__ = ["ProbsParams", "SoftmaxUnit", "HeavisideUnit", "score_layout"]
@@ -50,17 +51,15 @@ class ProbsParams:
 
     def __post_init__(self):
         o = "ProbsParams"
-        if isinstance(self.div_steps, bool) or not isinstance(self.div_steps, int) or not 1 <= self.div_steps <= 4:
-            raise BinbertError(f"{o}: div_steps={self.div_steps!r} must be an integer in 1..4")
+        int_value(self.div_steps, f"{o}: div_steps={self.div_steps!r} must be an integer in 1..4", lo=1, hi=4)
         if not isinstance(self.probs, (Softmax, Heaviside)):
             raise BinbertError(f"{o}: probs must be a hw.golden.softmax Softmax or Heaviside, "
                                f"got {type(self.probs).__name__}")
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
-            raise BinbertError(f"{o}: length={self.length!r} must be an integer >= 1")
+        positive_int(o, "length", self.length)
         if self.banks is None:
             object.__setattr__(self, "banks", self.auto_banks)
-        elif isinstance(self.banks, bool) or not isinstance(self.banks, int) or self.banks < 1:
-            raise BinbertError(f"{o}: banks={self.banks!r} must be an integer >= 1")
+        else:
+            positive_int(o, "banks", self.banks)
 
     @property
     def is_softmax(self) -> bool:

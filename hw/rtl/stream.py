@@ -11,19 +11,13 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.errors import BinbertError
+from hw.validate import positive_int, silence
 
 __all__ = ["Regroup", "Fork", "StreamFifo", "lanes_layout"]
 
 
 def lanes_layout(shape, lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(shape, lanes)
-
-
-def _check(owner: str, name: str, v: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise BinbertError(f"{owner}: {name}={v!r} must be an integer >= 1")
-    return v
 
 
 class Regroup(wiring.Component):
@@ -36,10 +30,10 @@ class Regroup(wiring.Component):
     """
 
     def __init__(self, shape, in_lanes: int, out_lanes: int):
-        self._MustUse__silence = True
-        _check("Regroup", "in_lanes", in_lanes)
-        _check("Regroup", "out_lanes", out_lanes)
-        self._MustUse__silence = False
+        silence(self)
+        positive_int("Regroup", "in_lanes", in_lanes)
+        positive_int("Regroup", "out_lanes", out_lanes)
+        silence(self, False)
         self.shape, self.in_lanes, self.out_lanes = shape, in_lanes, out_lanes
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(shape, in_lanes))),
@@ -113,9 +107,9 @@ class Fork(wiring.Component):
     (each output may take it in a different cycle)."""
 
     def __init__(self, shape, count: int):
-        self._MustUse__silence = True
-        _check("Fork", "count", count)
-        self._MustUse__silence = False
+        silence(self)
+        positive_int("Fork", "count", count)
+        silence(self, False)
         self.count = count
         members = {"i": In(stream.Signature(shape))}
         for k in range(count):
@@ -150,9 +144,9 @@ class StreamFifo(wiring.Component):
     payload shape."""
 
     def __init__(self, shape, depth: int):
-        self._MustUse__silence = True
-        _check("StreamFifo", "depth", depth)
-        self._MustUse__silence = False
+        silence(self)
+        positive_int("StreamFifo", "depth", depth)
+        silence(self, False)
         self.shape, self.depth = shape, depth
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
