@@ -33,11 +33,6 @@ def stream_width(port) -> int:
     return Shape.cast(port.payload.shape()).width
 
 
-def _silence(obj) -> None:
-    """A constructor that raises never builds anything: no "unused elaboratable" warning."""
-    obj._MustUse__silence = True
-
-
 class Deserializer(wiring.Component):
     """``ceil(width/8)`` bytes in, one ``width``-bit word out; the first byte is the LSB."""
 
@@ -119,7 +114,7 @@ class ByteStreamTop(wiring.Component):
     def __init__(self, block: wiring.Component):
         for name in ("i", "o"):
             if not hasattr(block, name) or not hasattr(getattr(block, name), "payload"):
-                _silence(self)
+                silence(self)
                 raise BinbertError(f"ByteStreamTop: block {type(block).__name__} has no stream "
                                    f"port '{name}'")
         self.block = block

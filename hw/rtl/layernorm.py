@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden.arith import signed_range
 from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
-from hw.validate import int_value, positive_int
+from hw.validate import int_value, positive_int, silence
 from hw.rtl.seqarith import SeqDivider, SeqMultiplier, SeqSqrt, quotient_bits
 
 __all__ = ["LayerNormUnitParams", "LayerNormUnit", "SharedLayerNormUnit", "AddNormParams", "AddNorm",
@@ -473,7 +473,7 @@ class SharedLayerNormUnit(wiring.Component):
 
     def __init__(self, params: LayerNormUnitParams):
         if not isinstance(params, LayerNormUnitParams) or not params.shared:
-            self._MustUse__silence = True
+            silence(self)
             raise BinbertError("SharedLayerNormUnit: params must be LayerNormUnitParams with "
                                "multiplier='shared'")
         self.params = params

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden.arith import signed_range
 from hw.golden.softmax import Heaviside, Softmax
 from hw.errors import BinbertError
-from hw.validate import int_value, positive_int
+from hw.validate import int_value, positive_int, silence
 from hw.rtl.seqarith import SeqDivider
 
 __all__ = ["ProbsParams", "SoftmaxUnit", "HeavisideUnit", "score_layout"]
@@ -128,7 +128,7 @@ def _nxt(x, top):
 class _ProbsBase(wiring.Component):
     def __init__(self, params: ProbsParams, want_softmax: bool):
         if not isinstance(params, ProbsParams) or params.is_softmax != want_softmax:
-            self._MustUse__silence = True
+            silence(self)
             raise BinbertError(f"{type(self).__name__}: params must be ProbsParams of a "
                                f"{'Softmax' if want_softmax else 'Heaviside'}")
         self.params = params
