@@ -118,10 +118,7 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int | None = None, count: int = C
             f"({int(valid.sum())} tokens, seq_len {seq_len})")
     tmp = tempfile.NamedTemporaryFile(prefix="binbert-sim-", suffix=".npz", delete=False)
     if layer == "ln":
-        # the sum ln1 normalises: attn_out(context) + r, of every token
-        x = lyr.qkv_in.compute(r[None])
-        c = lyr.attention.compute(lyr.query.compute(x), lyr.key.compute(x), lyr.value.compute(x), valid)
-        v = (lyr.attn_out.compute(c) + r)[valid]
+        v = lyr.attention_sum(r, valid)[valid]  # the sum ln1 normalises, of every token
         block = LayerNormUnitParams(ln=lyr.ln1, lanes=enc.lanes)
         np.savez(tmp, v=v)
     elif layer == "ffn":
