@@ -312,12 +312,7 @@ def load_params(export_dir) -> tuple[EncoderParams, dict]:
 def run(params: EncoderParams, input_ids, attention_mask=None, token_type_ids=None,
         batch_size: int = 64) -> np.ndarray:
     """Integer logits (N, labels) of many sequences, in batches (golden, integer only)."""
-    ids = np.asarray(input_ids)
-    if ids.ndim != 2:
-        raise BinbertError(f"input_ids: expected (batch, seq), got shape {ids.shape}")
-    if ids.shape[1] > params.max_len:
-        raise BinbertError(f"input_ids: sequence length {ids.shape[1]} exceeds the configured "
-                           f"maximum {params.max_len}")
+    ids = params.token_ids(input_ids)  # checked once, before the first batch
     out = []
     for s in range(0, ids.shape[0], batch_size):
         sl = slice(s, s + batch_size)

@@ -68,14 +68,19 @@ class EncoderParams:
     def num_labels(self) -> int:
         return self.classifier.n
 
-    def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None) -> list[np.ndarray]:
-        """Residual stream after the embedding and after every layer (integers, §10)."""
+    def token_ids(self, input_ids) -> np.ndarray:
+        """``input_ids`` as a (batch, seq) array no longer than the position table."""
         ids = np.asarray(input_ids)
         if ids.ndim != 2:
             raise BinbertError(f"input_ids: expected (batch, seq), got shape {ids.shape}")
         if ids.shape[1] > self.max_len:
             raise BinbertError(f"input_ids: sequence length {ids.shape[1]} exceeds the configured "
                                f"maximum {self.max_len}")
+        return ids
+
+    def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None) -> list[np.ndarray]:
+        """Residual stream after the embedding and after every layer (integers, §10)."""
+        ids = self.token_ids(input_ids)
         valid = np.ones(ids.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask) != 0
         if valid.shape != ids.shape:
             raise BinbertError(f"attention_mask: shape {valid.shape} differs from input_ids {ids.shape}")
