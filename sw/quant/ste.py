@@ -33,7 +33,16 @@ class BWNSTE(torch.autograd.Function):
         return g, None, None
 
 
-class SignSTE(torch.autograd.Function):
+class _ClippedSTE(torch.autograd.Function):
+    """The clipped straight-through gradient 1{|x| <= 1} of a binarizer whose forward saved x."""
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+class SignSTE(_ClippedSTE):
     """sign(x) with the clipped straight-through gradient 1{|x| <= 1} (BiBERT, Bi-Real)."""
 
     @staticmethod
@@ -41,24 +50,14 @@ class SignSTE(torch.autograd.Function):
         ctx.save_for_backward(x)
         return sign(x)
 
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x.abs() <= 1).to(g.dtype)
 
-
-class HeavisideSTE(torch.autograd.Function):
+class HeavisideSTE(_ClippedSTE):
     """heaviside(x) = 1{x > 0} with the clipped straight-through gradient 1{|x| <= 1} (BiBERT)."""
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
         return heaviside(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x.abs() <= 1).to(g.dtype)
 
 
 class LSQSTE(torch.autograd.Function):
