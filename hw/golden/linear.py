@@ -25,6 +25,14 @@ def _out_acc_check(owner: str, out, acc_bits: int) -> None:
         raise BinbertError(f"{owner}.out: acc_bits={out.acc_bits} but the dot products need {acc_bits}")
 
 
+def _input(x, owner: str, k: int, what: str, codes: tuple[int, int]) -> np.ndarray:
+    """x (..., k) checked: k features, every value in the ``codes`` range."""
+    x = np.asarray(x)
+    if x.shape[-1] != k:
+        raise BinbertError(f"{owner}: input has {x.shape[-1]} features, expected {k}")
+    return codes_in(owner, what, x, *codes)
+
+
 @dataclass(frozen=True, eq=False)
 class BinaryLinear:
     """T binary weight matrices (packed rows, §2) on one activation input (§4, §5), then ``out``.
@@ -85,10 +93,7 @@ class BinaryLinear:
         integer below 2^53). ``bitserial=True``: the §4/§5 XNOR-popcount over bit planes that the
         hardware computes (hw.golden.arith.gemm_w1a) -- the same integers, tested equal, far slower.
         """
-        x = np.asarray(x)
-        if x.shape[-1] != self.k:
-            raise BinbertError(f"BinaryLinear: input has {x.shape[-1]} features, expected {self.k}")
-        x = codes_in("BinaryLinear", "input codes", x, *act_range(self.in_bits))
+        x = _input(x, "BinaryLinear", self.k, "input codes", act_range(self.in_bits))
         flat = x.reshape(-1, self.k)
         if bitserial:
             accs = np.stack([arith.gemm_w1a(flat, self.weights[t], self.k, self.in_bits)
@@ -143,10 +148,7 @@ class IntLinear:
         return self.k * (1 << (self.in_bits - 1)) * (1 << (self.w_bits - 1))
 
     def accumulate(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.shape[-1] != self.k:
-            raise BinbertError(f"IntLinear: input has {x.shape[-1]} features, expected {self.k}")
-        x = codes_in("IntLinear", "input", x, *signed_range(self.in_bits))
+        x = _input(x, "IntLinear", self.k, "input", signed_range(self.in_bits))
         return exact_matmul(x, self.weight.T, self.bound)[None]
 
     def compute(self, x) -> np.ndarray:
