@@ -115,3 +115,13 @@ def bounded_int(owner: str, name: str, v, lo: int, hi: int | None = None) -> int
     v = int_value(v, f"{owner}: {name}={v!r} must be an integer", numpy=True)
     rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
     return int_value(v, f"{owner}: {name}={v} must be {rng}", lo=lo, hi=hi)
+
+
+def params_of(component, params, cls):
+    """A component's ``params``, when it is a ``cls``; else the component (a must-use Amaranth
+    object that will never be elaborated) is silenced and the constructor refused."""
+    if not isinstance(params, cls):
+        silence(component)
+        raise BinbertError(f"{type(component).__name__}: params must be {cls.__name__}, "
+                           f"got {type(params).__name__}")
+    return params

@@ -33,7 +33,7 @@ from hw.golden.attention import Attention
 from hw.golden.encoder_layer import EncoderLayer
 from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
-from hw.validate import positive_int
+from hw.validate import params_of, positive_int
 from hw.rtl.block import DerivedParts
 from hw.rtl.layernorm import MULTIPLIERS, AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
@@ -163,10 +163,7 @@ class AttentionCore(wiring.Component):
     (token, head), the row's context in order."""
 
     def __init__(self, params: AttentionCoreParams):
-        if not isinstance(params, AttentionCoreParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"AttentionCore: params must be AttentionCoreParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, AttentionCoreParams)
         a = params.att
         d = a.head_dim
         super().__init__({
@@ -600,10 +597,7 @@ class AttentionBlock(wiring.Component):
     tokens per sequence; ``o``: Out(stream of ArrayLayout(signed(res_bits), lanes)), ln1's output."""
 
     def __init__(self, params: AttentionParams):
-        if not isinstance(params, AttentionParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"AttentionBlock: params must be AttentionParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, AttentionParams)
         super().__init__({
             "i": In(stream.Signature(block_layout(params.res_bits, params.lanes))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(params.ln.out_bits), params.lanes))),

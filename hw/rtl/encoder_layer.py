@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.rtl.attention import AttentionParams, LayerFolding, block_layout
 from hw.golden.encoder_layer import EncoderLayer
-from hw.errors import BinbertError
+from hw.validate import params_of
 from hw.rtl.ffn import FfnParams
 
 __all__ = ["EncoderLayerParams", "EncoderLayerUnit", "folding_for"]
@@ -84,10 +84,7 @@ class EncoderLayerParams(LayerFolding):
 
 class EncoderLayerUnit(wiring.Component):
     def __init__(self, params: EncoderLayerParams):
-        if not isinstance(params, EncoderLayerParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"EncoderLayerUnit: params must be EncoderLayerParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, EncoderLayerParams)
         super().__init__({
             "i": In(stream.Signature(block_layout(params.res_bits, params.lanes))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(params.layer.ln2.out_bits), params.lanes))),

@@ -23,7 +23,7 @@ from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear
 from hw.golden.requant import Requant
 from hw.errors import BinbertError
-from hw.validate import positive_int
+from hw.validate import params_of, positive_int
 from hw.rtl.block import DerivedParts
 from hw.rtl.layernorm import AddNormParams, shared_or_parallel
 from hw.rtl.linear import LinearUnitParams
@@ -140,10 +140,7 @@ class FfnParams(DerivedParts):
 
 class FfnBlock(wiring.Component):
     def __init__(self, params: FfnParams):
-        if not isinstance(params, FfnParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"FfnBlock: params must be FfnParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, FfnParams)
         layout = data.ArrayLayout(signed(params.res_bits), params.lanes)
         super().__init__({
             "i": In(stream.Signature(layout)),

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden.arith import signed_range
 from hw.golden.layernorm import LayerNorm
 from hw.errors import BinbertError
-from hw.validate import int_value, positive_int, silence
+from hw.validate import int_value, params_of, positive_int, silence
 from hw.rtl.seqarith import SeqDivider, SeqMultiplier, SeqSqrt, quotient_bits
 
 __all__ = ["LayerNormUnitParams", "LayerNormUnit", "SharedLayerNormUnit", "AddNormParams", "AddNorm",
@@ -250,10 +250,7 @@ class LayerNormUnit(wiring.Component):
     ArrayLayout(signed(out_bits), lanes)), same order."""
 
     def __init__(self, params: LayerNormUnitParams):
-        if not isinstance(params, LayerNormUnitParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"LayerNormUnit: params must be LayerNormUnitParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, LayerNormUnitParams)
         super().__init__(_ports(params))
 
     def elaborate(self, platform):
@@ -717,11 +714,7 @@ class AddNorm(wiring.Component):
     beats paired one to one; ``o``: the LayerNorm's output stream."""
 
     def __init__(self, params: AddNormParams):
-        if not isinstance(params, AddNormParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"AddNorm: params must be AddNormParams, got {type(params).__name__}")
-        self.params = params
-        p = params
+        self.params = p = params_of(self, params, AddNormParams)
         super().__init__({
             "a": In(stream.Signature(data.ArrayLayout(signed(p.a_bits), p.lanes))),
             "b": In(stream.Signature(data.ArrayLayout(signed(p.b_bits), p.lanes))),

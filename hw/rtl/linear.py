@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from hw.golden import arith
 from hw.golden.linear import BinaryLinear
 from hw.errors import BinbertError
-from hw.validate import positive_int
+from hw.validate import params_of, positive_int
 from hw.rtl.block import DerivedParts
 from hw.rtl.mvu import MVUParams
 from hw.rtl.requant import RequantUnitParams, code_shape
@@ -119,10 +119,7 @@ class LinearUnitParams(DerivedParts):
 
 class LinearUnit(wiring.Component):
     def __init__(self, params: LinearUnitParams):
-        if not isinstance(params, LinearUnitParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"LinearUnit: params must be LinearUnitParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, LinearUnitParams)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(code_shape(params.in_bits), params.simd))),
             "o": Out(stream.Signature(data.ArrayLayout(code_shape(params.out_bits), params.out_lanes))),

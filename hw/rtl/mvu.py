@@ -40,7 +40,7 @@ from hw.errors import BinbertError
 from hw.golden import arith
 from hw.rtl.block import DerivedParts
 from hw.rtl.pe import PEParams, xnor_popcount
-from hw.validate import bounded_int
+from hw.validate import bounded_int, params_of
 
 __all__ = ["BUFFER_STYLES", "MVUParams", "MatrixVectorUnit", "weights_to_bits"]
 
@@ -297,10 +297,7 @@ class MatrixVectorUnit(wiring.Component):
     """
 
     def __init__(self, params: MVUParams):
-        if not isinstance(params, MVUParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"MatrixVectorUnit: params must be MVUParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, MVUParams)
         super().__init__({
             "i": In(stream.Signature(unsigned(params.in_width))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(params.acc_width), params.pe * params.mmv))),

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.errors import BinbertError
 from hw.golden import arith
-from hw.validate import bounded_int
+from hw.validate import bounded_int, params_of
 
 __all__ = ["PEParams", "XnorPopcountPE", "popcount_width", "stage_levels", "tree_levels",
            "xnor_popcount"]
@@ -149,10 +149,7 @@ class XnorPopcountPE(wiring.Component):
     """
 
     def __init__(self, params: PEParams):
-        if not isinstance(params, PEParams):
-            self._MustUse__silence = True  # never elaborated: no "created but never used" warning
-            raise BinbertError(f"XnorPopcountPE: params must be PEParams, got {type(params).__name__}")
-        self.params = params
+        self.params = params_of(self, params, PEParams)
         layout = data.StructLayout({"x": unsigned(params.simd), "w": unsigned(params.simd)})
         super().__init__({
             "i": In(stream.Signature(layout)),

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.golden.requant import Lut, Requant
 from hw.errors import BinbertError
-from hw.validate import positive_int
+from hw.validate import params_of, positive_int
 
 __all__ = ["RequantUnitParams", "RequantUnit", "code_shape", "const_layout", "requant_pipeline",
            "rows_consts"]
@@ -154,11 +154,7 @@ class RequantUnit(wiring.Component):
     """Stream requantizer / LUT; see the module docstring for the port contract."""
 
     def __init__(self, params: RequantUnitParams):
-        if not isinstance(params, RequantUnitParams):
-            self._MustUse__silence = True
-            raise BinbertError(f"RequantUnit: params must be RequantUnitParams, got {type(params).__name__}")
-        self.params = params
-        p = params
+        self.params = p = params_of(self, params, RequantUnitParams)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(signed(p.acc_bits), p.lanes * p.terms))),
             "o": Out(stream.Signature(data.ArrayLayout(code_shape(p.out_bits), p.lanes))),
