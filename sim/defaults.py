@@ -67,12 +67,12 @@ def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 
     random accumulators then hit interior codes, both clamps and exact round-half-up ties (see
     sim/benches/lsq.py). ``acc_width``: the signed width of each accumulator term.
 
-    The integers are handed to ``Requant.from_scales`` as the reals M / 2**shift and
+    The integers are handed to :func:`hw.golden.fold.from_scales` as the reals M / 2**shift and
     B / 2**shift (s_x = s_y = 1, capped at this shift), which folds them back exactly: the bench
     runs the constants that folding produces."""
     import numpy as np
 
-    from hw.golden.requant import Requant
+    from hw.golden.fold import from_scales
     from hw.rtl.requant import RequantUnitParams
 
     rng = np.random.default_rng(seed)
@@ -82,8 +82,8 @@ def lsq_params(*, n: int = 32, lanes: int = 8, terms: int = 2, acc_width: int = 
     else:
         b = rng.integers(-(1 << (acc_width + 1)), 1 << (acc_width + 1), size=n)
     unit = 2.0**-shift  # exact: M, B and 2**-shift are small binary fractions
-    op = Requant.from_scales(n=n, acc_bits=acc_width, s_x=1.0, alpha=m * unit, s_y=1.0, beta=b * unit,
-                             out_bits=out_bits, m_bits=m_bits, max_shift=shift)
+    op = from_scales(n=n, acc_bits=acc_width, s_x=1.0, alpha=m * unit, s_y=1.0, beta=b * unit,
+                     out_bits=out_bits, m_bits=m_bits, max_shift=shift)
     return RequantUnitParams(op=op, n=n, lanes=lanes)
 
 

@@ -19,9 +19,11 @@ from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear, IntLinear
 from hw.golden.requant import Lut, Requant
 from hw.golden.softmax import Softmax, exp2_table
+from hw.validate import int_field
 
 LOG2E = 1.0 / math.log(2.0)
 M_BITS = 16                 # requantizer multiplier width (§7)
+MAX_SHIFT = 40              # requantizer shift S <= this (hw.golden.arith.fold_scale)
 LN_EXTRA_BITS = 4           # E: extra fraction bits of sigma (§17)
 LN_NORM_FRAC = 12           # N: fraction bits of the normalised value
 LN_RECIP_BITS = 24          # R ~ 2^this at sigma = 1
@@ -107,14 +109,14 @@ def pack_terms(bits) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def requant(reals, bias, acc_bits: int, out_bits: int, *, lo: int | None = None, hi: int | None = None,
-            m_bits: int = M_BITS, name: str = "requant") -> Requant:
+            m_bits: int = M_BITS, max_shift: int = MAX_SHIFT, name: str = "requant") -> Requant:
     """A Requant from ``reals`` (T, N) or (T, 1): output codes per accumulator unit, and ``bias``
     (N,) or (1,) in output codes. out_bits 1 is the sign bit (no clamp)."""
     reals = np.atleast_2d(np.asarray(reals, dtype=np.float64))
     bias = np.atleast_1d(np.asarray(bias, dtype=np.float64))
     if not np.all(np.isfinite(reals)) or not np.all(np.isfinite(bias)):
         raise BinbertError(f"{name}: non-finite scale or bias")
-    mult, shift = arith.fold_scale(reals, m_bits=m_bits)
+    mult, shift = arith.fold_scale(reals, m_bits=m_bits, max_shift=max_shift)
     return Requant(mult=mult, bias=round_half_up(bias * 2.0**shift), shift=shift, acc_bits=acc_bits,
                    out_bits=out_bits, lo=None if out_bits == 1 else lo, hi=None if out_bits == 1 else hi,
                    m_bits=m_bits)
@@ -143,6 +145,39 @@ def requant_to(reals, bias_real, s_out: float, acc_bits: int, out: Act | int, *,
         lo_ = max(lo_, lo)
     return requant(reals / s_out, bias_real / s_out, acc_bits, out_bits, lo=lo_, hi=hi, m_bits=m_bits,
                    name=name)
+
+
+def from_scales(*, n: int, acc_bits: int, s_x: float, alpha, s_y: float, out_bits: int,
+                beta=None, m_bits: int = M_BITS, max_shift: int = MAX_SHIFT) -> Requant:
+    """:func:`requant` of a linear's scales per §8: M_t / 2**S ~= s_x·alpha_t / s_y (one shift
+    for every term and row), B = floor(beta / s_y · 2**S + 1/2), the full output range.
+
+    ``alpha``: weight scales, (terms,) or (terms, n) (a scalar means one term);
+    ``beta``: real bias per row (or None); ``s_x`` input step; ``s_y`` the next LSQ step.
+    """
+    own = "fold.from_scales"
+    n = int_field(own, "n", n, 1)
+    for name, v in (("s_x", s_x), ("s_y", s_y)):
+        if not (np.isfinite(v) and v > 0):
+            raise BinbertError(f"{own}: {name}={v} must be finite and > 0")
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if alpha.ndim == 0:
+        alpha = alpha.reshape(1)
+    terms = alpha.shape[0]
+    if alpha.ndim == 1:
+        alpha = np.repeat(alpha[:, None], n, axis=1)
+    if alpha.shape != (terms, n):
+        raise BinbertError(f"{own}: alpha has shape {alpha.shape}, expected (terms,) or (terms, n={n})")
+    if not np.all(np.isfinite(alpha)) or alpha.min() < 0:
+        raise BinbertError(f"{own}: alpha must be finite and >= 0")
+    if beta is None:
+        beta = np.zeros(n)
+    else:
+        beta = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,))
+        if not np.all(np.isfinite(beta)):
+            raise BinbertError(f"{own}: beta must be finite")
+    return requant(s_x * alpha / s_y, beta / s_y, acc_bits, out_bits, m_bits=m_bits, max_shift=max_shift,
+                   name=own)
 
 
 def always_one(reals, acc_bits: int, *, m_bits: int = M_BITS) -> Requant:

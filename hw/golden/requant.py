@@ -59,40 +59,6 @@ class Requant:
             raise BinbertError(f"Requant: z needs {self.z_bits} bits (> {INT_BITS}): "
                                f"acc_bits={self.acc_bits}, m_bits={self.m_bits}")
 
-    @classmethod
-    def from_scales(cls, *, n: int, acc_bits: int, s_x: float, alpha, s_y: float, out_bits: int,
-                    beta=None, m_bits: int = 16, max_shift: int = 40) -> "Requant":
-        """Fold real scales into (M, B, S) per §8: M_t / 2**S ~= s_x·alpha_t / s_y (one shift for
-        every term and row, :func:`hw.golden.arith.fold_scale`), B = floor(beta / s_y · 2**S + 1/2).
-
-        ``alpha``: weight scales, (terms,) or (terms, n) (a scalar means one term);
-        ``beta``: real bias per row (or None); ``s_x`` input step; ``s_y`` the next LSQ step.
-        """
-        own = "Requant.from_scales"
-        n = int_field(own, "n", n, 1)
-        for name, v in (("s_x", s_x), ("s_y", s_y)):
-            if not (np.isfinite(v) and v > 0):
-                raise BinbertError(f"{own}: {name}={v} must be finite and > 0")
-        alpha = np.asarray(alpha, dtype=np.float64)
-        if alpha.ndim == 0:
-            alpha = alpha.reshape(1)
-        terms = alpha.shape[0]
-        if alpha.ndim == 1:
-            alpha = np.repeat(alpha[:, None], n, axis=1)
-        if alpha.shape != (terms, n):
-            raise BinbertError(f"{own}: alpha has shape {alpha.shape}, expected (terms,) or (terms, n={n})")
-        if not np.all(np.isfinite(alpha)) or alpha.min() < 0:
-            raise BinbertError(f"{own}: alpha must be finite and >= 0")
-        m, shift = arith.fold_scale(s_x * alpha / s_y, m_bits=m_bits, max_shift=max_shift)
-        if beta is None:
-            b = np.zeros(n, dtype=np.int64)
-        else:
-            beta = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,))
-            if not np.all(np.isfinite(beta)):
-                raise BinbertError(f"{own}: beta must be finite")
-            b = np.floor(beta / s_y * 2.0**shift + 0.5).astype(np.int64)
-        return cls(mult=m, bias=b, shift=shift, acc_bits=acc_bits, out_bits=out_bits, m_bits=m_bits)
-
     @property
     def terms(self) -> int:
         return self.mult.shape[0]

@@ -1,4 +1,5 @@
-"""hw.golden.fold: real scales -> integer constants (docs/arithmetic.md §8, §11-§18)."""
+"""hw.golden.fold: real scales -> integer constants (docs/arithmetic.md §8, §11-§18), among them
+from_scales, the §8 folding of a linear's scales."""
 from __future__ import annotations
 
 import math
@@ -35,6 +36,38 @@ def test_requant_approximates_the_real_scale_and_bias():
     acc = rng.integers(-2000, 2000, (2, 50, 5))
     want = np.clip(np.floor((acc * reals[:, None, :]).sum(0) + bias + 0.5), -128, 127)
     assert np.abs(r.compute(acc) - want).max() <= 1
+
+
+def test_from_scales_folds_per_section8():
+    n = 6
+    rng = np.random.default_rng(2)
+    alpha = rng.uniform(0.01, 0.2, (2, n))
+    beta = rng.uniform(-3, 3, n)
+    s_x, s_y = 0.05, 0.11
+    p = fold.from_scales(n=n, acc_bits=10, s_x=s_x, alpha=alpha, beta=beta, s_y=s_y, out_bits=4)
+    assert p.terms == 2 and p.mult.max() < (1 << 16)
+    assert p.mult.max() >= (1 << 15)  # the largest shift: the top multiplier uses the top bit
+    real = s_x * alpha / s_y
+    assert np.all(np.abs(p.mult / 2.0**p.shift - real) <= 2.0 ** -(p.shift + 1))
+    assert np.array_equal(p.bias, np.floor(beta / s_y * 2.0**p.shift + 0.5).astype(np.int64))
+    # the folded integer path approximates the real requantization
+    accs = rng.integers(-512, 512, (2, 50, n))
+    real_y = np.clip(np.floor((s_x * (alpha[0] * accs[0] + alpha[1] * accs[1]) + beta) / s_y + 0.5), -8, 7)
+    assert np.mean(p.compute(accs) == real_y) > 0.95
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"s_x": 0.0}, "s_x=0.0"),
+    ({"s_y": float("nan")}, "s_y=nan"),
+    ({"alpha": [[0.1, 0.2]]}, "alpha has shape"),
+    ({"alpha": [-0.1]}, "alpha must be finite"),
+    ({"beta": [float("inf")] * 4}, "beta must be finite"),
+])
+def test_from_scales_errors(kwargs, match):
+    base = dict(n=4, acc_bits=8, s_x=0.1, alpha=[0.2], s_y=0.3, out_bits=4)
+    base.update(kwargs)
+    with pytest.raises(BinbertError, match=match):
+        fold.from_scales(**base)
 
 
 def test_requant_sign_output_has_no_clamp_and_bad_reals_are_named():
