@@ -33,16 +33,25 @@ def stream_width(port) -> int:
     return Shape.cast(port.payload.shape()).width
 
 
-class Deserializer(wiring.Component):
-    """``ceil(width/8)`` bytes in, one ``width``-bit word out; the first byte is the LSB."""
+class _ByteConverter(wiring.Component):
+    """A ``width``-bit word stream on one side and its ``ceil(width/8)`` bytes on the other
+    (``word_in``: the word is the input ``i``)."""
 
-    def __init__(self, *, width: int):
+    def __init__(self, width: int, *, word_in: bool):
         silence(self)  # until validated: a refused converter is never elaborated
-        int_value(width, f"Deserializer: width={width!r} must be a positive int", lo=1)
+        int_value(width, f"{type(self).__name__}: width={width!r} must be a positive int", lo=1)
         silence(self, False)
         self.width = width
         self.n_bytes = -(-width // BUS_BITS)
-        super().__init__({"i": In(stream.Signature(BUS_BITS)), "o": Out(stream.Signature(width))})
+        i, o = (width, BUS_BITS) if word_in else (BUS_BITS, width)
+        super().__init__({"i": In(stream.Signature(i)), "o": Out(stream.Signature(o))})
+
+
+class Deserializer(_ByteConverter):
+    """``ceil(width/8)`` bytes in, one ``width``-bit word out; the first byte is the LSB."""
+
+    def __init__(self, *, width: int):
+        super().__init__(width, word_in=False)
 
     def elaborate(self, platform):
         m = Module()
@@ -67,7 +76,7 @@ class Deserializer(wiring.Component):
         return m
 
 
-class Serializer(wiring.Component):
+class Serializer(_ByteConverter):
     """One ``width``-bit word in, ``ceil(width/8)`` bytes out, least significant byte first.
 
     ``i.ready`` is a flip-flop output (``idle``), not a gate: the block's stall enable
@@ -76,12 +85,7 @@ class Serializer(wiring.Component):
     """
 
     def __init__(self, *, width: int):
-        silence(self)  # until validated: a refused converter is never elaborated
-        int_value(width, f"Serializer: width={width!r} must be a positive int", lo=1)
-        silence(self, False)
-        self.width = width
-        self.n_bytes = -(-width // BUS_BITS)
-        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(BUS_BITS))})
+        super().__init__(width, word_in=True)
 
     def elaborate(self, platform):
         m = Module()

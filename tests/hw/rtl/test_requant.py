@@ -136,25 +136,8 @@ def _unit(*, n=12, lanes=4, acc_bits=8, mult=((3,),), bias=(0,), shift=4, out_bi
 
 
 def simulate(params, accs, *, idle=0.0, stall=0.0, seed=0):
-    """accs: (terms, V, n) -> RTL codes (V, n)."""
-    terms, vectors, n = accs.shape
-    L = params.lanes
-    beats = []
-    for v in range(vectors):
-        for f in range(params.beats):
-            beats.append([int(accs[t, v, f * L + lane]) for lane in range(L) for t in range(terms)])
-    dut = params.create()
-    got = []
-
-    async def producer(ctx):
-        await send(ctx, dut.i, beats, np.random.default_rng(seed + 1), idle)
-
-    async def consumer(ctx):
-        got.extend(await recv(ctx, dut.o, len(beats), np.random.default_rng(seed + 2), stall,
-                              convert=lambda v: [v[j] for j in range(L)]))
-
-    run(dut, producer, consumer, deadline_cycles=20 * len(beats) + 100)
-    return np.array(got, dtype=np.int64).reshape(vectors, n)
+    """accs: (terms, V, n) -> RTL codes (V, n); idles and stalls drawn from seeds seed + 1, + 2."""
+    return _run_unit(params, accs, idle=idle, stall=stall, seed=seed + 1)[0]
 
 
 def _edge_accs(params, rng, vectors):
