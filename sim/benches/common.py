@@ -1,10 +1,10 @@
-"""Set-up shared by the token benches (sim/benches/ffn.py, sim/benches/ln.py): a StreamBench on lanes of
-signed codes with the run's traffic settings, tokens as beats, and the burst that measures the
-steady-state throughput against a block's cycle model."""
+"""Set-up shared by the benches: a StreamBench with the run's traffic settings (on lanes of signed
+codes for the token benches, sim/benches/ffn.py and ln.py), tokens as beats, and the burst that
+measures the steady-state throughput against a block's cycle model."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sim.runner import BenchConfig
@@ -14,14 +14,21 @@ from sim.stream import Model, StreamBench, pack_lanes, unpack_lanes
 SLACK = 1.10
 
 
+def stream_bench(dut: Any, cfg: BenchConfig, model: Model, *,
+                 out_lanes: Callable[[int], list[int]] | None = None,
+                 rng: random.Random | None = None) -> StreamBench:
+    """A StreamBench seeded by ``cfg.seed`` (or on ``rng``, a bench's own stream seeded so),
+    with ``cfg.extra``'s idle_prob/ready_prob (0.2/0.75 when absent)."""
+    return StreamBench(dut, model=model, rng=random.Random(cfg.seed) if rng is None else rng,
+                       out_lanes=out_lanes, idle_prob=cfg.extra.get("idle_prob", 0.2),
+                       ready_prob=cfg.extra.get("ready_prob", 0.75))
+
+
 def lane_bench(dut: Any, cfg: BenchConfig, model: Model, *, in_bits: int, out_bits: int) -> StreamBench:
-    """A StreamBench on ``cfg.params.lanes`` lanes of signed(in_bits) in and signed(out_bits)
-    out, seeded by ``cfg.seed``, with ``cfg.extra``'s idle_prob/ready_prob (0.2/0.75 when
-    absent); both port widths are checked against the DUT's."""
+    """A :func:`stream_bench` on ``cfg.params.lanes`` lanes of signed(in_bits) in and
+    signed(out_bits) out; both port widths are checked against the DUT's."""
     lanes = cfg.params.lanes
-    bench = StreamBench(dut, model=model, rng=random.Random(cfg.seed),
-                        out_lanes=lambda w: unpack_lanes(w, out_bits, lanes),
-                        idle_prob=cfg.extra.get("idle_prob", 0.2), ready_prob=cfg.extra.get("ready_prob", 0.75))
+    bench = stream_bench(dut, cfg, model, out_lanes=lambda w: unpack_lanes(w, out_bits, lanes))
     bench.i.expect_width(in_bits * lanes, f"{lanes} lanes of signed({in_bits})")
     bench.o.expect_width(out_bits * lanes, f"{lanes} lanes of signed({out_bits})")
     return bench
@@ -38,16 +45,24 @@ def expected_beats(row: Sequence[int], bits: int, lanes: int, what: str) -> list
     return [(beat, f"{what} beat {b}") for b, beat in enumerate(lane_beats(row, bits, lanes))]
 
 
-async def burst(bench: StreamBench, groups: Sequence[Sequence[int]], *, max_cycles: int) -> tuple[list[int], int]:
-    """Send ``groups`` (each one token's input beats; as many output beats come back) with
-    neither idles nor backpressure: (the cycle each group's last output beat left, the cycle
-    the burst started)."""
+async def burst(bench: StreamBench, groups: Sequence[Sequence[int]], *, max_cycles: int,
+                outs: int | None = None) -> tuple[list[int], int]:
+    """Send ``groups`` (each one token's or vector's input beats; ``outs`` output beats come
+    back for each, default as many as it sends) with neither idles nor backpressure: (the cycle
+    each group's last output beat left, the cycle the burst started)."""
     await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
     first, t0 = len(bench.out_monitor.cycles), bench.cycle()
-    per = len(groups[0])
+    per = len(groups[0]) if outs is None else outs
     await bench.run([b for g in groups for b in g], per * len(groups), max_cycles=max_cycles)
     out = bench.out_monitor.cycles[first:]
     return [out[(g + 1) * per - 1] for g in range(len(groups))], t0
+
+
+async def beat_burst_span(bench: StreamBench, beats: Sequence[int], *, max_cycles: int) -> int:
+    """:func:`burst` of single beats (one output beat per input beat): the cycles from the first
+    output beat to the last, ``len(beats)`` at full rate."""
+    ends, _ = await burst(bench, [[b] for b in beats], max_cycles=max_cycles)
+    return ends[-1] - ends[0] + 1
 
 
 def check_throughput(steady: float, model: int, unit: str) -> None:

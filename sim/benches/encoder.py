@@ -20,13 +20,12 @@ output of the stimulus sequences, (S, L, H) as ``y``, for chaining layers).
 """
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 
+from sim.benches.common import stream_bench
 from sim.runner import load_bench
-from sim.stream import PlannedModel, StreamBench, pack_lanes, unpack_lanes
+from sim.stream import PlannedModel, pack_lanes, unpack_lanes
 
 BURST_DEFAULT = 4
 
@@ -80,13 +79,11 @@ def stimulus(cfg, p, rng: np.random.Generator):
 async def sequence_bench(dut, name: str):
     cfg = load_bench()
     p = cfg.params
-    rng = random.Random(cfg.seed)
     nrng = np.random.default_rng(cfg.seed)
     group = p.seq_len * p.beats
     model = PlannedModel(group, lambda beats, s: expected(p, p.compute(*[a[None] for a in decode_seq(p, beats)])[0], s))
     ob = out_bits(p)
-    bench = StreamBench(dut, model=model, rng=rng, out_lanes=lambda w: unpack_lanes(w, ob, p.lanes),
-                        idle_prob=cfg.extra.get("idle_prob", 0.2), ready_prob=cfg.extra.get("ready_prob", 0.75))
+    bench = stream_bench(dut, cfg, model, out_lanes=lambda w: unpack_lanes(w, ob, p.lanes))
     bench.i.expect_width(p.res_bits * p.lanes + 1, f"{p.lanes} lanes of signed({p.res_bits}) + mask bit")
     bench.o.expect_width(ob * p.lanes, f"{p.lanes} lanes of signed({ob})")
     r, valid, source = stimulus(cfg, p, nrng)

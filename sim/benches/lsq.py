@@ -13,13 +13,12 @@ random input idles and output backpressure.
 """
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 
+from sim.benches.common import beat_burst_span, stream_bench
 from sim.runner import load_bench
-from sim.stream import PlannedModel, StreamBench, pack_lanes, unpack_lanes
+from sim.stream import PlannedModel, pack_lanes, unpack_lanes
 
 
 def acc_limits(p) -> tuple[int, int]:
@@ -119,14 +118,11 @@ def random_accs(p, rng: np.random.Generator, count: int) -> np.ndarray:
 async def lsq_matches_golden(dut):
     cfg = load_bench()
     p = cfg.params
-    rng = random.Random(cfg.seed)
     nrng = np.random.default_rng(cfg.seed)
     ow = out_width(p)
     model = lsq_model(p)
-    bench = StreamBench(dut, model=model, rng=rng,
-                        out_lanes=lambda w: unpack_lanes(w, ow, p.lanes, signed=p.out_bits >= 2),
-                        idle_prob=cfg.extra.get("idle_prob", 0.2),
-                        ready_prob=cfg.extra.get("ready_prob", 0.75))
+    bench = stream_bench(dut, cfg, model,
+                         out_lanes=lambda w: unpack_lanes(w, ow, p.lanes, signed=p.out_bits >= 2))
     bench.i.expect_width(p.acc_bits * p.lanes * p.terms,
                          f"terms*lanes = {p.terms}*{p.lanes} signed({p.acc_bits}) accumulators")
     bench.o.expect_width(ow * p.lanes, f"{p.lanes} codes of {ow} bits")
@@ -138,12 +134,8 @@ async def lsq_matches_golden(dut):
     await bench.run(beats, len(beats), max_cycles=30 * len(beats) + 200)
 
     # Full rate: one beat per cycle without idles or backpressure.
-    await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
     burst = plan(model, p, random_accs(p, nrng, max(1, 200 // p.beats)), len(accs))
-    first = len(bench.out_monitor.cycles)
-    await bench.run(burst, len(burst), max_cycles=len(burst) + 100)
-    out = bench.out_monitor.cycles[first:]
-    span = out[-1] - out[0] + 1
+    span = await beat_burst_span(bench, burst, max_cycles=len(burst) + 100)
     await bench.finish(len(beats) + len(burst))
 
     expected = p.compute(np.moveaxis(accs, 1, 0))  # (V, n) codes: what the bench covered

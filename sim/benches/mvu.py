@@ -14,14 +14,12 @@ backpressure, then a burst with neither whose steady-state cycles per group are 
 """
 from __future__ import annotations
 
-import random
-
 import cocotb
 import numpy as np
 
+from sim.benches.common import burst, stream_bench
 from sim.runner import load_bench
-from sim.stream import (PlannedModel, StreamBench, bits_to_int, int_to_bits, pack_lanes,
-                        unpack_lanes)
+from sim.stream import PlannedModel, bits_to_int, int_to_bits, pack_lanes, unpack_lanes
 
 BURST_GROUPS = 24
 
@@ -120,14 +118,10 @@ def check_helpers(p, x: np.ndarray) -> None:
 async def mvu_matches_golden(dut):
     cfg = load_bench()
     p = cfg.params
-    rng = random.Random(cfg.seed)
     nrng = np.random.default_rng(cfg.seed)
     lanes = p.pe * p.mmv
     model = mvu_model(p)
-    bench = StreamBench(dut, model=model, rng=rng,
-                        out_lanes=lambda w: unpack_lanes(w, p.acc_width, lanes),
-                        idle_prob=cfg.extra.get("idle_prob", 0.2),
-                        ready_prob=cfg.extra.get("ready_prob", 0.75))
+    bench = stream_bench(dut, cfg, model, out_lanes=lambda w: unpack_lanes(w, p.acc_width, lanes))
     bench.i.expect_width(p.simd * p.a_bits * p.mmv, f"SIMD*A*MMV = {p.simd}*{p.a_bits}*{p.mmv}")
     bench.o.expect_width(p.acc_width * lanes, f"PE*MMV = {lanes} lanes of signed({p.acc_width})")
     edges = edge_vectors(p)
@@ -143,14 +137,10 @@ async def mvu_matches_golden(dut):
 
     # Throughput: back-to-back input, no backpressure; steady state = spacing of the last
     # output beat of consecutive groups, measured after the first quarter of the burst.
-    await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
-    burst = random_vectors(p, nrng, BURST_GROUPS * p.mmv)
-    first = len(bench.out_monitor.cycles)
-    t0 = bench.cycle()
-    await bench.run(plan(model, p, burst, groups), BURST_GROUPS * p.nf,
-                    max_cycles=4 * BURST_GROUPS * p.cycles_per_vector + 1000)
-    out = bench.out_monitor.cycles[first:]
-    ends = [out[(g + 1) * p.nf - 1] for g in range(BURST_GROUPS)]
+    xb = random_vectors(p, nrng, BURST_GROUPS * p.mmv)
+    bb = plan(model, p, xb, groups)
+    ends, t0 = await burst(bench, [bb[g * p.sf:(g + 1) * p.sf] for g in range(BURST_GROUPS)], outs=p.nf,
+                           max_cycles=4 * BURST_GROUPS * p.cycles_per_vector + 1000)
     g0 = BURST_GROUPS // 4
     steady = (ends[-1] - ends[g0]) / (BURST_GROUPS - 1 - g0)
     latency = ends[0] - t0
@@ -158,7 +148,7 @@ async def mvu_matches_golden(dut):
     await bench.finish(total_groups * p.nf)
     cpv = p.cycles_per_vector
     assert model.unplanned == 0, f"{model.unplanned} input groups differed from the driven ones"
-    cfg.write_stats(vectors=len(x) + len(burst), edge_vectors=len(edges),
+    cfg.write_stats(vectors=len(x) + len(xb), edge_vectors=len(edges),
                     cycles_per_group=steady, cycles_per_group_model=cpv,
                     first_group_cycles=latency, last_cycle=bench.out_monitor.cycles[-1])
     dut._log.info("mvu: steady state %.2f cycles per group of %d vector(s) (model A*NF*SF = %d), "

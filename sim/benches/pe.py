@@ -13,8 +13,9 @@ import random
 import cocotb
 import numpy as np
 
+from sim.benches.common import beat_burst_span, stream_bench
 from sim.runner import load_bench
-from sim.stream import PlannedModel, StreamBench, int_to_bits
+from sim.stream import PlannedModel, int_to_bits
 
 
 def split(p, beats: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +55,7 @@ async def pe_matches_golden(dut):
     p = cfg.params
     rng = random.Random(cfg.seed)
     model = pe_model(p)
-    bench = StreamBench(dut, model=model, rng=rng,
-                        idle_prob=cfg.extra.get("idle_prob", 0.2),
-                        ready_prob=cfg.extra.get("ready_prob", 0.75))
+    bench = stream_bench(dut, cfg, model, rng=rng)  # rng then draws the stimulus too
     bench.i.expect_width(2 * p.simd, f"x and w, simd={p.simd}")
     bench.o.expect_width(p.out_width, f"popcount of {p.simd} bits")
     await bench.start()
@@ -67,12 +66,8 @@ async def pe_matches_golden(dut):
     await bench.run(beats, len(beats), max_cycles=30 * len(beats) + 200)
 
     # Throughput: no idles, no backpressure -> one beat per cycle after the pipeline fills.
-    await bench.set_traffic(idle_prob=0.0, ready_prob=1.0)
     burst = plan(model, p, [rng.getrandbits(2 * p.simd) for _ in range(200)], len(beats))
-    first = len(bench.out_monitor.cycles)
-    await bench.run(burst, len(burst), max_cycles=len(burst) + 100)
-    cycles = bench.out_monitor.cycles[first:]
-    span = cycles[-1] - cycles[0] + 1
+    span = await beat_burst_span(bench, burst, max_cycles=len(burst) + 100)
     total = len(beats) + len(burst)
     await bench.finish(total)
     assert model.unplanned == 0, f"{model.unplanned} input beats differed from the driven ones"
