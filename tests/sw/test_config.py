@@ -29,6 +29,12 @@ stages:
 """
 
 
+def _refused(text: str, match: str) -> None:
+    """config_from_text refuses ``text`` (read as x.yaml) with a message matching ``match``."""
+    with pytest.raises(BinbertError, match=match):
+        config_from_text(text, "x.yaml")
+
+
 def _line_of(text: str, needle: str) -> int:
     """Line of the last occurrence (the duplicate, for duplicate keys)."""
     return [i + 1 for i, l in enumerate(text.splitlines()) if needle in l][-1]
@@ -86,21 +92,15 @@ def test_errors_name_file_and_line(old, new, needle, message):
 
 
 def test_structural_errors():
-    with pytest.raises(BinbertError, match=r"x.yaml:2: stages\[0\] \(s\): a split stage must "
-                                           r"follow a ternary stage"):
-        config_from_text("stages:\n  - {name: s, type: split}\n", "x.yaml")
-    with pytest.raises(BinbertError, match=r"x.yaml:3: .*first stage must be type 'teacher'"):
-        config_from_text("stages:\n  - name: b\n    type: bibert\n", "x.yaml")
-    with pytest.raises(BinbertError, match=r"x.yaml:1: missing required key 'stages'|"
-                                           r"x.yaml:1: config: missing required key 'stages'"):
-        config_from_text("model: {backbone: tiny}\n", "x.yaml")
-    with pytest.raises(BinbertError, match=r"x.yaml:3: .*duplicate stage name 't'"):
-        config_from_text("stages:\n  - {name: t, type: teacher}\n  - {name: t, type: bibert}\n",
-                         "x.yaml")
-    with pytest.raises(BinbertError, match=r"x.yaml:3: YAML syntax error: expected ','"):
-        config_from_text("stages:\n  - {name: t, type: teacher\n", "x.yaml")
-    with pytest.raises(BinbertError, match=r"x.yaml:1: a config must be a mapping"):
-        config_from_text("- 1\n", "x.yaml")
+    _refused("stages:\n  - {name: s, type: split}\n",
+             r"x.yaml:2: stages\[0\] \(s\): a split stage must follow a ternary stage")
+    _refused("stages:\n  - name: b\n    type: bibert\n", r"x.yaml:3: .*first stage must be type 'teacher'")
+    _refused("model: {backbone: tiny}\n",
+             r"x.yaml:1: missing required key 'stages'|x.yaml:1: config: missing required key 'stages'")
+    _refused("stages:\n  - {name: t, type: teacher}\n  - {name: t, type: bibert}\n",
+             r"x.yaml:3: .*duplicate stage name 't'")
+    _refused("stages:\n  - {name: t, type: teacher\n", r"x.yaml:3: YAML syntax error: expected ','")
+    _refused("- 1\n", r"x.yaml:1: a config must be a mapping")
 
 
 def test_missing_file(tmp_path):
@@ -123,13 +123,11 @@ def test_stage_distill_override():
     assert (d.pred, d.temperature, d.emb) == (4.0, 2.0, cfg.distill.emb)
     assert cfg.stage_distill(cfg.stage("binary")) == cfg.distill
     bad = text.replace("pred: 4.0", "pred: -1")
-    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'pred: -1')}: .*distill.pred "
-                                           r"must be >= 0"):
-        config_from_text(bad, "x.yaml")
+    _refused(bad, rf"x.yaml:{_line_of(bad, 'pred: -1')}: .*distill.pred "
+                  r"must be >= 0")
     bad = text.replace("pred: 4.0", "prd: 1")
-    with pytest.raises(BinbertError, match=r"unknown key 'prd' in stages\[1\].distill "
-                                           r"\(did you mean 'pred'\?\)"):
-        config_from_text(bad, "x.yaml")
+    _refused(bad, r"unknown key 'prd' in stages\[1\].distill "
+                  r"\(did you mean 'pred'\?\)")
 
 
 def test_stage_dropout():
@@ -139,12 +137,10 @@ def test_stage_dropout():
     for bad, message in (("dropout: 1.0", r"stages\[3\] \(binary\).dropout must be in \[0, 1\)"),
                          ("dropout: -0.1", r".*dropout must be in \[0, 1\), not -0.1")):
         t = text.replace("dropout: 0.0", bad)
-        with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(t, 'dropout')}: {message}"):
-            config_from_text(t, "x.yaml")
+        _refused(t, rf"x.yaml:{_line_of(t, 'dropout')}: {message}")
     t = BASE.replace("    type: split\n", "    type: split\n    dropout: 0.0\n")
-    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(t, 'dropout')}: .*a split stage "
-                                           r"does not train"):
-        config_from_text(t, "x.yaml")
+    _refused(t, rf"x.yaml:{_line_of(t, 'dropout')}: .*a split stage "
+                r"does not train")
 
 
 def test_stage_init_previous():
@@ -163,8 +159,7 @@ def test_stage_init_previous():
             (text.replace("init: previous", "init: prev"),
              r"x.yaml:4: stages\[2\].init: 'prev' is not one of 'teacher', 'previous' \(did you "
              r"mean 'previous'\?\)")):
-        with pytest.raises(BinbertError, match=message):
-            config_from_text(bad, "x.yaml")
+        _refused(bad, message)
 
 
 def test_init_previous_after_a_split_changes_only_activations():
@@ -174,22 +169,20 @@ def test_init_previous_after_a_split_changes_only_activations():
                    "    quant: {act: sign, attention: bi, act_threshold: true}\n")
     assert config_from_text(text, "x.yaml").stage("w1a1").quant["act_threshold"] is True
     bad = text.replace("act_threshold: true}", "act_threshold: true, centered: true}")
-    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'centered')}: stages\[4\] "
-                                           r"\(w1a1\).quant.centered: a stage that continues a "
-                                           r"split model keeps its binary weight terms; only act, "
-                                           r"act_bits, attention, act_integer, act_threshold, "
-                                           r"attention_threshold can change"):
-        config_from_text(bad, "x.yaml")
+    _refused(bad, rf"x.yaml:{_line_of(bad, 'centered')}: stages\[4\] "
+                  r"\(w1a1\).quant.centered: a stage that continues a "
+                  r"split model keeps its binary weight terms; only act, "
+                  r"act_bits, attention, act_integer, act_threshold, "
+                  r"attention_threshold can change")
 
 
 def test_binary_stage_after_split_takes_only_act_integer():
     text = BASE.replace("    type: binary\n", "    type: binary\n    quant: {act_integer: true}\n")
     assert config_from_text(text, "x.yaml").stage("binary").quant == {"act_integer": True}
     bad = BASE.replace("    type: binary\n", "    type: binary\n    quant: {act_bits: 8}\n")
-    with pytest.raises(BinbertError, match=rf"x.yaml:{_line_of(bad, 'act_bits: 8')}: stages\[3\] "
-                                           r"\(binary\): a binary stage after a split keeps the "
-                                           r"split model's quantization \(only act_integer"):
-        config_from_text(bad, "x.yaml")
+    _refused(bad, rf"x.yaml:{_line_of(bad, 'act_bits: 8')}: stages\[3\] "
+                  r"\(binary\): a binary stage after a split keeps the "
+                  r"split model's quantization \(only act_integer")
 
 
 def test_bibert_stage_defaults_to_centred_per_row_binarisation():
@@ -221,5 +214,4 @@ def test_stage_teacher_names_an_earlier_distilling_stage():
             (BASE.replace("    type: split\n", "    type: split\n    teacher: ternary\n"),
              rf"x.yaml:{_line_of(BASE, 'type: split') + 1}: stages\[2\] \(split\).teacher: only "
              r"distilling stages have a teacher")):
-        with pytest.raises(BinbertError, match=message):
-            config_from_text(bad, "x.yaml")
+        _refused(bad, message)
