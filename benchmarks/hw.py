@@ -37,7 +37,7 @@ from hw.fpga.report import describe_path  # noqa: E402
 
 from hw.golden import arith  # noqa: E402
 from hw.errors import BinbertError  # noqa: E402
-from hw.rtl.pe import stage_levels  # noqa: E402
+from hw.rtl.pe import stage_levels, valid_delay  # noqa: E402
 
 SIMDS = (32, 64, 128)
 PES = (4, 16)
@@ -90,13 +90,8 @@ class PlusMinusTree(wiring.Component):
                         m.d.sync += r.eq(v)
                     staged.append(r)
                 nodes = staged
-        valid = self.i.valid
-        for s in range(self.pipeline):
-            v = Signal(name=f"valid_{s}")
-            with m.If(en):
-                m.d.sync += v.eq(valid)
-            valid = v
-        m.d.comb += [self.o.payload.eq(nodes[0]), self.o.valid.eq(valid)]
+        m.d.comb += [self.o.payload.eq(nodes[0]),
+                     self.o.valid.eq(valid_delay(m, self.i.valid, en, self.pipeline))]
         return m
 
 

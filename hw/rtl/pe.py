@@ -43,6 +43,18 @@ def popcount_width(simd: int) -> int:
     return int(simd).bit_length()
 
 
+
+def valid_delay(m: Module, valid, en, stages: int):
+    """``valid`` through ``stages`` enabled registers (``valid_0`` ...): the valid bit of a
+    pipeline whose data registers advance on ``en``."""
+    for s in range(stages):
+        v = Signal(name=f"valid_{s}")
+        with m.If(en):
+            m.d.sync += v.eq(valid)
+        valid = v
+    return valid
+
+
 @dataclass(frozen=True, kw_only=True)
 class PEParams:
     """One XNOR-popcount lane: ``o = popcount(XNOR(x, w))`` over ``simd`` bits (§4).
@@ -171,11 +183,6 @@ class XnorPopcountPE(wiring.Component):
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
         count = xnor_popcount(m, self.i.payload.x, self.i.payload.w, simd=p.simd,
                               pipeline=p.pipeline, en=en)
-        valid = self.i.valid
-        for s in range(p.pipeline):
-            v = Signal(name=f"valid_{s}")
-            with m.If(en):
-                m.d.sync += v.eq(valid)
-            valid = v
-        m.d.comb += [self.o.payload.eq(count), self.o.valid.eq(valid)]
+        m.d.comb += [self.o.payload.eq(count),
+                     self.o.valid.eq(valid_delay(m, self.i.valid, en, p.pipeline))]
         return m

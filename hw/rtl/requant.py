@@ -2,7 +2,7 @@
 
 Golden models: :class:`hw.golden.requant.Requant` (T terms, per-row or broadcast M/B, one shift,
 clamp to [lo, hi] inside a signed ``out_bits`` range up to 32 bits, or the sign bit;
-``Requant.from_scales`` folds real scales into M, B and S per §8) and
+``hw.golden.fold.from_scales`` folds real scales into M, B and S per §8) and
 :class:`hw.golden.requant.Lut` (that requantizer to an index code, then a ROM).
 :class:`RequantUnitParams` wraps either over vectors of ``n`` rows, ``lanes`` rows per beat;
 :func:`requant_pipeline` is the z / code pipeline that the attention block reuses.

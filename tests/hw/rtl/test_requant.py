@@ -1,7 +1,7 @@
 """RequantUnit == Requant.compute / Lut.compute (§7, §10, §12) with idles and backpressure: T = 1/2,
 per-row and broadcast constants, sign, A-bit, ReLU-clamped, residual (16-bit) and GELU outputs;
 exact ties, both clamps, the threshold form, timing and parameter validation (the golden op and
-its Requant.from_scales: tests/hw/golden/test_requant.py)."""
+the folding of real scales: tests/hw/golden/test_requant.py, tests/hw/golden/test_fold.py)."""
 import numpy as np
 import pytest
 from amaranth.back import verilog
