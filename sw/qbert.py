@@ -26,7 +26,7 @@ from sw.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, share_ac
 from sw.quant.ste import HeavisideSTE
 from sw.qmodel import bert_of, quant_config_of, set_quant_config
 from hw.validate import boolean, choice, int_value
-from sw.quant.functions import check_bits
+from sw.quant.functions import MAX_ACT_BITS, MIN_ACT_BITS, check_bits
 from sw.split import SplitQuantEmbedding, SplitQuantLinear, split_model
 
 ATTENTIONS = ("softmax", "bi")
@@ -34,45 +34,62 @@ ATTENTIONS = ("softmax", "bi")
 
 @dataclass(frozen=True)
 class QuantBertConfig:
-    """What to quantize in a BERT and how.
+    """What to quantize in a BERT and how: each field's metadata says what it does (rendered,
+    with the stage types' defaults, into docs/config.md by ``binbert config-doc``)."""
 
-    weight: "fp" | "twn" | "bwn"        every encoder linear (+ pooler, word embedding if enabled)
-    act: "fp" | "uniform" | "lsq" | "sign"   inputs of those linears and of both attention matmuls
-    act_bits: 2..8 for uniform / lsq (ignored by fp and sign)
-    attention: "softmax" (BinaryBERT: quantized softmax attention) | "bi" (BiBERT Bi-Attention:
-               binarized Q, K, V, probabilities = heaviside(scores), no softmax)
-    embedding: quantize the word embedding (per-row scales)
-    pooler: quantize the pooler dense layer
-    centered: BiBERT's row-centred binarization (weight="bwn" only)
-    weight_per_row: per-row scales for the linears too (BiBERT); the embedding is always per row
-    act_integer: round half up in the activation quantizers (integer-simulation path, §8)
-    act_threshold: act="sign" only: learned per-feature thresholds (ReActNet's RSign) on the
-               binarized inputs of Q/K/V, the attention output dense, FFN1 and the pooler. Not on
-               FFN2's: its input sign(gelu(z) - beta) is a shift of FFN1's bias, already learned.
-    attention_threshold: attention="bi" only: a learned threshold per head on the scaled scores,
-               P = heaviside(scores − τ_h), starting at 0 (BiBERT's bool(scores > 0)): a head may
-               then keep fewer (or more) keys than the half a zero threshold keeps. The export
-               turns τ_h into an integer threshold on the XNOR-popcount score (§14)
-    learned_scale: weight="bwn" only: a learned gain on each linear's binary scales (per row with
-               weight_per_row), starting at 1; the export folds it into alpha (§7), so the hardware
-               is unchanged. Not on the word embedding (one gain per token would be a vocab-sized
-               table) nor on split modules (their two terms keep BinaryBERT's a and b)
-    split: names of modules stored as two binary terms (set by sw.split.split_model)
-    """
-
-    weight: str = "fp"
-    act: str = "fp"
-    act_bits: int = 8
-    attention: str = "softmax"
-    embedding: bool = True
-    pooler: bool = True
-    centered: bool = False
-    weight_per_row: bool = False
-    act_integer: bool = False
-    act_threshold: bool = False
-    attention_threshold: bool = False
-    learned_scale: bool = False
-    split: tuple[str, ...] = field(default=())
+    weight: str = field(default="fp", metadata={
+        "doc": "every encoder linear (+ pooler, word embedding if enabled): full precision, "
+               "TWN ternary or BWN binary", "choices": WEIGHT_METHODS})
+    act: str = field(default="fp", metadata={
+        "doc": "inputs of those linears and of both attention matmuls", "choices": ACT_METHODS})
+    act_bits: int = field(default=8, metadata={
+        "doc": "code bits of uniform / lsq activations (ignored by fp and sign)",
+        "range": f"[{MIN_ACT_BITS}, {MAX_ACT_BITS}]"})
+    attention: str = field(default="softmax", metadata={
+        "doc": "softmax: BinaryBERT's quantized softmax attention; bi: BiBERT's Bi-Attention "
+               "(binarized Q, K, V, probabilities = heaviside(scores), no softmax)",
+        "choices": ATTENTIONS})
+    embedding: bool = field(default=True, metadata={
+        "doc": "quantize the word embedding (per-row scales)"})
+    pooler: bool = field(default=True, metadata={"doc": "quantize the pooler dense layer"})
+    centered: bool = field(default=False, metadata={
+        "doc": "BiBERT's row-centred binarization (weight bwn only)"})
+    weight_per_row: bool = field(default=False, metadata={
+        "doc": "per-row scales for the linears too (BiBERT); the embedding is always per row"})
+    act_integer: bool = field(default=False, metadata={
+        "doc": "round half up in the activation quantizers, as the hardware does "
+               "(integer-simulation path, docs/arithmetic.md §8)",
+        "note": "A binary stage right after a split may set only this key: it fine-tunes the "
+                "split model in the integer path's rounding."})
+    act_threshold: bool = field(default=False, metadata={
+        "doc": "act sign only: learned per-feature thresholds on the binarized inputs "
+               "(ReActNet's RSign, `[x >= θ]`)",
+        "note": "The thresholds sit on the binarized inputs that read the residual stream or "
+                "the attention context: Q/K/V, the attention output dense, FFN1 and the pooler. "
+                "Not on FFN2's: its input sign(gelu(z) - beta) is a shift of FFN1's bias, "
+                "already learned. The export folds them into the requantizers' per-row bias, "
+                "so the hardware cost is a constants ROM (docs/arithmetic.md §11); the stage's "
+                "`threshold_lr` gives them their own learning rate."})
+    attention_threshold: bool = field(default=False, metadata={
+        "doc": "attention bi only: a learned threshold per head on the scaled scores, "
+               "`P = [S/√d > τ_h]`, starting at 0",
+        "note": "BiBERT keeps `[S > 0]`; with a learned threshold a head may keep fewer (or "
+                "more) keys than the half a zero threshold keeps. The export turns τ_h into an "
+                "integer per-head constant on the XNOR-popcount score that the attention core "
+                "subtracts before the sign test (docs/arithmetic.md §14); `threshold_lr` sets "
+                "its rate too."})
+    learned_scale: bool = field(default=False, metadata={
+        "doc": "weight bwn only: a learned gain on each linear's binary scales (per row with "
+               "weight_per_row), starting at 1",
+        "note": "XNOR-Net++'s learned scaling factors: the scale `mean|w|` otherwise moves only "
+                "as fast as the latent weights do. The export folds the gain into `α` "
+                "(docs/arithmetic.md §7), so the hardware is unchanged. Not on the word "
+                "embedding (one gain per token would be a vocab-sized table) nor on split "
+                "modules (their two terms keep BinaryBERT's a and b); the stage's `scale_lr` "
+                "gives the gains their own learning rate."})
+    split: tuple[str, ...] = field(default=(), metadata={
+        "doc": "names of the modules stored as two binary terms: set by the split stage "
+               "(sw.split.split_model), not by hand"})
 
     def __post_init__(self):
         choice("weight", self.weight, WEIGHT_METHODS)

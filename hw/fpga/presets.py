@@ -1,26 +1,9 @@
 """Hardware presets: ``models/hw/*.yaml`` -> the encoder layer ``binbert bitstream --layer
 encoder`` implements.
 
-A preset is a flat YAML mapping (variants are configs, not code)::
-
-    target: ecp5-85k        # the device it is sized for (the CLI's default --target for it)
-    hidden: 64              # residual width
-    heads: 2                # attention heads (must divide hidden)
-    ffn: 128                # intermediate width
-    seq_len: 8              # tokens per sequence (the attention block's sequence banks)
-    attention: softmax      # softmax | bi (BiBERT's Heaviside Bi-Attention)
-    activation_bits: 4      # LSQ code bits into the MVUs (1: sign codes)
-    weight_terms: 2         # binary weight terms per weight (2: BinaryBERT's split ternary)
-    macs: 128               # XNOR lanes (PE x SIMD) per MVU: the folding (hw.rtl.encoder_layer.folding_for)
-    lanes: 2                # residual features per stream beat (must divide hidden)
-    layernorm: parallel     # optional: parallel | shared (one bit-serial multiplier per
-                            # LayerNorm: no DSP, ~3 products per feature; for the iCE40 UP5K)
-    mvu_buffer: block       # optional: auto (Yosys' choice, the default) | block | distributed
-                            # | logic: every MVU's input ping-pong buffer
-    seed: 2024              # optional: the seeded random ops
-    ckpt: PATH              # optional: a checkpoint or `binbert export` directory instead
-    layer_index: 0          # optional: which of its layers
-    description: ...        # optional
+A preset is a flat YAML mapping (variants are configs, not code; models/hw/encoder-tiny.yaml is
+one) of the keys of :class:`EncoderPreset`, whose metadata documents each of them (docs/config.md,
+rendered by ``binbert config-doc``).
 
 Without ``ckpt`` the layer's ops are seeded random constants folded the way a trained model is
 (hw.golden.random.random_encoder_layer, through hw.golden.fold). The two layer kinds the simulator checks
@@ -59,23 +42,33 @@ TRAINING_KEYS = ("model", "data", "train", "distill", "stages")
 
 @dataclass(frozen=True, kw_only=True)
 class EncoderPreset:
-    """One validated ``models/hw/*.yaml`` file."""
-    hidden: int
-    heads: int
-    ffn: int
-    seq_len: int
-    attention: str
-    activation_bits: int
-    weight_terms: int
-    macs: int
-    lanes: int
-    target: str = "ecp5-85k"
-    layernorm: str = "parallel"
-    mvu_buffer: str = "auto"
-    seed: int = CONFIG_SEED
-    ckpt: str | None = None
-    layer_index: int = 0
-    description: str = ""
+    """One validated ``models/hw/*.yaml`` file (each key's metadata documents it; rendered
+    into docs/config.md by ``binbert config-doc``)."""
+    hidden: int = field(metadata={"doc": "residual width"})
+    heads: int = field(metadata={"doc": "attention heads; must divide hidden"})
+    ffn: int = field(metadata={"doc": "intermediate (FFN) width"})
+    seq_len: int = field(metadata={
+        "doc": "tokens per sequence (the attention block's sequence banks)"})
+    attention: str = field(metadata={
+        "doc": "softmax, or bi: BiBERT's Heaviside Bi-Attention (needs activation_bits 1)"})
+    activation_bits: int = field(metadata={"doc": "LSQ code bits into the MVUs (1: sign codes)"})
+    weight_terms: int = field(metadata={
+        "doc": "binary weight terms per weight (2: BinaryBERT's split ternary)"})
+    macs: int = field(metadata={
+        "doc": "XNOR lanes (PE x SIMD) per MVU: the folding (hw.rtl.encoder_layer.folding_for)"})
+    lanes: int = field(metadata={"doc": "residual features per stream beat; must divide hidden"})
+    target: str = field(default="ecp5-85k", metadata={
+        "doc": "the device it is sized for (the CLI's default --target for it)"})
+    layernorm: str = field(default="parallel", metadata={
+        "doc": "shared: one bit-serial multiplier per LayerNorm (no DSP, ~3 products per "
+               "feature; for the iCE40 UP5K)"})
+    mvu_buffer: str = field(default="auto", metadata={
+        "doc": "every MVU's input ping-pong buffer (auto: Yosys' choice)"})
+    seed: int = field(default=CONFIG_SEED, metadata={"doc": "seed of the random ops"})
+    ckpt: str | None = field(default=None, metadata={
+        "doc": "a checkpoint or `binbert export` directory whose layer replaces the random ops"})
+    layer_index: int = field(default=0, metadata={"doc": "which layer of ckpt"})
+    description: str = field(default="", metadata={"doc": "free text"})
     # not YAML keys
     name: str = field(default="", metadata={"internal": True})
     source: str = field(default="<preset>", metadata={"internal": True})
