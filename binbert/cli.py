@@ -13,7 +13,7 @@ from hw.errors import BinbertError
 
 # Modules that define register(subparsers); imported lazily so `binbert --help` stays fast
 # and a package's heavy imports (torch, amaranth) load only for its own commands.
-COMMAND_MODULES = ("binbert.commands.bitstream", "binbert.commands.sim", "binbert.commands.train", "binbert.commands.export", "binbert.demo")
+COMMAND_MODULES = ("binbert.commands.bitstream", "binbert.commands.sim", "binbert.commands.train", "binbert.commands.export", "binbert.demo", "binbert.configdoc")
 
 
 def build_parser() -> argparse.ArgumentParser:
