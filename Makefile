@@ -35,7 +35,7 @@ TARGET_ARG := $(if $(TARGET),--target $(TARGET),)
 HWCONFIG := $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),models/hw/encoder-tiny.yaml)
 HWCONFIG_ARG := $(if $(filter encoder,$(LAYER)),--config $(HWCONFIG) $(if $(CKPT),--export $(CKPT),),)
 
-.PHONY: help setup test test-all demo sim bitstream train eval export e2e bench bench-hw bench-sim bench-accuracy clean
+.PHONY: help setup test test-all demo sim bitstream train eval export e2e bench bench-hw bench-sim bench-accuracy clean config-doc
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -74,6 +74,9 @@ train: setup  ## train the stages of CONFIG (teacher, ternary, split, binary or 
 
 export: setup  ## CKPT -> packed ROM images + manifest
 	$(BINBERT) export $(CKPT) --out $(OUT)/export
+
+config-doc: setup  ## regenerate docs/config.md (every config and preset key) from the schema
+	$(BINBERT) config-doc --out docs/config.md
 
 e2e: setup  ## train CONFIG, export, every layer in RTL on SENTENCES real SST-2 sentences (CKPT=export: skip training)
 ifeq ($(CKPT),)
