@@ -272,7 +272,8 @@ class StageConfig:
         "doc": "learning rate of the learned weight-scale gains (quant learned_scale); null: "
                "the stage's", "range": "> 0", "stages": ("binary", "bibert")})
     teacher: Optional[str] = field(default=None, metadata={
-        "doc": "the earlier stage whose model this stage distils from; null: the teacher stage",
+        "doc": "the earlier stage whose (frozen) model this stage distils from; null: the "
+               "teacher stage",
         "stages": _DISTILLING,
         "note": "Naming the stage the student starts from is BiT's multi-step distillation "
                 "(Liu et al., NeurIPS 2022): the W1A8 model teaches W1A1, a target the student "
