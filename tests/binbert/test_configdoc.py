@@ -230,3 +230,11 @@ def test_config_doc_writes_and_checks(tmp_path, capsys, rendered):
     assert main(["config-doc", "--check", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"{out} is stale" in err and "binbert config-doc" in err
+
+
+def test_readme_train_example_loads():
+    readme = (configdoc.ROOT / "README.md").read_text(encoding="utf-8")
+    train = readme.split("**Train**", 1)[1].split("\n**", 1)[0]
+    assert "docs/config.md" in train
+    example = train.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert sc.config_from_text(example, "README.md").stages
