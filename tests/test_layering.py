@@ -1,7 +1,8 @@
 """The import structure: no cycles and no upward imports, function-level imports included.
 
 Layers, lowest first (a module may import its own layer and those below it):
-  hw.errors / hw.validate / hw.yamlsrc  (the error type, validation and YAML helpers)
+  hw.errors / hw.validate / hw.yamlsrc / hw.files  (the error type, validation, YAML and
+                                                   atomic-write helpers)
   hw.golden  (the numpy integer model)          sw  (PyTorch training, export)
   hw.rtl     (Amaranth blocks)
   hw.fpga    (FPGA flows, presets, board tops)
@@ -18,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hw", "sw", "sim", "binbert")
-BASE = ("hw", "hw.errors", "hw.validate", "hw.yamlsrc")
+BASE = ("hw", "hw.errors", "hw.validate", "hw.yamlsrc", "hw.files")
 # layer -> the layers it may import (its own included)
 ALLOWED = {
     "base": {"base"},
