@@ -98,16 +98,34 @@ def bert_config(model_cfg, task: str):
     return _apply_common(config, model_cfg, task)
 
 
-def build_model(model_cfg, task: str, seed: int = 0, pretrained: bool = True):
+def check_max_seq_len(config, model_cfg, max_seq_len: int) -> None:
+    """A BinbertError unless rows of ``max_seq_len`` tokens fit the position table of
+    ``config`` (otherwise the first long batch fails mid-training)."""
+    table = config.max_position_embeddings
+    if max_seq_len > table:
+        if model_cfg.backbone == TINY:
+            where, fix = "model.tiny.max_position_embeddings", " or raise that"
+        else:
+            where = f"max_position_embeddings in {backbone_dir(model_cfg.backbone) / 'config.json'}"
+            fix = ""
+        raise BinbertError(f"data.max_seq_len={max_seq_len} is longer than the model's position "
+                           f"table of {table} tokens ({where}): lower data.max_seq_len{fix}")
+
+
+def build_model(model_cfg, task: str, seed: int = 0, pretrained: bool = True,
+                max_seq_len: int | None = None):
     """A ``BertForSequenceClassification`` for ``task``.
 
     Pretrained backbones keep their encoder weights (the first ``num_layers`` layers when
     truncated); the classifier, and everything of a tiny model, is initialised from ``seed``.
+    ``max_seq_len``: the longest rows it will read, checked against its position table.
     """
     import torch
     from transformers import BertForSequenceClassification
 
     config = bert_config(model_cfg, task)
+    if max_seq_len is not None:
+        check_max_seq_len(config, model_cfg, max_seq_len)
     torch.manual_seed(seed)
     if model_cfg.backbone == TINY or not pretrained:
         model = BertForSequenceClassification(config)

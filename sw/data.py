@@ -25,6 +25,7 @@ class TaskSpec:
     text_b: str | int | None
     label: str | int
     regression: bool = False
+    label_range: tuple[float, float] | None = None  # a regression label's valid interval
 
     @property
     def num_labels(self) -> int:
@@ -36,7 +37,8 @@ TASKS: dict[str, TaskSpec] = {
     # CoLA: source, label, original notation, sentence - no header.
     "cola": TaskSpec("cola", "CoLA", False, 3, None, 1),
     "mrpc": TaskSpec("mrpc", "MRPC", True, "#1 String", "#2 String", "Quality"),
-    "stsb": TaskSpec("stsb", "STS-B", True, "sentence1", "sentence2", "score", regression=True),
+    "stsb": TaskSpec("stsb", "STS-B", True, "sentence1", "sentence2", "score", regression=True,
+                     label_range=(0.0, 5.0)),
 }
 _COLA_COLUMNS = ("source", "label", "notation", "sentence")
 
@@ -71,7 +73,8 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
     spec = task_spec(task)
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column name
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise BinbertError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
@@ -109,14 +112,18 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
         try:
             if spec.regression:
                 label: float | int = float(raw)
-                if not math.isfinite(label):
+                lo, hi = spec.label_range or (-math.inf, math.inf)
+                if not (math.isfinite(label) and lo <= label <= hi):
                     raise ValueError
             else:
                 label = int(raw)
                 if label not in (0, 1):
                     raise ValueError
         except ValueError:
-            kind = "a number" if spec.regression else "0 or 1"
+            kind = "0 or 1"
+            if spec.regression:
+                kind = "a number" + (f" from {spec.label_range[0]:g} to {spec.label_range[1]:g}"
+                                     if spec.label_range else "")
             raise BinbertError(f"{path}:{n}: bad label {raw!r} in column {names[il]!r} "
                                f"(expected {kind})") from None
         out.append(Example(cells[ia], cells[ib] if ib is not None else None, label))
@@ -139,6 +146,37 @@ def load_split(data_dir, task: str, split: str, limit: int | None = None,
     return ex
 
 
+def eval_examples(task: str, data_dir, config_dir, eval_limit: int | None,
+                  limit: int | None = None) -> tuple[list[Example], str]:
+    """The dev rows an evaluation of a checkpoint scores, and a line saying which and why.
+
+    ``limit`` (--limit): the first N rows of any file. Otherwise the config's ``eval_limit``
+    applies to the config's own dev file (``data_dir`` None, or the same file): those are the
+    rows training evaluated, so the metrics match the stage's. Any other file is scored whole.
+    """
+    path = task_file(config_dir if data_dir is None else data_dir, task, "dev")
+    ex = read_examples(path, task)
+    total = len(ex)
+    if limit is not None:
+        keep, why = limit, f"--limit {limit}"
+    elif data_dir is not None and not _same_file(path, config_dir, task):
+        keep, why = None, "the whole file: not the checkpoint config's dev set"
+    elif eval_limit is not None:
+        keep, why = eval_limit, (f"data.eval_limit={eval_limit} of the checkpoint's config, the "
+                                 f"rows its training evaluated; --limit N to change")
+    else:
+        keep, why = None, "the checkpoint config's dev set"
+    ex = ex if keep is None else ex[:keep]
+    return ex, f"{path}: {len(ex)} of {total} rows ({why})"
+
+
+def _same_file(path: Path, config_dir, task: str) -> bool:
+    try:
+        return task_file(config_dir, task, "dev").resolve() == path.resolve()
+    except BinbertError:  # the config's data directory is not here: another file
+        return False
+
+
 class Encoded(torch.utils.data.Dataset):
     """Tokenised examples (unpadded id lists); ``collate`` pads each batch to its longest row."""
 
@@ -149,6 +187,15 @@ class Encoded(torch.utils.data.Dataset):
                         return_token_type_ids=True, return_attention_mask=False)
         self.input_ids = enc["input_ids"]
         self.token_type_ids = enc["token_type_ids"]
+        self.max_seq_len = max_seq_len
+        # only a row that fills max_seq_len can have been cut: its untruncated length tells
+        full = [i for i, ids in enumerate(self.input_ids) if len(ids) >= max_seq_len]
+        whole = tokenizer([a[i] for i in full], [b[i] for i in full] if b else None,
+                          truncation=False, padding=False, return_token_type_ids=False,
+                          return_attention_mask=False)["input_ids"] if full else []
+        cut = [len(ids) for ids in whole if len(ids) > max_seq_len]
+        self.truncated = len(cut)  # examples cut at max_seq_len
+        self.longest = max(cut + [len(ids) for ids in self.input_ids], default=0)  # uncut
         dtype = torch.float32 if regression else torch.long
         self.labels = torch.tensor([e.label for e in examples], dtype=dtype)
         self.pad_id = tokenizer.pad_token_id or 0
@@ -171,6 +218,24 @@ class Encoded(torch.utils.data.Dataset):
             mask[r, :k] = 1
         return {"input_ids": ids, "token_type_ids": tt, "attention_mask": mask,
                 "labels": self.labels[idx]}
+
+
+TRUNCATION_WARN = 0.05  # the share of cut examples above which a split's report warns
+
+
+def truncation_report(split: str, ds: Encoded) -> str:
+    """One line: how many examples of ``split`` were cut at max_seq_len (a warning when more
+    than TRUNCATION_WARN of them were)."""
+    n = len(ds)
+    share = ds.truncated / n if n else 0.0
+    line = (f"{split}: {ds.truncated} of {n} examples ({share:.1%}) cut at data.max_seq_len="
+            f"{ds.max_seq_len} tokens")
+    if ds.truncated:
+        line += f" (the longest has {ds.longest})"
+    if share > TRUNCATION_WARN:
+        line += (f"; warning: more than {TRUNCATION_WARN:.0%} cut, raise data.max_seq_len "
+                 f"(at most the model's position table)")
+    return line
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,

@@ -328,6 +328,16 @@ def export_model(model: nn.Module, out_dir, opts: ExportOptions | None = None, m
     return save_params(params, out_dir, info)
 
 
+def export_checkpoint_model(model: nn.Module, out_dir, ckpt, stage: str | None,
+                            opts: ExportOptions | None = None, meta: dict | None = None) -> Path:
+    """:func:`export_model` of the model of checkpoint ``ckpt``: a model that cannot be exported
+    (a full-precision teacher, say) is refused naming the checkpoint and its stage."""
+    try:
+        return export_model(model, out_dir, opts, meta)
+    except BinbertError as exc:
+        raise BinbertError(f"{ckpt} (stage {stage!r}): {exc}") from None
+
+
 def export_checkpoint(ckpt, out_dir, opts: ExportOptions | None = None) -> Path:
     """``binbert export``: a checkpoint directory (sw.train.save_checkpoint) -> export directory."""
     from sw.train import load_checkpoint
@@ -336,7 +346,7 @@ def export_checkpoint(ckpt, out_dir, opts: ExportOptions | None = None) -> Path:
     model.eval()
     meta = {"checkpoint": str(ckpt), "stage": state.get("stage") if isinstance(state, dict) else None,
             "task": cfg.data.task, "max_seq_len": cfg.data.max_seq_len, "backbone": cfg.model.backbone}
-    return export_model(model, out_dir, opts, meta)
+    return export_checkpoint_model(model, out_dir, ckpt, meta["stage"], opts, meta)
 
 
 def export_cache() -> Path:
@@ -363,7 +373,7 @@ def load_export(ckpt, cache=None) -> tuple[EncoderParams, dict, str]:
         return params, meta, meta.get("backbone", "minilm")
     if not path.exists():
         raise BinbertError(f"--ckpt {ckpt}: no such checkpoint or export directory")
-    model, _state, cfg = load_checkpoint(path)
+    model, state, cfg = load_checkpoint(path)
     files = sorted(f for f in path.iterdir() if f.is_file())
     key = str(path.resolve()) + "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     stamp = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -377,7 +387,8 @@ def load_export(ckpt, cache=None) -> tuple[EncoderParams, dict, str]:
     if params is None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-        export_model(model.eval(), tmp, meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
+        export_checkpoint_model(model.eval(), tmp, path, state.get("stage"),
+                                meta={"checkpoint": str(path), "backbone": cfg.model.backbone})
         shutil.rmtree(out, ignore_errors=True)
         tmp.replace(out)  # atomic: a reader never sees half an export
         params, meta = load_params(out)

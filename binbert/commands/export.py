@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import fields
@@ -41,7 +42,9 @@ def register(subparsers) -> None:
     e.add_argument("--ckpt", required=True, help="checkpoint directory")
     e.add_argument("--export", default=None, help="export directory of that checkpoint")
     e.add_argument("--data", default=None, help="GLUE data directory (default: the config's)")
-    e.add_argument("--limit", type=int, default=None, help="first N dev examples only")
+    e.add_argument("--limit", type=int, default=None,
+                   help="first N dev examples only (default: the config's data.eval_limit on its "
+                        "own dev set, the whole file of any other --data)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--no-intsim", action="store_true", help="skip the PyTorch integer-sim path")
     e.add_argument("--json", default=None, help="also write the report to this file")
@@ -128,8 +131,8 @@ def integer_report(model, params, ds, task: str, batch_size: int = 64, intsim: b
 def cmd_eval_integer(args: argparse.Namespace) -> int:
     from hw.errors import BinbertError
     from sw import backbone as bb
-    from sw.data import Encoded, load_split, task_spec
-    from sw.export import export_model
+    from sw.data import Encoded, eval_examples, task_spec, truncation_report
+    from sw.export import export_checkpoint_model
     from hw.golden.export_format import load_params
     from sw.train import load_checkpoint
 
@@ -140,14 +143,15 @@ def cmd_eval_integer(args: argparse.Namespace) -> int:
     model, state, cfg = load_checkpoint(args.ckpt)
     model.eval()
     d = cfg.data
-    limit = args.limit if args.limit is not None else d.eval_limit
-    ds = Encoded(load_split(args.data or d.dir, d.task, "dev", limit),
-                 bb.load_tokenizer(cfg.model.backbone), d.max_seq_len, task_spec(d.task).regression)
+    examples, rows = eval_examples(d.task, args.data, d.dir, d.eval_limit, args.limit)
+    ds = Encoded(examples, bb.load_tokenizer(cfg.model.backbone), d.max_seq_len,
+                 task_spec(d.task).regression)
     with tempfile.TemporaryDirectory(prefix="binbert-export-") as tmp:
         export_dir = args.export
         if export_dir is None:
             export_dir = tmp
-            export_model(model, tmp, meta={"checkpoint": str(args.ckpt)})
+            export_checkpoint_model(model, tmp, args.ckpt, state.get("stage"),
+                                    meta={"checkpoint": str(args.ckpt)})
         params, meta = load_params(export_dir)
         if params.max_len < d.max_seq_len:
             raise BinbertError(f"{export_dir}: position table holds {params.max_len} tokens, "
@@ -155,6 +159,7 @@ def cmd_eval_integer(args: argparse.Namespace) -> int:
         rep = integer_report(model, params, ds, d.task, args.batch_size, intsim=not args.no_intsim)
     rep = {"ckpt": str(args.ckpt), "stage": state.get("stage"), "export": args.export, **rep}
     text = json.dumps(rep, indent=1)
+    print(f"eval-integer: {rows}\neval-integer: {truncation_report('dev', ds)}", file=sys.stderr)
     print(text)
     if args.json:
         with open(args.json, "w") as fh:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -36,7 +37,9 @@ def register(subparsers) -> None:
     e.add_argument("--integer", action="store_true",
                    help="also run the integer golden model (as `binbert eval-integer`)")
     e.add_argument("--export", default=None, help="with --integer: export directory of CKPT")
-    e.add_argument("--limit", type=int, default=None, help="with --integer: first N dev examples")
+    e.add_argument("--limit", type=int, default=None,
+                   help="score the first N dev examples (default: the config's data.eval_limit "
+                        "on its own dev set, the whole file of any other --data)")
     e.set_defaults(func=cmd_eval)
 
 
@@ -65,10 +68,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from sw import backbone as bb
-    from sw.data import Encoded, load_split, task_spec
+    from sw.data import Encoded, eval_examples, task_spec, truncation_report
     from sw.train import evaluate, load_checkpoint
 
     _positive("--batch-size", args.batch_size)
+    _positive("--limit", args.limit)
     if args.integer:  # the integer golden model beside fake-quant: one implementation, two names
         from binbert.commands.export import cmd_eval_integer
 
@@ -78,9 +82,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, state, cfg = load_checkpoint(args.ckpt)
     d = cfg.data
     spec = task_spec(d.task)
-    ds = Encoded(load_split(args.data or d.dir, d.task, "dev", d.eval_limit),
-                 bb.load_tokenizer(cfg.model.backbone), d.max_seq_len, spec.regression)
+    examples, rows = eval_examples(d.task, args.data, d.dir, d.eval_limit, args.limit)
+    ds = Encoded(examples, bb.load_tokenizer(cfg.model.backbone), d.max_seq_len, spec.regression)
     metrics = evaluate(model, ds, d.task, args.batch_size or cfg.train.eval_batch_size)
+    print(f"eval: {rows}\neval: {truncation_report('dev', ds)}", file=sys.stderr)
     print(json.dumps({"ckpt": str(args.ckpt), "stage": state.get("stage"), "task": d.task,
                       "examples": len(ds), **metrics}, indent=1))
     return 0

@@ -21,7 +21,7 @@ from hw.errors import BinbertError
 from hw.validate import number_value
 from sw import backbone as bb
 from sw.config import Config, StageConfig, stage_quant_dict
-from sw.data import Encoded, epoch_batches, load_split, loader, task_spec
+from sw.data import Encoded, epoch_batches, load_split, loader, task_spec, truncation_report
 from sw.metrics import task_metrics
 from sw.qmodel import quant_config_of
 from sw.train.checkpoint import (HEAD_MAP, STATE, TRAINING, load_checkpoint, read_state,
@@ -141,6 +141,8 @@ class Trainer:
         self._distill_ds: Encoded | None = None
         self.dev_ds = Encoded(load_split(d.dir, d.task, "dev", d.eval_limit), self.tokenizer,
                               d.max_seq_len, self.spec.regression)
+        for split, ds in (("train", self.train_ds), ("dev", self.dev_ds)):
+            self.log(f"[data] {truncation_report(split, ds)}")
         self.teacher: nn.Module | None = None
         # frozen models of the stages that a later stage names as its ``teacher``
         self.stage_models: dict[str, nn.Module] = {}
@@ -242,7 +244,8 @@ class Trainer:
         from sw.qbert import quantize_bert
 
         if stage.type == "teacher":
-            return bb.build_model(self.cfg.model, self.cfg.data.task, seed=self.cfg.train.seed)
+            return bb.build_model(self.cfg.model, self.cfg.data.task, seed=self.cfg.train.seed,
+                                  max_seq_len=self.cfg.data.max_seq_len)
         if self.teacher is None:
             raise BinbertError(f"stage {stage.name!r} distils from the teacher: the config needs a "
                                f"teacher stage first")

@@ -70,3 +70,18 @@ def test_bad_backbones(tmp_path):
         bb.load_tokenizer(str(tmp_path))
     with pytest.raises(BinbertError, match="num_layers=9 exceeds the backbone's 6 layers"):
         bb.build_model(ModelConfig(num_layers=9), "sst2")
+
+
+def test_max_seq_len_beyond_the_position_table_is_refused_when_built():
+    tiny = ModelConfig(backbone="tiny", tiny=TinyModel(hidden_size=16, num_layers=1, num_heads=2,
+                                                       intermediate_size=32,
+                                                       max_position_embeddings=64))
+    assert bb.build_model(tiny, "sst2", max_seq_len=64).config.max_position_embeddings == 64
+    with pytest.raises(BinbertError, match=r"data.max_seq_len=100 is longer than the model's "
+                                           r"position table of 64 tokens \(model.tiny.max_position"
+                                           r"_embeddings\)"):
+        bb.build_model(tiny, "sst2", max_seq_len=100)
+    table = json.loads((bb.minilm_path() / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(BinbertError, match=rf"max_seq_len={table + 1} .* of {table} tokens "
+                                           rf"\(max_position_embeddings in .*config.json\)"):
+        bb.build_model(ModelConfig(num_layers=1), "sst2", max_seq_len=table + 1)

@@ -6,8 +6,8 @@ import torch
 
 from hw.errors import BinbertError
 from sw import backbone as bb
-from sw.data import (TASKS, Encoded, epoch_batches, load_split, read_examples, task_file,
-                     task_spec)
+from sw.data import (TASKS, TRUNCATION_WARN, Encoded, epoch_batches, eval_examples, load_split,
+                     read_examples, task_file, task_spec, truncation_report)
 
 GLUE = Path(__file__).resolve().parents[2] / "data" / "glue"
 
@@ -98,6 +98,25 @@ def test_short_row_and_bad_label_name_line(tmp_path):
         read_examples(p, "sst2")
 
 
+def test_stsb_score_outside_0_to_5_names_file_line_and_value(tmp_path):
+    p = tmp_path / "dev.tsv"
+    for bad in ("5.5", "-0.25"):
+        p.write_text(f"index\tsentence1\tsentence2\tscore\n0\ta\tb\t5.0\n1\tc\td\t{bad}\n")
+        with pytest.raises(BinbertError, match=rf"dev.tsv:3: bad label '{bad}' in column 'score' "
+                                               rf"\(expected a number from 0 to 5\)"):
+            read_examples(p, "stsb")
+    p.write_text("index\tsentence1\tsentence2\tscore\n0\ta\tb\t0\n1\tc\td\t5\n")
+    assert [e.label for e in read_examples(p, "stsb")] == [0.0, 5.0]  # both ends are scores
+
+
+def test_byte_order_mark_before_the_header(tmp_path):
+    """A TSV saved with a UTF-8 byte-order mark reads as the same file without one."""
+    src = GLUE / "MRPC" / "dev.tsv"
+    p = _write(tmp_path, "MRPC", "\ufeff" + src.read_text(encoding="utf-8"))
+    assert p.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert read_examples(p, "mrpc") == read_examples(src, "mrpc")
+
+
 def test_limit_is_a_seeded_subset():
     full = load_split(GLUE, "sst2", "train")
     a = load_split(GLUE, "sst2", "train", limit=50, seed=3)
@@ -150,3 +169,36 @@ def test_epoch_batches_deterministic_and_partitioned(world):
     assert set(seen) == set(range(n))  # every example in the epoch, on some rank
     assert all(len(b) <= bs for bl in per_rank for b in bl)
     assert epoch_batches(n, bs, 5, 3) != epoch_batches(n, bs, 5, 2)  # reshuffled per epoch
+
+
+def test_truncated_examples_are_counted(tokenizer):
+    ex = load_split(GLUE, "mrpc", "dev", limit=40)
+    full = [len(tokenizer(e.text_a, e.text_b)["input_ids"]) for e in ex]
+    ds = Encoded(ex, tokenizer, max_seq_len=40, regression=False)
+    cut = sum(n > 40 for n in full)
+    assert 0 < cut < len(ex)
+    assert ds.truncated == cut and ds.longest == max(full) and ds.max_seq_len == 40
+    line = truncation_report("dev", ds)
+    assert line.startswith(f"dev: {cut} of {len(ex)} examples ({cut / len(ex):.1%}) cut at "
+                           f"data.max_seq_len=40 tokens (the longest has {max(full)})")
+    assert ("warning" in line) == (cut / len(ex) > TRUNCATION_WARN)
+    whole = Encoded(ex, tokenizer, max_seq_len=max(full), regression=False)
+    assert whole.truncated == 0 and "warning" not in truncation_report("train", whole)
+
+
+def test_eval_rows_follow_limit_then_the_configs_own_file(tmp_path):
+    """--limit: the first N rows of any file; the config's eval_limit: its own dev file only;
+    any other file: whole."""
+    rows = read_examples(GLUE / "SST-2" / "dev.tsv", "sst2")
+    other = _write(tmp_path, "SST-2", "sentence\tlabel\nfine film\t1\nawful\t0\nok\t1\n")
+    ex, note = eval_examples("sst2", None, GLUE, 32)
+    assert ex == rows[:32] and note.startswith(f"{GLUE / 'SST-2' / 'dev.tsv'}: 32 of {len(rows)} rows")
+    assert "data.eval_limit=32" in note
+    assert eval_examples("sst2", GLUE / "SST-2", GLUE, 32)[0] == rows[:32]  # the same file
+    ex, note = eval_examples("sst2", tmp_path, GLUE, 32)
+    assert len(ex) == 3 and note == f"{other}: 3 of 3 rows (the whole file: not the checkpoint config's dev set)"
+    assert len(eval_examples("sst2", tmp_path, tmp_path / "gone", 2)[0]) == 3
+    ex, note = eval_examples("sst2", tmp_path, GLUE, 32, limit=2)
+    assert len(ex) == 2 and "2 of 3 rows (--limit 2)" in note
+    assert eval_examples("sst2", None, GLUE, 32, limit=100)[0] == rows[:100]
+    assert eval_examples("sst2", None, GLUE, None)[0] == rows

@@ -304,6 +304,24 @@ def test_load_export_path_errors(tmp_path):
         load_export(tmp_path / "missing")
 
 
+def test_a_full_precision_checkpoint_names_its_path_and_stage(tmp_path, monkeypatch):
+    """What sim --ckpt and bitstream --export read: load_export of a teacher checkpoint."""
+    from pathlib import Path
+
+    from sw import backbone as bb
+    from sw.config import load_config
+    from sw.export import load_export
+    from sw.train import save_checkpoint
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "models/tiny-test.yaml")
+    ckpt = tmp_path / "teacher"
+    save_checkpoint(ckpt, bb.build_model(cfg.model, cfg.data.task), cfg,
+                    {"stage": "teacher", "complete": True})
+    monkeypatch.setenv("BINBERT_SIM_BUILD", str(tmp_path / "build"))
+    with pytest.raises(BinbertError, match=rf"^{ckpt} \(stage 'teacher'\): model is not quantized"):
+        load_export(ckpt)
+
+
 def test_load_export_exports_a_checkpoint_once_into_its_cache(tmp_path, monkeypatch):
     """A checkpoint directory is exported on the fly into the cache and reused; a damaged cached
     export is exported again; an export directory is read as it is."""

@@ -104,3 +104,22 @@ def test_cli_errors_are_one_line(ckpt, tmp_path, capsys, argv, match):
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("binbert: error:") and match in lines[0]
+
+
+def test_a_full_precision_checkpoint_is_refused_naming_path_and_stage(tmp_path, capsys):
+    """The teacher stage has nothing binary to export: every command that exports a checkpoint
+    says which checkpoint and which stage."""
+    from sw import backbone as bb
+    from sw.config import load_config
+    from sw.train import save_checkpoint
+
+    cfg = load_config(ROOT / "models/tiny-test.yaml")
+    teacher = tmp_path / "teacher"
+    save_checkpoint(teacher, bb.build_model(cfg.model, cfg.data.task), cfg,
+                    {"stage": "teacher", "complete": True})
+    for argv in (["export", teacher, "--out", tmp_path / "x"],
+                 ["eval-integer", "--ckpt", teacher, "--data", DATA, "--limit", 4]):
+        rc, _, err = _run(capsys, *argv)
+        assert rc == 2
+        assert err.strip() == (f"binbert: error: {teacher} (stage 'teacher'): model is not "
+                               f"quantized (quantize_bert): nothing to export to binary hardware")

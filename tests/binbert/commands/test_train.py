@@ -48,3 +48,99 @@ def test_errors_are_one_line(argv, message, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("binbert: error: ") and message in err and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    """A tiny-test teacher checkpoint (untrained: the row counts are what is checked)."""
+    from dataclasses import replace
+
+    from sw import backbone as bb
+    from sw.config import load_config
+    from sw.train import save_checkpoint
+
+    cfg = load_config(TINY)
+    cfg = replace(cfg, data=replace(cfg.data, dir=DATA))  # as `train --data DATA` saves it
+    path = tmp_path_factory.mktemp("ckpt") / "teacher"
+    save_checkpoint(path, bb.build_model(cfg.model, cfg.data.task), cfg,
+                    {"stage": "teacher", "complete": True})
+    return path, cfg
+
+
+def _eval(capsys, *argv):
+    assert main(["eval", *map(str, argv)]) == 0
+    out, err = capsys.readouterr()
+    return json.loads(out), err
+
+
+def test_eval_scores_the_given_file_whole_and_honours_limit(teacher_ckpt, tmp_path, capsys):
+    from sw.data import read_examples
+
+    ckpt, cfg = teacher_ckpt
+    dev = Path(DATA) / "SST-2" / "dev.tsv"
+    total = len(read_examples(dev, "sst2"))
+    other = tmp_path / "SST-2"
+    other.mkdir()
+    lines = dev.read_text(encoding="utf-8").splitlines(keepends=True)
+    (other / "dev.tsv").write_text("".join(lines[:101]), encoding="utf-8")  # header + 100 rows
+    # the config's own dev set: its eval_limit, the rows training evaluated
+    ev, err = _eval(capsys, "--ckpt", ckpt, "--data", DATA)
+    assert ev["examples"] == cfg.data.eval_limit
+    assert f"{dev}: {cfg.data.eval_limit} of {total} rows (data.eval_limit=" in err
+    # another file: all of it
+    ev, err = _eval(capsys, "--ckpt", ckpt, "--data", tmp_path)
+    assert ev["examples"] == 100 and f"{other / 'dev.tsv'}: 100 of 100 rows (the whole file" in err
+    # --limit without --integer, on either
+    ev, err = _eval(capsys, "--ckpt", ckpt, "--limit", 7)
+    assert ev["examples"] == 7 and f"7 of {total} rows (--limit 7)" in err
+    ev, _ = _eval(capsys, "--ckpt", ckpt, "--data", tmp_path, "--limit", 40)
+    assert ev["examples"] == 40
+    assert main(["eval", "--ckpt", str(ckpt), "--limit", "0"]) == 2
+    assert "--limit must be a positive integer, not 0" in capsys.readouterr().err
+    # and how many of them were cut at the config's max_seq_len
+    assert "eval: dev: " in err and f"cut at data.max_seq_len={cfg.data.max_seq_len} tokens" in err
+
+
+def _tiny_config(tmp_path, **data) -> str:
+    import yaml
+
+    cfg = yaml.safe_load(Path(TINY).read_text())
+    cfg["data"].update(data, dir=DATA)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_max_seq_len_beyond_the_position_table_stops_before_training(tmp_path, capsys):
+    import yaml
+
+    table = yaml.safe_load(Path(TINY).read_text())["model"]["tiny"]["max_position_embeddings"]
+    config = _tiny_config(tmp_path, max_seq_len=table + 36, task="mrpc")
+    rc = main(["train", "--config", config, "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"binbert: error: data.max_seq_len={table + 36} is longer than the model's "
+                   f"position table of {table} tokens (model.tiny.max_position_embeddings): "
+                   f"lower data.max_seq_len or raise that")
+    assert not (tmp_path / "o" / "teacher" / "final").exists()
+
+
+def test_training_log_reports_the_truncated_examples_per_split(tmp_path, capsys):
+    from sw import backbone as bb
+    from sw.config import load_config
+    from sw.data import TRUNCATION_WARN, load_split
+
+    cfg = load_config(TINY)
+    d = cfg.data
+    tok = bb.load_tokenizer(cfg.model.backbone)
+    rc = main(["train", "--config", TINY, "--data", DATA, "--out", str(tmp_path / "o"),
+               "--max-steps", "1", "--stages", "teacher", "--no-progress"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    for split, limit, seed in (("train", d.train_limit, cfg.train.seed), ("dev", d.eval_limit, None)):
+        rows = load_split(DATA, d.task, split, limit, seed)
+        cut = sum(len(tok(e.text_a, e.text_b)["input_ids"]) > d.max_seq_len for e in rows)
+        line = next(ln for ln in err.splitlines() if ln.startswith(f"[data] {split}: "))
+        assert line.startswith(f"[data] {split}: {cut} of {len(rows)} examples "
+                               f"({cut / len(rows):.1%}) cut at data.max_seq_len={d.max_seq_len}")
+        assert ("warning: more than 5% cut" in line) == (cut / len(rows) > TRUNCATION_WARN)
