@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from hw.errors import BinbertError
+from hw.files import atomic_write_text, cannot_write, disk_full, no_space, writing
 from sw import backbone as bb
 from sw.config import Config, config_from_text, config_to_yaml
 from sw.qmodel import quant_config_of
@@ -30,9 +32,24 @@ TRAINING = "training.pt"
 
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON at ``path`` atomically (tmp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str))
+
+
+def _library_write_error(path: Path, exc: Exception) -> BinbertError:
+    """safetensors and torch.save report a failed write as their own exception: its errno
+    when the message names one ('os error 28'), else a full disk when there is no room left."""
+    text = str(exc)
+    m = re.search(r"os error (\d+)", text)
+    if m:
+        return cannot_write(path, OSError(int(m[1]), os.strerror(int(m[1]))))
+    m = re.search(r"strerror: (.+)", text)
+    if m:
+        why = m[1].strip()
+    elif disk_full(path.parent):
+        why = no_space().strerror
+    else:
+        why = (text.splitlines() or [type(exc).__name__])[0]
+    return BinbertError(f"{path}: cannot write ({why})")
 
 
 # Model attribute (and structure.json entry): per layer, the teacher head each head of a
@@ -118,13 +135,9 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, model: nn.Module, cfg: Config, state: dict,
                     training: dict | None = None) -> None:
     """Write a complete checkpoint directory at ``path`` atomically (tmp dir + os.replace)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     old = path.with_name(path.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     sd = cpu_state_dict(model)
     # safetensors refuses aliased storage; clone duplicates (none in BERT for classification)
     seen: dict[int, str] = {}
@@ -133,7 +146,33 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: Config, state: dict,
         if ptr in seen:
             sd[k] = v.clone()
         seen[ptr] = k
-    save_file(sd, str(tmp / MODEL))
+    try:
+        # a failed write (read-only, full disk) leaves no half-written tmp directory; the
+        # checkpoint at ``path`` (or, mid-swap, ``path.old``) stays whole
+        with writing(path):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            _write_files(tmp, path, sd, model, cfg, state, training)
+            shutil.rmtree(old, ignore_errors=True)
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_files(tmp: Path, dest: Path, sd: dict, model: nn.Module, cfg: Config, state: dict,
+                 training: dict | None) -> None:
+    """The files of checkpoint ``dest``, into ``tmp`` (errors name ``dest``'s files)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(sd, str(tmp / MODEL))
+    except SafetensorError as exc:
+        raise _library_write_error(dest / MODEL, exc) from exc
     hf = model.config.to_dict()
     (tmp / "bert_config.json").write_text(json.dumps(hf, indent=1, default=str))
     (tmp / "structure.json").write_text(json.dumps(model_structure(model), indent=1))
@@ -141,13 +180,13 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: Config, state: dict,
     (tmp / "quant.json").write_text(json.dumps(qc.to_dict() if qc is not None else None, indent=1))
     (tmp / "config.yaml").write_text(config_to_yaml(cfg))
     if training is not None:
-        torch.save(training, tmp / TRAINING)
+        try:
+            torch.save(training, tmp / TRAINING)
+        except RuntimeError as exc:  # torch's stream writer: the I/O error as text
+            if "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
+                raise
+            raise _library_write_error(dest / TRAINING, exc) from exc
     (tmp / STATE).write_text(json.dumps(state, indent=1, default=str))
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_checkpoint(path: Path) -> Path | None:

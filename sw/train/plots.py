@@ -1,9 +1,12 @@
 """Training curves of a run's stages (matplotlib, Agg backend)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+
+from hw.files import writing
 
 
 def plot_curves(out: Path, stages: list[str], dest: Path | None = None) -> Path | None:
@@ -46,7 +49,14 @@ def plot_curves(out: Path, stages: list[str], dest: Path | None = None) -> Path 
     fig.tight_layout()
     dest = dest or Path(out) / "curve.png"
     tmp = dest.with_name(dest.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, dest)
+    try:
+        with writing(dest):
+            fig.savefig(tmp, dpi=90)
+            os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # no half-written image left beside the curve
+        raise
+    finally:
+        plt.close(fig)
     return dest

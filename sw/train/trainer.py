@@ -2,6 +2,7 @@
 stopped; building each stage's student (pruned, quantized, split, continued); evaluation."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from hw.errors import BinbertError
+from hw.files import make_dir, writing
 from hw.validate import number_value
 from sw import backbone as bb
 from sw.config import Config, StageConfig, stage_quant_dict
@@ -27,6 +29,7 @@ from sw.qmodel import quant_config_of
 from sw.train.checkpoint import (HEAD_MAP, STATE, TRAINING, load_checkpoint, read_state,
                                  resolve_checkpoint, save_checkpoint, teacher_heads, write_json)
 from sw.train.distributed import Dist, init_distributed
+from sw.train.lock import RunLock
 from sw.train.plots import plot_curves
 from sw.train.stage import Phase, StageRun, check_fingerprint, stage_state
 
@@ -315,7 +318,34 @@ class Trainer:
     # -- one stage ----------------------------------------------------------------------------
 
     def run(self) -> dict:
-        """Run (or load, when complete) every stage up to the last one asked for."""
+        """Run (or load, when complete) every stage up to the last one asked for, holding the
+        output directory's run lock (sw.train.lock) throughout."""
+        with self._run_lock():
+            return self._run()
+
+    @contextlib.contextmanager
+    def _run_lock(self):
+        """The main rank takes the lock; every rank learns whether it got it (a refused run
+        stops all of them instead of leaving the others waiting at a barrier)."""
+        lock, err = None, None
+        if self.dist.main:
+            try:
+                lock = RunLock(self.out).acquire()
+            except BinbertError as exc:
+                err = str(exc)
+        if torch.distributed.is_initialized():
+            box = [err]
+            torch.distributed.broadcast_object_list(box, src=0)
+            err = box[0]
+        if err is not None:
+            raise BinbertError(err)
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> dict:
         names = [s.name for s in self.cfg.stages]
         upto = max(names.index(n) for n in self.only) if self.only else len(names) - 1
         prev: nn.Module | None = None
@@ -352,7 +382,7 @@ class Trainer:
     def run_stage(self, idx: int, stage: StageConfig, prev: nn.Module | None) -> nn.Module:
         sdir = self.stage_dir(stage)
         if self.dist.main:
-            sdir.mkdir(parents=True, exist_ok=True)
+            make_dir(sdir)
         t0 = time.time()
         if not stage.trains:
             model = self._init_student(stage, prev)
@@ -405,7 +435,8 @@ class Trainer:
                 bstate.update(complete=True, summary=summary)
                 write_json(best / STATE, bstate)
                 shutil.rmtree(sdir / "final", ignore_errors=True)
-                os.replace(best, sdir / "final")
+                with writing(sdir / "final"):
+                    os.replace(best, sdir / "final")
             else:
                 save_checkpoint(sdir / "final", model, self.cfg, state)
             write_json(sdir / "metrics.json", {"stage": stage.name, "type": stage.type,

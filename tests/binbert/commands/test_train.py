@@ -1,5 +1,7 @@
 """`binbert train` / `binbert eval` through the real CLI entry point."""
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,59 @@ def test_errors_are_one_line(argv, message, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("binbert: error: ") and message in err and "\n" not in err
+
+
+def _train(out, capsys):
+    rc = main(["train", "--config", TINY, "--data", DATA, "--out", str(out), "--max-steps", "2",
+               "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return rc, err
+
+
+def test_a_second_training_into_the_same_out_is_refused(tmp_path, capsys):
+    from tests.sw.train.common import lock_held_elsewhere
+
+    out = tmp_path / "run"
+    with lock_held_elsewhere(out) as holder:
+        rc, err = _train(out, capsys)
+    assert rc == 2
+    assert err.startswith(f"binbert: error: {out}: another binbert train is writing into it "
+                          f"(pid {holder.pid} on ")
+    assert err.endswith(f"; lock {out / 'train.lock'})")
+
+
+def test_a_read_only_or_full_out_is_one_line_and_leaves_no_partial_files(tmp_path, capsys,
+                                                                          monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real_mkdir = os.mkdir
+    ro = tmp_path / "ro"
+
+    def mkdir(path, *args, **kwargs):  # a read-only mount at ro/
+        if Path(path).is_relative_to(ro):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "mkdir", mkdir)
+        rc, err = _train(ro / "run", capsys)
+    assert (rc, err) == (2, f"binbert: error: {ro / 'run'}: cannot write (Read-only file system)")
+    assert not ro.exists()
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    out = tmp_path / "full"
+    with monkeypatch.context() as m:
+        m.setattr(safetensors.torch, "save_file", full)
+        rc, err = _train(out, capsys)
+    assert rc == 2 and err.startswith(f"binbert: error: {out / 'teacher'}/")
+    assert err.endswith("/model.safetensors: cannot write (No space left on device)")
+    left = [p.relative_to(out) for p in out.rglob("*")]
+    assert left == [Path("teacher")]  # no half-written checkpoint, no lock
 
 
 @pytest.fixture(scope="module")

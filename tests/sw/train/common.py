@@ -1,6 +1,9 @@
 """Helpers shared by the sw.train tests: the tiny configs and small utilities."""
+import contextlib
 import dataclasses
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from sw.config import load_config
@@ -53,3 +56,19 @@ def _dev(cfg):
 
     return Encoded(load_split(cfg.data.dir, "sst2", "dev", cfg.data.eval_limit),
                    bb.load_tokenizer(cfg.model.backbone), cfg.data.max_seq_len, False)
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(out: Path):
+    """``out``'s run lock held by another process until the block ends; yields that process
+    (a ``kill()`` in the block is a crash: its record stays, its flock goes)."""
+    code = ("import sys; from sw.train.lock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); sys.stdin.read(); lock.release()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)

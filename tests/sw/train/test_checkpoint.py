@@ -1,14 +1,18 @@
 """sw.train.checkpoint: checkpoints rebuild their models, refuse a config or structure that does
 not match, recover an interrupted swap; the head maps of pruned students and teachers."""
 import dataclasses
+import errno
 import json
+import os
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from hw.errors import BinbertError
-from sw.train.checkpoint import load_checkpoint
+from sw.train.checkpoint import TRAINING, load_checkpoint, save_checkpoint
 from sw.train.trainer import Trainer, evaluate
 from tests.sw.train.common import _cfg
 
@@ -67,6 +71,46 @@ def test_interrupted_directory_swap_is_recovered(pipeline, tmp_path):
     (tmp_path / "teacher.tmp").mkdir()  # a half-written new version
     model, state, _ = load_checkpoint(d)
     assert state["stage"] == "teacher"
+
+
+def test_a_failed_checkpoint_write_leaves_the_one_before_whole(pipeline, tmp_path, monkeypatch):
+    """A full disk or a read-only file system while saving: a one-line error naming the file,
+    no half-written directory left, and the checkpoint saved before still loads."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    base_out, _, _ = pipeline
+    model, state, cfg = load_checkpoint(base_out / "teacher" / "final")
+    ck = tmp_path / "last"
+    save_checkpoint(ck, model, cfg, state, {"step": 1})
+
+    def full(*args, **kwargs):  # what safetensors raises on a full disk
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")
+
+    def partial(obj, f):  # torch.save on a full disk: part of the file, no errno
+        Path(f).write_bytes(b"PK\x03\x04")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    cases = [
+        ((safetensors.torch, "save_file", full), ck / "model.safetensors", "No space left on device"),
+        ((torch, "save", partial), ck / TRAINING, "No space left on device"),
+        ((os, "mkdir", read_only), ck, "Read-only file system"),
+    ]
+    for (where, name, fake), path, why in cases:
+        with monkeypatch.context() as m:
+            m.setattr(where, name, fake)
+            m.setattr(os, "statvfs", lambda p: SimpleNamespace(f_bavail=0))
+            with pytest.raises(BinbertError) as err:
+                save_checkpoint(ck, model, cfg, {**state, "step": 2}, {"step": 2})
+        assert str(err.value) == f"{path}: cannot write ({why})"
+        assert [p.name for p in tmp_path.iterdir()] == ["last"]
+        _, got, _ = load_checkpoint(ck)
+        assert got == state
+        assert torch.load(ck / TRAINING, weights_only=False) == {"step": 1}
 
 
 def test_distill_head_map_follows_a_pruned_teacher_stage():
