@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hw.errors import BinbertError
+from hw.files import CannotWrite
 from hw.golden import arith, fold
 from hw.golden.arith import signed_bits
 from hw.golden.attention import Attention
@@ -334,6 +335,8 @@ def export_checkpoint_model(model: nn.Module, out_dir, ckpt, stage: str | None,
     (a full-precision teacher, say) is refused naming the checkpoint and its stage."""
     try:
         return export_model(model, out_dir, opts, meta)
+    except CannotWrite:
+        raise  # the output directory's fault, not the model's: named alone
     except BinbertError as exc:
         raise BinbertError(f"{ckpt} (stage {stage!r}): {exc}") from None
 

@@ -162,6 +162,7 @@ def cmd_eval_integer(args: argparse.Namespace) -> int:
     print(f"eval-integer: {rows}\neval-integer: {truncation_report('dev', ds)}", file=sys.stderr)
     print(text)
     if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+        from hw.files import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")  # whole or not at all, a fault as one line
     return 0

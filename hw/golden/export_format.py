@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from hw.golden import arith
 from hw.golden.arith import signed_bits
 from hw.errors import BinbertError
+from hw.files import temp_name, writing
 from hw.golden.attention import Attention
 from hw.golden.embedding import Embedding
 from hw.golden.encoder_layer import EncoderLayer
@@ -133,14 +135,43 @@ class _Writer:
 
 
 def save_params(params: EncoderParams, out_dir, meta: dict | None = None) -> Path:
-    """Write ``params`` as ROM files + manifest.json into ``out_dir``; returns the manifest path."""
+    """Write ``params`` as ROM files + manifest.json into ``out_dir``; returns the manifest path.
+
+    Every file is written into a temporary directory first (inside ``out_dir`` when it exists,
+    else beside it: the same file system) and moved into place once all are complete, the
+    manifest last. A failed export (full disk, read-only file system, an op it cannot write)
+    removes its temporaries and leaves ``out_dir`` as it was; a file-system fault is a
+    one-line error naming ``out_dir``.
+    """
     if not isinstance(params, EncoderParams):
         raise BinbertError(f"save_params needs an EncoderParams, got {type(params).__name__}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stale = out / MANIFEST
-    if stale.exists():
-        stale.unlink()  # a half-written export must never look complete
+    existed = out.is_dir()
+    stage = out / f".export.{os.getpid()}.tmp" if existed else temp_name(out)
+    try:
+        with writing(out):
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir(parents=True)
+            _write_export(params, stage, meta)
+            if not existed:
+                os.replace(stage, out)
+                return out / MANIFEST
+            stale = out / MANIFEST
+            if stale.exists():
+                stale.unlink()  # a half-moved export must never look complete
+            for f in sorted(stage.iterdir()):
+                if f.name != MANIFEST:
+                    os.replace(f, out / f.name)
+            os.replace(stage / MANIFEST, out / MANIFEST)
+            stage.rmdir()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out / MANIFEST
+
+
+def _write_export(params: EncoderParams, out: Path, meta: dict | None) -> None:
+    """The ROM files and manifest.json of ``params`` in ``out``."""
     w = _Writer(out)
     tree = w.node(params, "")
     manifest = {
@@ -151,10 +182,7 @@ def save_params(params: EncoderParams, out_dir, meta: dict | None = None) -> Pat
                         "bin": "little-endian, each word padded to ceil(width/8) bytes"},
         "meta": meta or {}, "model": tree, "roms": w.roms,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
-    return out / MANIFEST
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 # --------------------------------------------------------------------------------------------

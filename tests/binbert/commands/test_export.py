@@ -91,6 +91,44 @@ def test_eval_integer_without_export_dir_exports_on_the_fly(ckpt, exported, caps
     assert a["golden_vs_fake_quant"] == b["golden_vs_fake_quant"]
 
 
+def _fails(errno_):
+    """A fake of ``os.fsync`` / ``os.mkdir`` / ``Path.write_bytes`` failing with ``errno_``
+    (run as root here: chmod cannot make a directory read-only, nor a disk full)."""
+    import os
+
+    def fake(path=None, *args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_))
+    return fake
+
+
+def test_read_only_or_full_outputs_are_one_line_and_leave_nothing_half_written(
+        ckpt, exported, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for where, name, code, why in ((os, "mkdir", errno.EROFS, "Read-only file system"),
+                                   (Path, "write_bytes", errno.ENOSPC, "No space left on device")):
+        out = tmp_path / "x"
+        with monkeypatch.context() as m:
+            m.setattr(where, name, _fails(code))
+            rc, _, err = _run(capsys, "export", ckpt, "--out", out)
+        assert (rc, err.strip()) == (2, f"binbert: error: {out}: cannot write ({why})")
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # no export, no temporary
+    # eval-integer --json: the report is printed, the file keeps what it held
+    report = tmp_path / "r.json"
+    report.write_text("old\n")
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", _fails(errno.ENOSPC))
+        rc, out, err = _run(capsys, "eval-integer", "--ckpt", ckpt, "--export", exported,
+                            "--data", DATA, "--limit", 8, "--no-intsim", "--json", report)
+    assert rc == 2 and json.loads(out)["examples"] == 8
+    assert err.strip().splitlines()[-1] == (f"binbert: error: {report}: cannot write (No space "
+                                            f"left on device)")
+    assert report.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["r.json"])
+
+
 @pytest.mark.parametrize("argv,match", [
     (["export", "{tmp}/missing", "--out", "{tmp}/x"], "does not exist"),
     (["export", "{ckpt}", "--out", "{tmp}/x", "--res-bits", "8", "--res-frac", "8"], "res_frac=8"),
