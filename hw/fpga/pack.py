@@ -4,19 +4,32 @@
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
+from hw.files import temp_name, writing
 from hw.fpga.targets import Target
 from hw.fpga.tools import run_tool
 
 
 def pack(tool: str, target: Target, out: Path, log: Path, seed: int) -> tuple[Path, float]:
-    """Pack the routed design of nextpnr's run ``seed`` into ``out``/top.<ext>; (path, seconds)."""
+    """Pack the routed design of nextpnr's run ``seed`` into ``out``/top.<ext>; (path, seconds).
+
+    The tool writes a temporary name, renamed over the bitstream once it succeeded: a failed
+    pack (a full disk) leaves no half bitstream, and a previous one stays whole."""
     stem = f"top_seed{seed}"
     bit_path = out / ("top" + target.ext)
-    if target.family == "ice40":
-        seconds = run_tool([tool, f"{stem}.asc", bit_path.name], out, log, "icepack")
-    else:
-        seconds = run_tool([tool, "--compress", "--input", f"{stem}.config", "--bit",
-                            bit_path.name], out, log, "ecppack")
+    tmp = temp_name(bit_path)
+    try:
+        if target.family == "ice40":
+            seconds = run_tool([tool, f"{stem}.asc", tmp.name], out, log, "icepack")
+        else:
+            seconds = run_tool([tool, "--compress", "--input", f"{stem}.config", "--bit",
+                                tmp.name], out, log, "ecppack")
+        with writing(bit_path):
+            os.replace(tmp, bit_path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return bit_path, seconds

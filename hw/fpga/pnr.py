@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.errors import BinbertError
+from hw.files import CannotWrite
 from hw.fpga.targets import DoesNotFit, Target
 from hw.fpga.tools import last_error, run_tool
 
@@ -130,6 +131,8 @@ def place_and_route(nextpnr: str, target: Target, out: Path, log: Path, freq: fl
                 else ["--textcfg", f"top_seed{seed}.config"])
         try:
             seconds += run_tool(cmd, out, log, "nextpnr")
+        except CannotWrite:
+            raise  # a full disk, not the design
         except BinbertError as exc:
             pnr_log = (out / f"nextpnr_seed{seed}.log")
             text = pnr_log.read_text(errors="replace") if pnr_log.exists() else str(exc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hw.files import atomic_write_files
+
 
 def _layer_figures(spec) -> dict:
     """Throughput figures of ``spec`` at 1 MHz (scaled by Fmax in the report)."""
@@ -43,9 +45,9 @@ def layer_report(spec, res: dict, rom_why: str) -> dict:
 
 
 def write_report(out: Path, report: dict) -> None:
-    """report.json and report.md in ``out``."""
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(report))
+    """report.json and report.md in ``out``, each whole or not at all (hw.files)."""
+    atomic_write_files({out / "report.json": json.dumps(report, indent=2) + "\n",
+                        out / "report.md": report_markdown(report)})
 
 
 def describe_path(c: dict) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.errors import BinbertError
+from hw.files import atomic_write_text
 from hw.fpga.targets import Target
 from hw.fpga.tools import last_error, run_tool
 
@@ -87,7 +88,7 @@ def synthesize(yosys: str, target: Target, out: Path, log: Path, opts: tuple[str
                rom: str) -> Synthesized:
     """Run yosys on ``out``/top.il (synth.ys, yosys.log, stat.json, top.json in ``out``)."""
     script = synth_script(target, opts, rom)
-    (out / "synth.ys").write_text("\n".join(script) + "\n")
+    atomic_write_text(out / "synth.ys", "\n".join(script) + "\n")
     workaround = ""
     try:
         seconds = run_tool([yosys, "-q", "-l", "yosys.log", "synth.ys"], out, log, "yosys",
@@ -101,7 +102,7 @@ def synthesize(yosys: str, target: Target, out: Path, log: Path, opts: tuple[str
         workaround = "splitnets after proc (abc9 asserted in ABC_OPS_REINTEGRATE without it)"
         (out / "yosys.log").replace(out / "yosys_abc9_assert.log")
         script.insert(script.index("proc") + 1, "splitnets")
-        (out / "synth.ys").write_text("\n".join(script) + "\n")
+        atomic_write_text(out / "synth.ys", "\n".join(script) + "\n")
         seconds = run_tool([yosys, "-q", "-l", "yosys.log", "synth.ys"], out, log, "yosys",
                            tool_log=out / "yosys.log")
     stat = json.loads((out / "stat.json").read_text())
