@@ -110,6 +110,8 @@ def make_layer(layer: str, *, pe: int = 16, simd: int | None = None, k: int | No
         p = PEParams(simd=simd, pipeline=pipeline)
         return LayerSpec("pe", p, macs_per_cycle=simd, a_bits=1, cycles_per_vector=1,
                          describe={"simd": simd, "pipeline": pipeline})
+    # --pe before N = 4·PE: a bad --pe is named, not the --n derived from it
+    int_value(pe, f"--pe {pe!r}: must be a positive integer", lo=1)
     k = 4 * simd if k is None else k
     n = 4 * pe if n is None else n
     for name, v in (("k", k), ("n", n)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from hw.errors import BinbertError
 
 
 def find_tool(env: str, default: str) -> str:
-    """Resolve a tool from its environment variable (or the YoWASP default) on PATH."""
+    """Resolve a tool from its environment variable (or the YoWASP default): first beside the
+    running interpreter (the venv's own bin/, which need not be on PATH), then on PATH."""
     name = os.environ.get(env) or default
-    path = shutil.which(name)
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if path is None:
         raise BinbertError(f"tool {name!r} not found on PATH (set {env}=... or install the "
                            f"yowasp wheels: make setup)")

