@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from hw.errors import BinbertError
+from hw.files import atomic_write_text, make_dir
 from hw.validate import int_value
 from hw.fpga.pack import pack
 from hw.fpga.pnr import constraint_file, place_and_route, set_clock_constraint
@@ -194,10 +195,10 @@ def _elaborate(make_block: Callable, target: Target, out: Path, freq: float):
     platform.add_resources(board_resources(target.family))
     t0 = time.monotonic()
     plan = platform.prepare(BoardTop(make_block), name="top")
-    (out / "top.il").write_text(plan.files["top.il"])
+    atomic_write_text(out / "top.il", plan.files["top.il"])
     cons_name = constraint_file(target)
-    (out / cons_name).write_text(
-        set_clock_constraint(plan.files[cons_name], target.family, freq))
+    atomic_write_text(out / cons_name,
+                      set_clock_constraint(plan.files[cons_name], target.family, freq))
     return platform, time.monotonic() - t0
 
 
@@ -222,10 +223,8 @@ def run_flow(make_block: Callable, target: Target, out: Path, *, freq_mhz: float
     if not freq > 0:
         raise BinbertError(f"freq={freq_mhz}: the requested clock must be > 0 MHz")
     opts = synth_flags(target, synth_opts, synth_extra)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "flow.log"
-    log.write_text("")
+    out = make_dir(out)  # a read-only --out: one line, before anything runs
+    log = atomic_write_text(out / "flow.log", "")
 
     platform, t_elab = _elaborate(make_block, target, out, freq)
     syn = synthesize(tools.yosys, target, out, log, opts, rom)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hw.errors import BinbertError
+from hw.files import CannotWrite, cannot_write, disk_full, no_space, writing
 
 
 def find_tool(env: str, default: str) -> str:
@@ -42,11 +43,17 @@ def run_tool(cmd: list[str], cwd: Path, log: Path, what: str,
     (from ``tool_log`` when the tool writes its own log, as yosys -q -l does). Returns the
     seconds it took."""
     t0 = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
+    with writing(log):
+        fh = open(log, "a")
+    with fh:
+        with writing(log):
+            fh.write("$ " + " ".join(cmd) + "\n")
+            fh.flush()
         proc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
+        if disk_full(cwd):  # tools report a full disk in their own words, or not at all
+            raise CannotWrite(f"{cannot_write(cwd, no_space())}: {what} failed "
+                              f"(log: {tool_log or log})")
         text = "\n".join(ln for ln in log.read_text(errors="replace").splitlines()
                          if not ln.startswith("$ "))  # the tools' output, not our command lines
         if tool_log is not None and tool_log.exists():

@@ -88,6 +88,21 @@ def test_cli_no_fit_exits_2_after_writing_the_report(tmp_path, monkeypatch, caps
     assert r["error"].startswith("design does not fit ice40-up5k: ")
 
 
+def test_cli_read_only_out_is_one_line_before_any_tool(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    def read_only(path, *args, **kwargs):  # root ignores chmod: the mount's refusal, faked
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(os, "mkdir", read_only)
+    assert main(["bitstream", "--layer", "pe", "--simd", "16", "--target", "ice40-up5k",
+                 "--out", str(out)]) == 2
+    assert _one_line_error(capsys) == f"binbert: error: {out}: cannot write (Read-only file system)"
+    assert not out.exists()
+
+
 def test_micro_bi_encoder_layer_builds_on_the_up5k(micro_ice40):
     """A whole BiBERT W1A1 encoder layer placed, routed and packed on the iCE40 UP5K (its
     preset's own target): exit 0, a bitstream, and the report's figures are the tools' own."""

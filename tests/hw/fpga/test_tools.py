@@ -36,6 +36,26 @@ def test_missing_tool(env, tool, tmp_path, monkeypatch, capsys):
     assert not (out / "top.il").exists()
 
 
+def test_a_tool_that_fails_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    """Tools report a full disk in their own words, or not at all: a failure with no room left
+    on the output's file system is that, naming the directory."""
+    import os
+    import sys
+    from types import SimpleNamespace
+
+    from hw.files import CannotWrite
+
+    log = tmp_path / "flow.log"
+    cmd = [sys.executable, "-c", "raise SystemExit(1)"]
+    with pytest.raises(BinbertError, match=r"^x failed: no output"):
+        tools.run_tool(cmd, tmp_path, log, "x")
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_bavail=0))
+    with pytest.raises(CannotWrite) as e:
+        tools.run_tool(cmd, tmp_path, log, "x")
+    assert str(e.value) == (f"{tmp_path}: cannot write (No space left on device): x failed "
+                            f"(log: {log})")
+
+
 def test_tool_from_environment(monkeypatch, tmp_path):
     """YOSYS=... picks the tool like amaranth-boards does; a bad name is reported as such."""
     monkeypatch.setenv("YOSYS", "no-such-yosys")
