@@ -51,6 +51,11 @@ class EncoderParams:
                 raise BinbertError(f"{o}.layers[{i}]: residual widths differ from res_bits={self.res_bits}")
             if layer.attention.max_len < self.max_len:
                 raise BinbertError(f"{o}.layers[{i}].attention: max_len below the position table")
+            for name in ("query", "key", "value", "ffn_in"):  # the linears that read the residual
+                k = getattr(layer, name).k
+                if k != self.hidden:
+                    raise BinbertError(f"{o}.layers[{i}].{name}: k={k} does not match the "
+                                       f"hidden={self.hidden} features it reads")
         if isinstance(self.pooler, BinaryLinear) and self.pooler_in is None:
             raise BinbertError(f"{o}.pooler_in: a binary pooler needs an input requantizer")
         if not isinstance(self.classifier, IntLinear):

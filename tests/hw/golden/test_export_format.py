@@ -196,3 +196,17 @@ def test_token_ids_outside_the_vocabulary(split_export):
     params, _ = load_params(d)
     with pytest.raises(BinbertError, match="input_ids outside"):
         params.compute(np.array([[1, params.embedding.vocab]]))
+
+
+def test_linear_whose_k_does_not_match_its_input_names_the_layer(broken):
+    """A query whose k is not the hidden width it reads is refused on load, naming the layer
+    (unchecked, it would load and fail on the first sentence as an anonymous BinaryLinear)."""
+    m = _manifest(broken)
+    q = m["model"]["fields"]["layers"][1]["fields"]["query"]["fields"]
+    hidden = q["k"]
+    q["k"] = hidden + 8  # still one packed word: only the layer check can notice
+    _save(broken, m)
+    with pytest.raises(BinbertError, match=rf"EncoderParams\.layers\[1\]\.query: k={hidden + 8} "
+                                           rf"does not match the hidden={hidden} features") as e:
+        load_params(broken)
+    _one_line(e)
