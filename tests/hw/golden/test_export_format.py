@@ -7,7 +7,9 @@ every kind of bad export / bad input failing with a one-line BinbertError before
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import torch
 from tests.sw.chain_models import batch, tiny_quant
 from hw.errors import BinbertError
 from sw.export import build_params, export_model
-from hw.golden.export_format import load_params, run
+from hw.golden.export_format import load_params, run, save_params
 from sw.intsim import IntSim
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -179,6 +181,41 @@ def test_manifest_not_json_or_absent(broken, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BinbertError, match="manifest.json: missing"):
         load_params(tmp_path / "empty")
+
+
+def test_a_failed_export_leaves_the_directory_as_it_was(split_export, tmp_path, monkeypatch):
+    """A full disk after a few ROM files, or a read-only file system: one line naming the
+    directory, no partial files, and the export already there is untouched (it still loads)."""
+    _, d = split_export
+    params, meta = load_params(d)
+    old = tmp_path / "old"
+    shutil.copytree(d, old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    real = Path.write_bytes
+    written = []
+
+    def full(self, data):
+        if len(written) == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(self)
+        return real(self, data)
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    for (where, name, fake), why in (((Path, "write_bytes", full), "No space left on device"),
+                                     ((os, "mkdir", read_only), "Read-only file system")):
+        for out in (tmp_path / "new", old):
+            written.clear()
+            with monkeypatch.context() as m:
+                m.setattr(where, name, fake)
+                with pytest.raises(BinbertError) as e:
+                    save_params(params, out, meta)
+            assert _one_line(e) == f"{out}: cannot write ({why})"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+        assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    save_params(params, old, meta)  # and a whole one over it: the same files
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
 
 
 def test_sequence_longer_than_the_maximum(split_export):
