@@ -11,6 +11,7 @@ Output layout of ``binbert train --out OUT``::
                          once final exists (with a stage's ``ema``, the live weights; the
                          average, which best/ and final/ hold, is in its training.pt)
     OUT/<stage>/metrics.json, OUT/<stage>/curve.png, OUT/summary.json, OUT/curve.png
+    OUT/train.lock       while a run writes OUT: its holder (one run per OUT, sw.train.lock)
 
 Checkpoint directories (their files, atomic writes): :mod:`sw.train.checkpoint`.
 
@@ -30,9 +31,10 @@ Single process on CPU by default; under ``torchrun`` (``WORLD_SIZE`` set) it use
 torch.distributed: DistributedSampler order, a DDP-wrapped student, rank-0 logging/checkpoints.
 
 Modules: ``checkpoint`` (save / load / resolve, state, structure, head maps), ``distributed``
-(Dist), ``ema`` (the stage weight average), ``stage`` (fingerprints, phases, the optimisation loop
-of one stage), ``trainer`` (Trainer, evaluation), ``plots`` (curves). This package re-exports the
-names used outside it; modules inside ``sw`` import from the defining module.
+(Dist), ``ema`` (the stage weight average), ``lock`` (the output directory's run lock),
+``stage`` (fingerprints, phases, the optimisation loop of one stage), ``trainer`` (Trainer,
+evaluation), ``plots`` (curves). This package re-exports the names used outside it; modules
+inside ``sw`` import from the defining module.
 """
 from sw.train.checkpoint import (HEAD_MAP, MODEL, STATE, TRAINING, apply_structure,
                                  distill_head_map, load_checkpoint, model_structure, read_state,

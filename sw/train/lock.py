@@ -108,7 +108,11 @@ class RunLock:
             raise BinbertError(f"{self.path}: already held by this process")
         self._made_out = not self.out.exists()
         make_dir(self.out)
-        fd = self._open_locked()
+        try:
+            fd = self._open_locked()
+        except BaseException:
+            self._rmdir_made()
+            raise
         try:
             host = socket.gethostname()
             rec = self._read(fd)
