@@ -116,11 +116,15 @@ class DataConfig:
     dir: str = field(default="data/glue", metadata={
         "doc": "holds SST-2/, CoLA/, MRPC/, STS-B/ (or the task's files directly)"})
     max_seq_len: int = field(default=64, metadata={
-        "doc": "tokens per example, [CLS] and [SEP] included", "range": ">= 4"})
+        "doc": "tokens per example, [CLS] and [SEP] included; longer examples are cut (the "
+               "training log and eval say how many per split, a warning above 5 %)",
+        "range": ">= 4"})
     train_limit: Optional[int] = field(default=None, metadata={
         "doc": "a seeded random subset of N training rows; null: all", "range": "> 0"})
     eval_limit: Optional[int] = field(default=None, metadata={
-        "doc": "the first N dev rows; null: all", "range": "> 0"})
+        "doc": "the first N dev rows, during training and for `binbert eval` of the config's own "
+               "dev set (another --data file is scored whole; --limit N overrides); null: all",
+        "range": "> 0"})
     augment: Optional[AugmentConfig] = field(default=None, metadata={
         "doc": "distilling stages train on the training rows plus augmented variants "
                "(sw/augment.py); null: off",
