@@ -127,7 +127,7 @@ def ckpt_weights(path: str | Path, k: int, n: int) -> tuple[Any, str]:
 LAYERS = {"ln": "sim.benches.ln", "ffn": "sim.benches.ffn", "attn": "sim.benches.attn", "encoder": "sim.benches.encoder"}
 LAYER_VECTORS = {"ln": 2000, "ffn": 100, "attn": 6, "encoder": 4}
 SEQ_LEN = 8            # random configurations: tokens per sequence
-CKPT_SEQ_LEN = 16      # checkpoint runs: real sentences of at most this many tokens
+CKPT_SEQ_LEN = 16      # checkpoint runs: tokens per sequence, more where the task's sentences need it (sim.layers.default_seq_len)
 CKPT_SENTENCES = 8
 # checkpoint runs by default: Icarus interprets a BERT-sized layer ~100x slower than Verilator
 # runs it, so it gets fewer sentences (--sentences / VECTORS= sets any count on either)

@@ -59,15 +59,15 @@ def prepare(ckpt, *, sentences: int = DEFAULT_SENTENCES, seq_len: int | None = N
     """Everything before the RTL: the export, the sentences, the golden hidden states and
     logits, and each layer's folding. All bad input fails here, before any build."""
     from hw.rtl.encoder_layer import folding_for
-    from sim.defaults import CKPT_MACS, CKPT_SEQ_LEN
-    from sim.layers import dev_sentences
+    from sim.defaults import CKPT_MACS
+    from sim.layers import default_seq_len, dev_sentences
     from sw.export import load_export
     from hw.golden.export_format import run as golden_run
 
     check_model_args(ckpt, sentences=sentences, seq_len=1 if seq_len is None else seq_len, jobs=1)
     params, meta, backbone = load_export(ckpt)
-    # the default fits the model; an explicit length beyond its position table is an error
-    seq_len = min(CKPT_SEQ_LEN, params.max_len) if seq_len is None else seq_len
+    # the default fits the model and the task; an explicit length beyond its position table is an error
+    seq_len = default_seq_len(params, meta, backbone, sentences) if seq_len is None else seq_len
     d = dev_sentences(params, meta, backbone, seq_len=seq_len, count=sentences, exact=True)
     states = params.hidden_states(d["ids"], d["valid"], d["types"])
     logits = golden_run(params, d["ids"], d["valid"], d["types"])

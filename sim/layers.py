@@ -78,15 +78,49 @@ def dev_sentences(params, meta: dict, backbone: str, *, seq_len: int, count: int
             break
     found = len(rows["ids"])
     if not found or (exact and found < count):
+        lengths = sorted(_token_lengths(tok, examples, params.embedding.vocab))
+        want = count if exact else 1
+        if len(lengths) >= want and lengths[want - 1] <= params.max_len:
+            hint = f"--seq-len {lengths[want - 1]} would fit {want}"
+        else:  # the position table itself is too short for them
+            hint = (f"{sum(n <= params.max_len for n in lengths)} fit its position table of "
+                    f"{params.max_len} tokens")
         raise BinbertError(f"--sentences {count}: only {found} of the {len(examples)} {task} dev "
-                           f"sentences fit {seq_len} tokens of this model's vocabulary")
+                           f"sentences fit {seq_len} tokens of this model's vocabulary ({hint})")
     return {"ids": np.array(rows["ids"]), "types": np.array(rows["types"]),
             "valid": np.array(rows["valid"], dtype=bool), "labels": np.array(rows["labels"]),
             "index": np.array(rows["index"]), "text": rows["text"]}
 
 
+def _token_lengths(tok, examples, vocab: int) -> list[int]:
+    """Tokens of every example whose ids are all in the model's ``vocab`` ([CLS] and [SEP]s included)."""
+    lengths = []
+    for e in examples:
+        ids = tok(e.text_a, e.text_b, truncation=False)["input_ids"]
+        if max(ids) < vocab:
+            lengths.append(len(ids))
+    return lengths
+
+
+def default_seq_len(params, meta: dict, backbone: str, count: int) -> int:
+    """Tokens per sequence when none is given: ``CKPT_SEQ_LEN`` (at most the position table)
+    when ``count`` dev sentences of the export's task fit it, else the shortest length that fits
+    ``count`` of them (MRPC and STS-B pairs are longer than 16 tokens), capped by the position
+    table."""
+    from sw import backbone as bb
+    from sw.data import load_split
+
+    base = min(CKPT_SEQ_LEN, params.max_len)
+    examples = load_split(meta.get("data_dir", "data/glue"), meta.get("task", "sst2"), "dev")
+    lengths = sorted(_token_lengths(bb.load_tokenizer(backbone), examples, params.embedding.vocab))
+    if len(lengths) < count or lengths[count - 1] <= base:
+        return base  # enough fit the default, or too few exist at any length (dev_sentences says so)
+    return min(lengths[count - 1], params.max_len)
+
+
 def sentence_inputs(params, meta: dict, backbone: str, *, seq_len: int, count: int):
-    """Real SST-2 dev sentences of at most ``seq_len`` tokens: (input_ids, token types, mask)."""
+    """Dev sentences of the export's task of at most ``seq_len`` tokens: (input_ids, token
+    types, mask)."""
     d = dev_sentences(params, meta, backbone, seq_len=seq_len, count=count)
     return d["ids"], d["types"], d["valid"]
 
@@ -105,8 +139,8 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int | None = None, count: int = C
     params, meta, backbone = load_export(ckpt)
     if not 0 <= layer_index < len(params.layers):
         raise BinbertError(f"--ckpt {ckpt}: layer {layer_index} out of range ({len(params.layers)} layers)")
-    # the default fits the model; an explicit length beyond its position table is an error
-    seq_len = min(CKPT_SEQ_LEN, params.max_len) if seq_len is None else seq_len
+    # the default fits the model and the task; an explicit length beyond its position table is an error
+    seq_len = default_seq_len(params, meta, backbone, count) if seq_len is None else seq_len
     ids, types, valid = sentence_inputs(params, meta, backbone, seq_len=seq_len, count=count)
     states = params.hidden_states(ids, valid, types)
     lyr = params.layers[layer_index]
@@ -114,7 +148,7 @@ def ckpt_configs(layer: str, ckpt, *, seq_len: int | None = None, count: int = C
     enc = folding_for(lyr, seq_len=seq_len, macs=macs)
     att = enc.attention
     h = att.compute(r, valid)
-    note = (f"layer {layer_index} of {ckpt} on {len(ids)} SST-2 dev sentences "
+    note = (f"layer {layer_index} of {ckpt} on {len(ids)} {meta.get('task', 'sst2')} dev sentences "
             f"({int(valid.sum())} tokens, seq_len {seq_len})")
     tmp = tempfile.NamedTemporaryFile(prefix="binbert-sim-", suffix=".npz", delete=False)
     if layer == "ln":
@@ -154,8 +188,8 @@ def run_layer(layer: str, sim: str = "verilator", waves: bool = False, seed: int
     ``sim``; returns the :class:`sim.runner.SimResult` list, raising SimulationError on a mismatch.
 
     With ``ckpt`` (a checkpoint or export directory) the block is that model's layer 0 on
-    ``vectors`` real SST-2 dev sentences (default ``CKPT_SENTENCES_BY_SIM[sim]``) of at most
-    ``seq_len`` tokens (default 16, or the model's maximum when shorter) instead of random ops
+    ``vectors`` dev sentences of the export's task (default ``CKPT_SENTENCES_BY_SIM[sim]``) of at
+    most ``seq_len`` tokens (default :func:`default_seq_len`) instead of random ops
     and inputs.
     ``run_kw`` goes to :func:`sim.runner.run_block` (e.g. ``verbose``).
     """

@@ -41,14 +41,16 @@ def register(subparsers) -> None:
                         f"pe/mvu/lsq, per-layer defaults for ln/ffn/attn/encoder)")
     p.add_argument("--ckpt", default=None,
                    help="mvu: checkpoint whose weights the MVU uses; ln/ffn/attn/encoder: "
-                        "checkpoint or export directory whose layer 0 runs on real SST-2 "
-                        "sentences; model (required): the export whose every layer runs")
+                        "checkpoint or export directory whose layer 0 runs on dev sentences of "
+                        "the export's task; model (required): the export whose every layer runs")
     p.add_argument("--sentences", type=int, default=None,
-                   help="with --ckpt: real SST-2 dev sentences to run (default: model 20; "
+                   help="with --ckpt: dev sentences of the export's task to run (default: model 20; "
                         "ln/ffn/attn/encoder 8 on verilator, 2 on icarus; --vectors is an alias)")
     p.add_argument("--seq-len", type=int, default=None,
                    help="with --ckpt: tokens per sequence the RTL is built for; longer sentences "
-                        "are skipped (default 16, at most the model's position table)")
+                        "are skipped (default 16, or the shortest that fits the sentences asked "
+                        "for where the task's are longer, such as MRPC pairs; at most the model's "
+                        "position table)")
     p.add_argument("--json", default=None,
                    help="model: write the summary (per layer beats, cycles, build/sim seconds; "
                         "predictions RTL vs golden vs label) to this file, the RTL's hidden "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -90,6 +91,49 @@ def test_manifest_mismatch(export2, tmp_path, capsys, monkeypatch):
     (bad / "manifest.json").write_text(json.dumps(m))
     err = _cli_error(["--layer", "model", "--sim", "icarus", "--ckpt", str(bad)], capsys)
     assert "manifest.json" in err and name in err
+
+
+def _mrpc_export(tmp_path_factory, max_pos: int):
+    """A tiny 2-layer BiBERT export (MiniLM vocabulary) for MRPC, whose sentence pairs are all
+    longer than the 16 tokens that fit SST-2 sentences."""
+    from sw.export import export_model
+    from tests.sw.chain_models import tiny_quant
+
+    out = tmp_path_factory.mktemp(f"export-mrpc-{max_pos}")
+    model = tiny_quant("bi", vocab=30522, hidden=16, layers=2, heads=2, inter=32, max_pos=max_pos)
+    export_model(model, out, meta={"backbone": "minilm", "task": "mrpc"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def mrpc64(tmp_path_factory):
+    return _mrpc_export(tmp_path_factory, 64)
+
+
+def test_the_default_seq_len_fits_the_tasks_sentences(mrpc64, export2):
+    # SST-2 keeps 16 tokens; MRPC gets the shortest length that fits the sentences asked for
+    assert e2e.prepare(export2, sentences=2)["seq_len"] == 16
+    prep = e2e.prepare(mrpc64, sentences=2)
+    seq_len, valid = prep["seq_len"], prep["sentences"]["valid"]
+    assert 16 < seq_len <= 64 and len(valid) == 2 and valid.sum(axis=1).max() == seq_len
+    with pytest.raises(BinbertError, match=rf"fit {seq_len - 1} tokens .*\(--seq-len {seq_len} would fit 2\)$"):
+        e2e.prepare(mrpc64, sentences=2, seq_len=seq_len - 1)
+
+
+def test_no_sentence_fits_says_which_seq_len_would(mrpc64, tmp_path_factory, capsys, monkeypatch):
+    import sim.runner
+
+    monkeypatch.setattr(sim.runner, "build_block", _no_build)
+    err = _cli_error(["--layer", "model", "--sim", "icarus", "--ckpt", str(mrpc64), "--seq-len", "16",
+                      "--sentences", "2"], capsys)
+    m = re.search(r"only 0 of the \d+ mrpc dev sentences fit 16 tokens .*\(--seq-len (\d+) would fit 2\)$", err)
+    assert m, err
+    assert e2e.prepare(mrpc64, sentences=2, seq_len=int(m.group(1)))["seq_len"] == int(m.group(1))
+    # a position table too short for any pair: the default stops at it, the error says so
+    err = _cli_error(["--layer", "model", "--sim", "icarus", "--ckpt", str(_mrpc_export(tmp_path_factory, 16))],
+                     capsys)
+    assert re.search(r"fit 16 tokens of this model's vocabulary \(\d+ fit its position table of 16 tokens\)$",
+                     err), err
 
 
 def _no_build(*a, **k):

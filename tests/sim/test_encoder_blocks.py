@@ -95,6 +95,25 @@ def test_exported_split_layer_on_sst2_sentences(split_export):
     _check_export(run_layer("encoder", sim="icarus", seed=SEED, ckpt=split_export, vectors=3, size="tiny"), "encoder")
 
 
+def test_a_ckpt_layer_runs_on_its_tasks_sentences(tmp_path):
+    """MRPC pairs are longer than SST-2's 16-token default: the layer gets a length that fits
+    them, and its label names the task."""
+    import numpy as np
+
+    from sim.layers import layer_configs
+    from sw.export import export_model
+    from tests.sw.chain_models import tiny_quant
+
+    model = tiny_quant("bi", vocab=30522, hidden=16, layers=1, heads=2, inter=32, max_pos=64)
+    export_model(model, tmp_path, meta={"backbone": "minilm", "task": "mrpc"})
+    [(label, _, extra)] = layer_configs("encoder", tmp_path, size="tiny", sentences=2)
+    valid = np.load(extra["inputs"])["valid"]
+    os.unlink(extra["inputs"])
+    seq_len = valid.shape[1]
+    assert 16 < seq_len <= 64 and len(valid) == 2 and valid.sum(axis=1).max() == seq_len
+    assert f"on 2 mrpc dev sentences ({int(valid.sum())} tokens, seq_len {seq_len})" in label
+
+
 def test_unknown_layer_and_size():
     from hw.errors import BinbertError
     from sim.layers import layer_configs
