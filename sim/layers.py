@@ -80,7 +80,9 @@ def dev_sentences(params, meta: dict, backbone: str, *, seq_len: int, count: int
     if not found or (exact and found < count):
         lengths = sorted(_token_lengths(tok, examples, params.embedding.vocab))
         want = count if exact else 1
-        if len(lengths) >= want and lengths[want - 1] <= params.max_len:
+        if not lengths:  # a model with a vocabulary of its own, not the backbone's tokenizer's
+            hint = f"none tokenizes within its vocabulary of {params.embedding.vocab} ids"
+        elif len(lengths) >= want and lengths[want - 1] <= params.max_len:
             hint = f"--seq-len {lengths[want - 1]} would fit {want}"
         else:  # the position table itself is too short for them
             hint = (f"{sum(n <= params.max_len for n in lengths)} fit its position table of "

@@ -173,6 +173,9 @@ CASES = [
     ("sim-seq-len-beyond-positions",
      lambda c: _sim_model(EXPORT)[:-1] + ["10000"],
      ERR(r"seq_len 10000: longer than the model's maximum of \d+ tokens \(its position table\)")),
+    ("sim-no-sentence-in-vocabulary", lambda c: _sim_model(EXPORT),
+     ERR(r"--sentences 20: only 0 of the \d+ sst2 dev sentences fit 16 tokens of this model's "
+         r"vocabulary \(none tokenizes within its vocabulary of \d+ ids\)")),
     # names and counts on the command line
     ("sim-unknown-layer", lambda c: ["sim", "--layer", "bogus"],
      ERR(r"unknown layer 'bogus': supported layers are pe, mvu, lsq, ln, ffn, attn, encoder, model")),
