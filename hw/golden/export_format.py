@@ -5,8 +5,10 @@ An export directory is ``manifest.json`` plus one ROM per integer array of the
 (the same with a ``// width=W depth=D`` header) and ``.bin`` (raw little-endian words, each
 padded to ``ceil(width/8)`` bytes), encoded by :mod:`hw.golden.memfile` (whose ``read_memfile``
 reads them too). :func:`save_params` writes it, :func:`load_params` rebuilds the objects from it
-alone, after checking every file's size and sha256 against the manifest; nothing here imports
-torch, so the golden model cannot see the checkpoint it came from.
+alone, after checking every file's size and sha256 against the manifest and the manifest's
+own arithmetic fields against ``model_sha256`` (:func:`model_digest`; an export written before
+that field existed has none and still loads); nothing here imports torch, so the golden model
+cannot see the checkpoint it came from.
 
 Manifest ``model`` tree: an op is ``{"op": ClassName, "fields": {...}}``; a field is a JSON
 scalar, ``null``, a list, a nested op, ``{"rom": NAME}`` (an int array), ``{"rom_terms": [NAME,
@@ -41,6 +43,8 @@ from hw.golden.softmax import Heaviside, Softmax
 FORMAT = "binbert-export"
 VERSION = 2
 MANIFEST = "manifest.json"
+# the manifest field holding model_digest() of the fields the arithmetic reads
+DIGEST = "model_sha256"
 # every op class an export may hold, by the name its manifest records
 OPS = {cls.__name__: cls for cls in (Requant, Lut, BinaryLinear, IntLinear, Softmax, Heaviside,
                                      Attention, LayerNorm, Embedding, EncoderLayer, EncoderParams)}
@@ -170,17 +174,28 @@ def save_params(params: EncoderParams, out_dir, meta: dict | None = None) -> Pat
     return out / MANIFEST
 
 
+def model_digest(manifest: dict) -> str:
+    """sha256 of the canonical JSON of every manifest field the arithmetic reads: the op tree
+    (scalars such as shifts, the ROM names) and the ROM records (shape, width, signedness,
+    each file's size and sha256). ``meta`` and the prose fields are left out."""
+    blob = json.dumps({"model": manifest["model"], "roms": manifest["roms"]}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
 def _write_export(params: EncoderParams, out: Path, meta: dict | None) -> None:
     """The ROM files and manifest.json of ``params`` in ``out``."""
     w = _Writer(out)
     tree = w.node(params, "")
+    # digested as the reader will see it (tuples become lists, and so on)
+    digest = model_digest(json.loads(json.dumps({"model": tree, "roms": w.roms})))
     manifest = {
         "format": FORMAT, "version": VERSION, "contract": "docs/arithmetic.md v2",
         "bit_order": "element k of a packed row is bit k of the ROM word (LSB first, §2)",
         "word_format": {"hex": "one word per line, hex, most significant digit first, "
                                "ceil(width/4) digits", "mem": "hex lines after a '// width=W depth=D' header",
                         "bin": "little-endian, each word padded to ceil(width/8) bytes"},
-        "meta": meta or {}, "model": tree, "roms": w.roms,
+        "meta": meta or {}, DIGEST: digest, "model": tree, "roms": w.roms,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
@@ -319,7 +334,9 @@ def load_params(export_dir) -> tuple[EncoderParams, dict]:
 
     Every ROM listed is checked (size, sha256 of .hex/.mem/.bin, value widths) before any
     compute; every op validates its own parameters; the first problem raises a one-line
-    BinbertError naming the file or manifest field.
+    BinbertError naming the file or manifest field. A manifest whose fields are all valid but
+    differ from its ``model_sha256`` (a hand-edited shift, say) is refused last, so that a
+    malformed field is still named as such.
     """
     d = Path(export_dir)
     m = read_manifest(d)
@@ -330,6 +347,9 @@ def load_params(export_dir) -> tuple[EncoderParams, dict]:
     unused = sorted(set(m["roms"]) - r.used)
     if unused:
         raise BinbertError(f"{MANIFEST}: roms.{unused[0]} is listed but no op uses it")
+    if DIGEST in m and m[DIGEST] != model_digest(m):
+        raise BinbertError(f"{d / MANIFEST}: the model fields do not match their digest "
+                           f"(edited by hand?): re-export")
     return params, m["meta"]
 
 

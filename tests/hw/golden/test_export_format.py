@@ -247,3 +247,39 @@ def test_linear_whose_k_does_not_match_its_input_names_the_layer(broken):
                                            rf"does not match the hidden={hidden} features") as e:
         load_params(broken)
     _one_line(e)
+
+
+# ---------------------------------------------------------------- the manifest's own digest
+
+def test_an_edited_requantizer_shift_is_refused_as_a_hand_edit(broken):
+    """A shift still valid for its op loads and computes other logits unless the model fields
+    are covered by a digest: refused naming the manifest."""
+    m = _manifest(broken)
+    m["model"]["fields"]["layers"][0]["fields"]["qkv_in"]["fields"]["shift"] += 1
+    _save(broken, m)
+    with pytest.raises(BinbertError, match=r"manifest\.json: the model fields do not match their digest "
+                                           r"\(edited by hand\?\): re-export") as e:
+        load_params(broken)
+    assert str(broken / "manifest.json") in _one_line(e)
+
+
+def test_an_edited_rom_record_is_refused_as_a_hand_edit(broken):
+    m = _manifest(broken)
+    rec = m["roms"]["classifier.out.bias"]
+    rec["signed"] = not rec["signed"]  # the same files and hashes, other values
+    _save(broken, m)
+    with pytest.raises(BinbertError, match=r"do not match their digest") as e:
+        load_params(broken)
+    _one_line(e)
+
+
+def test_an_export_written_without_a_digest_still_loads(broken):
+    old = ROOT / "tests/data/export-bi-tiny"
+    assert "model_sha256" not in _manifest(old)
+    params, _ = load_params(old)
+    assert params.layers
+    m = _manifest(broken)
+    assert "model_sha256" in m
+    del m["model_sha256"]
+    _save(broken, m)
+    assert load_params(broken)[0].num_labels == 2
