@@ -5,11 +5,14 @@ split by ``sw.split``): its binary weight terms, weight scales, LSQ steps, thres
 LayerNorm / embedding / head parameters, as float64 numpy; :mod:`hw.golden.fold` folds them into
 the golden ops (packed weights, fixed-point requantizer multipliers/shifts/biases (§8),
 fixed-point LayerNorm parameters, LUT ROMs for GELU/tanh and the softmax exp table).
-``export_model`` / ``export_checkpoint`` write them with :func:`hw.golden.export_format.save_params`.
+``export_model`` / ``export_checkpoint`` write them with :func:`hw.golden.export_format.save_params`;
+an export of a checkpoint records its weights' sha256 (:func:`checkpoint_digest`) in the manifest's
+meta, which :func:`check_export_of` compares when a checkpoint and an export meet.
 Anything the contract cannot represent is refused with a BinbertError naming the module.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import asdict
@@ -329,10 +332,47 @@ def export_model(model: nn.Module, out_dir, opts: ExportOptions | None = None, m
     return save_params(params, out_dir, info)
 
 
+CHECKPOINT_DIGEST = "checkpoint_sha256"
+
+
+def checkpoint_digest(ckpt) -> str:
+    """sha256 of checkpoint ``ckpt``'s weight file (sw.train.checkpoint.MODEL; of ``ckpt.old``
+    where an interrupted swap left only that, as load_checkpoint reads it)."""
+    from sw.train.checkpoint import MODEL, resolve_checkpoint
+
+    p = resolve_checkpoint(Path(ckpt))
+    if p is None:
+        raise BinbertError(f"{ckpt}: not a complete binbert checkpoint (no {MODEL})")
+    h = hashlib.sha256()
+    try:
+        with open(p / MODEL, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise BinbertError(f"{p / MODEL}: cannot read ({exc.strerror or exc})") from None
+    return h.hexdigest()
+
+
+def check_export_of(export_dir, meta: dict, ckpt) -> None:
+    """Refuse export ``export_dir`` (its manifest ``meta``) unless it was exported from
+    checkpoint ``ckpt``. An export that records no checkpoint (written from a model in memory,
+    or before exports recorded one) cannot be checked and is accepted."""
+    recorded = meta.get(CHECKPOINT_DIGEST)
+    if recorded is None:
+        return
+    actual = checkpoint_digest(ckpt)
+    if recorded != actual:
+        raise BinbertError(f"--export {export_dir} was exported from another checkpoint than --ckpt {ckpt} "
+                           f"(weights sha256 {str(recorded)[:12]}..., the checkpoint's {actual[:12]}...): "
+                           f"export {ckpt} again")
+
+
 def export_checkpoint_model(model: nn.Module, out_dir, ckpt, stage: str | None,
                             opts: ExportOptions | None = None, meta: dict | None = None) -> Path:
-    """:func:`export_model` of the model of checkpoint ``ckpt``: a model that cannot be exported
-    (a full-precision teacher, say) is refused naming the checkpoint and its stage."""
+    """:func:`export_model` of the model of checkpoint ``ckpt``, recording ``ckpt``'s
+    :func:`checkpoint_digest` in the meta: a model that cannot be exported (a full-precision
+    teacher, say) is refused naming the checkpoint and its stage."""
+    meta = {**(meta or {}), CHECKPOINT_DIGEST: checkpoint_digest(ckpt)}
     try:
         return export_model(model, out_dir, opts, meta)
     except CannotWrite:
@@ -362,8 +402,8 @@ def export_cache() -> Path:
 def load_export(ckpt, cache=None) -> tuple[EncoderParams, dict, str]:
     """(EncoderParams, meta, tokenizer backbone) from an export directory, or from a checkpoint
     directory exported on the fly (cached under ``cache``, default :func:`export_cache`; the
-    cache key is the checkpoint's path and its files' sizes and times)."""
-    import hashlib
+    cache key is the checkpoint's path and its files' sizes and times, and a cached export
+    whose recorded checkpoint digest is not the checkpoint's is stale: exported again)."""
     import shutil
     import tempfile
 
@@ -385,6 +425,9 @@ def load_export(ckpt, cache=None) -> tuple[EncoderParams, dict, str]:
     if (out / "manifest.json").is_file():
         try:
             params, meta = load_params(out)
+            if meta.get(CHECKPOINT_DIGEST) is None:  # from before exports recorded it
+                raise BinbertError(f"{out}: records no checkpoint")
+            check_export_of(out, meta, path)
         except BinbertError:   # a stale or damaged cache: export again
             params = None
     if params is None:

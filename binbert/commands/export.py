@@ -132,7 +132,7 @@ def cmd_eval_integer(args: argparse.Namespace) -> int:
     from hw.errors import BinbertError
     from sw import backbone as bb
     from sw.data import Encoded, eval_examples, task_spec, truncation_report
-    from sw.export import export_checkpoint_model
+    from sw.export import check_export_of, export_checkpoint_model
     from hw.golden.export_format import load_params
     from sw.train import load_checkpoint
 
@@ -153,6 +153,8 @@ def cmd_eval_integer(args: argparse.Namespace) -> int:
             export_checkpoint_model(model, tmp, args.ckpt, state.get("stage"),
                                     meta={"checkpoint": str(args.ckpt)})
         params, meta = load_params(export_dir)
+        if args.export is not None:  # another model's export would be scored without a word
+            check_export_of(args.export, meta, args.ckpt)
         if params.max_len < d.max_seq_len:
             raise BinbertError(f"{export_dir}: position table holds {params.max_len} tokens, "
                                f"data.max_seq_len is {d.max_seq_len}")

@@ -358,3 +358,39 @@ def test_load_export_exports_a_checkpoint_once_into_its_cache(tmp_path, monkeypa
     assert emeta["checkpoint"] == str(ckpt) and ebackbone == cfg.model.backbone
     assert load_export(ckpt, cache=tmp_path / "other")[0].num_labels == params.num_labels
     assert len(list((tmp_path / "other").iterdir())) == 1
+
+
+def test_load_export_does_not_reuse_the_cached_export_of_other_weights(tmp_path, monkeypatch):
+    """The cache key is the checkpoint's path, sizes and times: weights replaced under the same
+    size and time (cp -p of another run) used to reuse the old export; the recorded checkpoint
+    digest makes it stale, so it is exported again."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from sw.backbone import minilm_path
+    from sw.config import load_config
+    from sw.export import checkpoint_digest, export_cache, load_export
+    from sw.train import save_checkpoint
+    from sw.train.checkpoint import MODEL
+
+    root = Path(__file__).resolve().parents[2]
+    vocab = sum(1 for _ in open(minilm_path() / "vocab.txt", encoding="utf-8"))
+    cfg = load_config(root / "models/tiny-test.yaml")
+    ckpt, other = tmp_path / "binary", tmp_path / "other"
+    for path, seed in ((ckpt, 0), (other, 1)):
+        save_checkpoint(path, tiny_quant("split", seed=seed, vocab=vocab,
+                                         max_pos=cfg.model.tiny.max_position_embeddings),
+                        cfg, {"stage": "binary", "complete": True})
+    monkeypatch.setenv("BINBERT_SIM_BUILD", str(tmp_path / "build"))
+    first, meta, _ = load_export(ckpt)
+    assert meta["checkpoint_sha256"] == checkpoint_digest(ckpt)
+    st = (ckpt / MODEL).stat()
+    assert (other / MODEL).stat().st_size == st.st_size
+    shutil.copyfile(other / MODEL, ckpt / MODEL)
+    os.utime(ckpt / MODEL, ns=(st.st_atime_ns, st.st_mtime_ns))
+    params, meta, _ = load_export(ckpt)
+    assert meta["checkpoint_sha256"] == checkpoint_digest(other)
+    assert len(list(export_cache().iterdir())) == 1
+    ids, am, tt = (batch(3, b=2, t=6)[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))
+    assert not np.array_equal(params.compute(ids, am, tt), first.compute(ids, am, tt))

@@ -161,3 +161,23 @@ def test_a_full_precision_checkpoint_is_refused_naming_path_and_stage(tmp_path, 
         assert rc == 2
         assert err.strip() == (f"binbert: error: {teacher} (stage 'teacher'): model is not "
                                f"quantized (quantize_bert): nothing to export to binary hardware")
+
+
+def test_eval_integer_refuses_the_export_of_another_checkpoint(ckpt, exported, tmp_path, capsys):
+    """Another model's export used to be scored (agreement 0.0) without a word: now one line
+    naming both directories."""
+    from sw.backbone import minilm_path
+    from sw.config import load_config
+    from sw.train import save_checkpoint
+
+    cfg = load_config(ROOT / "models/tiny-test.yaml")
+    vocab = sum(1 for _ in open(minilm_path() / "vocab.txt", encoding="utf-8"))
+    other = tmp_path / "other"
+    save_checkpoint(other, tiny_quant("split", seed=1, vocab=vocab, max_pos=cfg.model.tiny.max_position_embeddings),
+                    cfg, {"stage": "binary", "complete": True})
+    assert json.loads((exported / "manifest.json").read_text())["meta"]["checkpoint_sha256"]
+    rc, out, err = _run(capsys, "eval-integer", "--ckpt", other, "--export", exported, "--data", DATA,
+                        "--limit", 8, "--no-intsim")
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith("binbert: error:")
+    assert str(other) in lines[0] and str(exported) in lines[0] and "another checkpoint" in lines[0]
