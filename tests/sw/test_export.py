@@ -78,7 +78,7 @@ def test_three_formats_hold_the_same_words(exported, variant):
 
 
 def test_hw_rom_reader_reads_every_export_file(exported):
-    """H1's validated reader (hw.golden.memfile.read_memfile) accepts all three formats and agrees."""
+    """The validated ROM reader (hw.golden.memfile.read_memfile) accepts all three formats and agrees."""
     from hw.golden.memfile import read_memfile
 
     d = exported["split"]
