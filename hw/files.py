@@ -51,10 +51,25 @@ def no_space() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def temp_name(path) -> Path:
-    """The temporary sibling ``path`` is written under (per process: two writers never share)."""
+def temp_name(path, suffix: str = ".tmp") -> Path:
+    """The temporary sibling ``path`` is written under (per process: two writers never share);
+    ``suffix`` for writers that pick the format from the name (``.png``)."""
     p = Path(path)
-    return p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    return p.with_name(f".{p.name}.{os.getpid()}{suffix}")
+
+
+@contextlib.contextmanager
+def staged(path, suffix: str = ".tmp") -> Iterator[Path]:
+    """For a writer that takes a file name (a tool, ``savefig``): yield the temporary name to
+    write, renamed over ``path`` when the block succeeds; the temporary never outlives it."""
+    tmp = temp_name(path, suffix)
+    try:
+        yield tmp
+        with writing(path):
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def make_dir(path) -> Path:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from hw.errors import BinbertError
+from hw.files import atomic_write_text
 from sim.defaults import BLOCK_VECTORS, BLOCKS
 
 SIMULATORS = ("verilator", "icarus")
@@ -306,9 +307,7 @@ def generate_verilog(params: Any, path: Path, *, sim: str = "verilator") -> bool
         text = icarus_time0_fix(text)
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
     return True
 
 

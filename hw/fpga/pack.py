@@ -4,11 +4,9 @@
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
-from hw.files import temp_name, writing
+from hw.files import staged
 from hw.fpga.targets import Target
 from hw.fpga.tools import run_tool
 
@@ -20,16 +18,10 @@ def pack(tool: str, target: Target, out: Path, log: Path, seed: int) -> tuple[Pa
     pack (a full disk) leaves no half bitstream, and a previous one stays whole."""
     stem = f"top_seed{seed}"
     bit_path = out / ("top" + target.ext)
-    tmp = temp_name(bit_path)
-    try:
+    with staged(bit_path) as tmp:
         if target.family == "ice40":
             seconds = run_tool([tool, f"{stem}.asc", tmp.name], out, log, "icepack")
         else:
             seconds = run_tool([tool, "--compress", "--input", f"{stem}.config", "--bit",
                                 tmp.name], out, log, "ecppack")
-        with writing(bit_path):
-            os.replace(tmp, bit_path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
     return bit_path, seconds

@@ -1,12 +1,10 @@
 """Training curves of a run's stages (matplotlib, Agg backend)."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
-from hw.files import writing
+from hw.files import staged, writing
 
 
 def plot_curves(out: Path, stages: list[str], dest: Path | None = None) -> Path | None:
@@ -48,15 +46,9 @@ def plot_curves(out: Path, stages: list[str], dest: Path | None = None) -> Path 
             ax2.set_ylabel("dev main metric", color="tab:red")
     fig.tight_layout()
     dest = dest or Path(out) / "curve.png"
-    tmp = dest.with_name(dest.name + ".tmp.png")
     try:
-        with writing(dest):
+        with staged(dest, suffix=".tmp.png") as tmp, writing(dest):
             fig.savefig(tmp, dpi=90)
-            os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # no half-written image left beside the curve
-        raise
     finally:
         plt.close(fig)
     return dest

@@ -8,7 +8,7 @@ import pytest
 
 from hw.errors import BinbertError
 from hw.files import (CannotWrite, atomic_write_bytes, atomic_write_files, atomic_write_text,
-                      disk_full, make_dir, writing)
+                      disk_full, make_dir, staged, writing)
 
 
 def _os_error(code):
@@ -59,3 +59,17 @@ def test_disk_full_looks_at_the_nearest_existing_directory(tmp_path, monkeypatch
     monkeypatch.setattr(os, "statvfs", statvfs)
     assert disk_full(tmp_path / "not" / "yet")
     assert seen == [tmp_path]
+
+
+def test_staged_renames_on_success_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "top.bit"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with staged(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the tool failed")
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    with staged(target, suffix=".tmp.png") as tmp:
+        assert tmp.name.endswith(".tmp.png") and tmp.parent == tmp_path
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]

@@ -17,5 +17,6 @@ def test_plot_curves_draws_stages_with_a_history(tmp_path):
     dest = plot_curves(tmp_path, ["a", "b", "missing"])
     assert dest == tmp_path / "curve.png" and dest.stat().st_size > 0
     assert not (tmp_path / "curve.png.tmp.png").exists()  # written by swap
+    assert not list(tmp_path.glob(".curve.png.*"))  # no temporary left beside it
     assert plot_curves(tmp_path, ["b", "missing"], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
