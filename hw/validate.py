@@ -43,12 +43,16 @@ def positive_int(owner: str, name: str, v) -> int:
 
 def int_field(owner: str, name: str, v, lo: int | None = None, hi: int | None = None) -> int:
     """A golden op's integer constant (numpy integers accepted), optionally in [lo, hi]."""
-    if not is_int(v, numpy=True):
-        raise BinbertError(f"{owner}.{name}={v!r} must be an integer")
-    v = int(v)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise BinbertError(f"{owner}.{name}={v} out of range [{lo}, {hi}]")
-    return v
+    v = int_value(v, f"{owner}.{name}={v!r} must be an integer", numpy=True)
+    return int_value(v, f"{owner}.{name}={v} out of range [{lo}, {hi}]", lo=lo, hi=hi)
+
+
+def bounded_int(owner: str, name: str, v, lo: int, hi: int | None = None) -> int:
+    """A block field: an integer (numpy integers accepted) in lo..hi (``hi`` None: no upper
+    bound), as an int; the type and the range are refused with messages of their own."""
+    v = int_value(v, f"{owner}: {name}={v!r} must be an integer", numpy=True)
+    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+    return int_value(v, f"{owner}: {name}={v} must be {rng}", lo=lo, hi=hi)
 
 
 def int_array(owner: str, name: str, a, *, ndim: int | None = None, lo: int | None = None,
@@ -107,14 +111,6 @@ def silence(obj, quiet: bool = True):
     False re-arms the warning. Amaranth has no public switch for this (0.5)."""
     obj._MustUse__silence = quiet
     return obj
-
-
-def bounded_int(owner: str, name: str, v, lo: int, hi: int | None = None) -> int:
-    """A block field: an integer (numpy integers accepted) in lo..hi (``hi`` None: no upper
-    bound), as an int; the type and the range are refused with messages of their own."""
-    v = int_value(v, f"{owner}: {name}={v!r} must be an integer", numpy=True)
-    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-    return int_value(v, f"{owner}: {name}={v} must be {rng}", lo=lo, hi=hi)
 
 
 def params_of(component, params, cls):
