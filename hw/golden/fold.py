@@ -19,7 +19,7 @@ from hw.golden.layernorm import LayerNorm
 from hw.golden.linear import BinaryLinear, IntLinear
 from hw.golden.requant import Lut, Requant
 from hw.golden.softmax import Softmax, exp2_table
-from hw.validate import int_field
+from hw.validate import int_field, int_value
 
 LOG2E = 1.0 / math.log(2.0)
 M_BITS = 16                 # requantizer multiplier width (§7)
@@ -59,8 +59,7 @@ class ExportOptions:
                           ("ln_recip_bits", 8, 32), ("m_bits", 4, 24), ("cls_w_bits", 2, 16),
                           ("tanh_bits", 2, 8), ("logit_bits", 8, 32), ("logit_frac", 0, 24)):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise BinbertError(f"export option {f}={v!r} out of range [{lo}, {hi}]")
+            int_value(v, f"export option {f}={v!r} out of range [{lo}, {hi}]", lo=lo, hi=hi)
         if self.lut_bits == 1:
             raise BinbertError("export option lut_bits=1 too small: use 0 (auto) or 2..14")
         if self.res_frac >= self.res_bits:

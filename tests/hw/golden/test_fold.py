@@ -218,3 +218,9 @@ def test_export_options_defaults_are_the_fold_defaults():
         fold.M_BITS, fold.LN_EXTRA_BITS, fold.LN_NORM_FRAC, fold.LN_RECIP_BITS)
     assert (o.softmax_frac_bits, o.softmax_exp_bits, o.softmax_recip_bits) == (
         fold.SOFTMAX_FRAC_BITS, fold.SOFTMAX_EXP_BITS, fold.SOFTMAX_RECIP_BITS)
+
+
+@pytest.mark.parametrize("value", [True, 3, 25, 8.0])
+def test_export_options_refuse_a_res_bits_that_is_not_an_int_in_range(value):
+    with pytest.raises(BinbertError, match=r"export option res_bits=.* out of range \[4, 24\]"):
+        fold.ExportOptions(res_bits=value)
